@@ -1,0 +1,60 @@
+"""Dialing activities (dedicated, rate-limited task queue). One attempt per activity run:
+retries are the workflow's decision, because a blind retry could call a person twice."""
+
+from __future__ import annotations
+
+import logging
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from telephony.base import Ambiguous, DialRequest, NotPlaced, Rejected
+from telephony.registry import ProviderRegistry
+from workflows.create_call import DIAL_AMBIGUOUS, DIAL_NOT_PLACED
+from workflows.dto import DialInput, DialResult, ReconcileInput, ReconcileResult
+
+log = logging.getLogger(__name__)
+
+
+class DialActivities:
+    def __init__(self, providers: ProviderRegistry) -> None:
+        self._providers = providers
+
+    @activity.defn(name="dial")
+    async def dial(self, input: DialInput) -> DialResult:
+        provider = self._providers.get(input.provider)
+        request = DialRequest(
+            call_session_id=input.call_session_id,
+            request_id=input.request_id,
+            attempt=input.attempt,
+            to_number=input.to_number,
+            from_number=input.from_number,
+        )
+        try:
+            call = await provider.create_call(request)
+        except Rejected as exc:
+            return DialResult(placed=False, provider_error_code=exc.code, reason=exc.message)
+        except NotPlaced as exc:
+            raise ApplicationError(
+                exc.message, exc.code, exc.retry_after, type=DIAL_NOT_PLACED, non_retryable=True
+            ) from exc
+        except Ambiguous as exc:
+            raise ApplicationError(
+                exc.message, exc.code, type=DIAL_AMBIGUOUS, non_retryable=True
+            ) from exc
+        log.info(
+            "call placed",
+            extra={"call_session_id": input.call_session_id, "attempt": input.attempt},
+        )
+        return DialResult(placed=True, telephony_leg_id=call.sid)
+
+    @activity.defn(name="reconcile_dial")
+    async def reconcile_dial(self, input: ReconcileInput) -> ReconcileResult:
+        provider = self._providers.get(input.provider)
+        found = await provider.lookup_call(
+            call_session_id=input.call_session_id,
+            attempts=input.attempts,
+            to_number=input.to_number,
+            from_number=input.from_number,
+        )
+        return ReconcileResult(telephony_leg_id=found.sid if found else None)

@@ -1,0 +1,87 @@
+"""Dependencies: database session, the authenticated user, the Temporal gateway."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, Security, status
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from api.temporal import TemporalGateway
+from dialer.config import Settings
+from dialer.security import hash_key, key_prefix
+from store.models import ApiKey, User
+
+api_key_header = APIKeyHeader(name="x-api-key", auto_error=False, description="Your API key.")
+bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <api key>`.")
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_engine_dep(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+def get_db(engine: Annotated[Engine, Depends(get_engine_dep)]) -> Iterator[Session]:
+    with Session(engine, expire_on_commit=False) as session:
+        yield session
+
+
+def get_temporal(request: Request) -> TemporalGateway:
+    return request.app.state.temporal
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+EngineDep = Annotated[Engine, Depends(get_engine_dep)]
+SessionDep = Annotated[Session, Depends(get_db)]
+TemporalDep = Annotated[TemporalGateway, Depends(get_temporal)]
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: uuid.UUID
+    email: str
+    key_prefix: str
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+def get_current_user(
+    session: SessionDep,
+    settings: SettingsDep,
+    x_api_key: Annotated[str | None, Security(api_key_header)] = None,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None,
+) -> Principal:
+    key = x_api_key or (credentials.credentials if credentials else None)
+    if not key:
+        raise _unauthorized("missing API key: send x-api-key or Authorization: Bearer")
+    prefix = key_prefix(key)
+    if prefix is None:
+        raise _unauthorized("invalid API key")
+    digest = hash_key(key, settings.secret_key)
+    candidates = session.exec(select(ApiKey).where(ApiKey.prefix == prefix)).all()
+    match = None
+    for candidate in candidates:
+        if hmac.compare_digest(candidate.key_hash, digest):
+            match = candidate
+    if match is None or match.revoked_at is not None:
+        raise _unauthorized("invalid API key")
+    user = session.get(User, match.user_id)
+    if user is None:
+        raise _unauthorized("invalid API key")
+    return Principal(user_id=user.id, email=user.email, key_prefix=prefix)
+
+
+CurrentUser = Annotated[Principal, Depends(get_current_user)]

@@ -1,0 +1,180 @@
+"""The user's caller lines, agents, flows (`workflow_id`), and the mappings between them."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, HTTPException, status
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from api.deps import CurrentUser, SessionDep, SettingsDep
+from api.routes.calls import AUTH_ERRORS
+from api.schemas import (
+    AgentPublic,
+    Detail,
+    FlowPublic,
+    MappingCreate,
+    MappingPublic,
+    NamedCreate,
+    PhoneNumberCreate,
+    PhoneNumberPublic,
+    PhoneNumberUpdate,
+)
+from dialer.phone import InvalidNumber, normalize
+from store.models import Agent, Flow, LineMapping, PhoneNumber
+
+router = APIRouter(prefix="/api/v1", responses=AUTH_ERRORS)
+NOT_FOUND = {404: {"model": Detail, "description": "Not found (or not yours)"}}
+
+
+def _owned(session: SessionDep, model: type, id_: uuid.UUID, user_id: uuid.UUID, what: str):  # type: ignore[no-untyped-def]
+    row = session.get(model, id_)
+    if row is None or row.user_id != user_id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"{what} not found")
+    return row
+
+
+@router.get("/phone", response_model=list[PhoneNumberPublic], tags=["lines"])
+def list_lines(user: CurrentUser, session: SessionDep) -> list[PhoneNumber]:
+    """The user's caller lines, oldest first (the default line is the first active one)."""
+    return list(
+        session.exec(
+            select(PhoneNumber)
+            .where(PhoneNumber.user_id == user.user_id)
+            .order_by(col(PhoneNumber.created_at), col(PhoneNumber.id))
+        ).all()
+    )
+
+
+@router.post(
+    "/phone",
+    response_model=PhoneNumberPublic,
+    status_code=201,
+    responses={409: {"model": Detail, "description": "The line exists already"}},
+    tags=["lines"],
+)
+def create_line(
+    body: PhoneNumberCreate, user: CurrentUser, session: SessionDep, settings: SettingsDep
+) -> PhoneNumber:
+    """Add a caller line."""
+    try:
+        number = normalize(body.number, settings.default_region)
+    except InvalidNumber as exc:
+        raise HTTPException(422, f"number: {exc}") from exc
+    line = PhoneNumber(
+        user_id=user.user_id,
+        number=number,
+        provider=body.provider,
+        label=body.label,
+        active=body.active,
+    )
+    session.add(line)
+    try:
+        session.commit()
+    except IntegrityError as exc:
+        session.rollback()
+        raise HTTPException(409, "this line exists already") from exc
+    return line
+
+
+@router.patch(
+    "/phone/{phone_number_id}",
+    response_model=PhoneNumberPublic,
+    responses=NOT_FOUND,
+    tags=["lines"],
+)
+def update_line(
+    phone_number_id: uuid.UUID, body: PhoneNumberUpdate, user: CurrentUser, session: SessionDep
+) -> PhoneNumber:
+    """Activate or deactivate a line, or relabel it."""
+    line = _owned(session, PhoneNumber, phone_number_id, user.user_id, "phone number")
+    if body.active is not None:
+        line.active = body.active
+    if body.label is not None:
+        line.label = body.label
+    session.add(line)
+    session.commit()
+    return line
+
+
+@router.post(
+    "/phone/mapping",
+    response_model=MappingPublic,
+    status_code=201,
+    responses=NOT_FOUND,
+    tags=["lines"],
+)
+def map_line(body: MappingCreate, user: CurrentUser, session: SessionDep) -> MappingPublic:
+    """Map an agent or a workflow (exactly one) to a line; replaces its previous mapping."""
+    _owned(session, PhoneNumber, body.phone_number_id, user.user_id, "phone number")
+    if body.agent_id:
+        _owned(session, Agent, body.agent_id, user.user_id, "agent")
+        existing = session.exec(
+            select(LineMapping).where(LineMapping.agent_id == body.agent_id)
+        ).first()
+    else:
+        assert body.workflow_id is not None
+        _owned(session, Flow, body.workflow_id, user.user_id, "workflow")
+        existing = session.exec(
+            select(LineMapping).where(LineMapping.flow_id == body.workflow_id)
+        ).first()
+    mapping = existing or LineMapping(
+        user_id=user.user_id,
+        phone_number_id=body.phone_number_id,
+        agent_id=body.agent_id,
+        flow_id=body.workflow_id,
+    )
+    mapping.phone_number_id = body.phone_number_id
+    session.add(mapping)
+    session.commit()
+    return MappingPublic(
+        id=mapping.id,
+        phone_number_id=mapping.phone_number_id,
+        agent_id=mapping.agent_id,
+        workflow_id=mapping.flow_id,
+        created_at=mapping.created_at,
+    )
+
+
+def _named_list(session: SessionDep, model: type, user_id: uuid.UUID, column) -> list[dict]:  # type: ignore[no-untyped-def]
+    rows = session.exec(
+        select(model, LineMapping.phone_number_id)
+        .outerjoin(LineMapping, column == model.id)
+        .where(model.user_id == user_id)
+        .order_by(col(model.created_at), col(model.id))
+    ).all()
+    return [
+        {"id": r.id, "name": r.name, "created_at": r.created_at, "phone_number_id": line}
+        for r, line in rows
+    ]
+
+
+@router.get("/agents", response_model=list[AgentPublic], tags=["agents"])
+def list_agents(user: CurrentUser, session: SessionDep) -> list[dict]:
+    """The user's agents, each with its mapped line."""
+    return _named_list(session, Agent, user.user_id, LineMapping.agent_id)
+
+
+@router.post("/agents", response_model=AgentPublic, status_code=201, tags=["agents"])
+def create_agent(body: NamedCreate, user: CurrentUser, session: SessionDep) -> Agent:
+    """Create an agent."""
+    agent = Agent(user_id=user.user_id, name=body.name)
+    session.add(agent)
+    session.commit()
+    return agent
+
+
+@router.get("/workflows", response_model=list[FlowPublic], tags=["workflows"])
+def list_flows(user: CurrentUser, session: SessionDep) -> list[dict]:
+    """The user's conversation workflows, each with its mapped line."""
+    return _named_list(session, Flow, user.user_id, LineMapping.flow_id)
+
+
+@router.post("/workflows", response_model=FlowPublic, status_code=201, tags=["workflows"])
+def create_flow(body: NamedCreate, user: CurrentUser, session: SessionDep) -> Flow:
+    """Create a conversation workflow (the `workflow_id` of create_call)."""
+    flow = Flow(user_id=user.user_id, name=body.name)
+    session.add(flow)
+    session.commit()
+    return flow

@@ -1,0 +1,42 @@
+"""Who am I, liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from api.deps import CurrentUser, EngineDep, TemporalDep
+from api.routes.calls import AUTH_ERRORS
+from api.schemas import MePublic
+
+router = APIRouter()
+
+
+@router.get("/api/v1/me", response_model=MePublic, responses=AUTH_ERRORS, tags=["account"])
+def me(user: CurrentUser) -> MePublic:
+    """The user behind the credentials."""
+    return MePublic(user_id=user.user_id, email=user.email, api_key_prefix=user.key_prefix)
+
+
+@router.get("/health", tags=["operations"])
+def health() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/ready", tags=["operations"], responses={503: {"description": "Not ready"}})
+async def ready(engine: EngineDep, temporal: TemporalDep) -> JSONResponse:
+    """Ready when the database and Temporal both answer."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        database = True
+    except Exception:
+        database = False
+    orchestrator = await temporal.ping()
+    ok = database and orchestrator
+    return JSONResponse(
+        {"ready": ok, "database": database, "temporal": orchestrator},
+        status_code=200 if ok else 503,
+    )

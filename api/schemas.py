@@ -1,0 +1,155 @@
+"""Request and response schemas of the HTTP edge. No table object leaks into a response."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+T = TypeVar("T")
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UTCDatetime = Annotated[datetime, AfterValidator(as_utc)]
+
+CallStatus = Literal["success", "failed", "pending"]
+WaitStage = Literal["accepted", "dialed"]
+
+
+class CreateCallResponse(BaseModel):
+    status: CallStatus = Field(
+        description="success: initiation accepted or dialed; failed: recorded as failed "
+        "(see failure_code); pending: the wait budget ran out, the call proceeds durably."
+    )
+    request_id: uuid.UUID
+    call_session_id: uuid.UUID
+    user_id: uuid.UUID
+    telephony_provider: Literal["pstn"] = "pstn"
+    target_number: str = Field(description="Destination, E.164 when it could be normalized.")
+    from_phone_number: str | None = None
+    telephony_leg_id: str | None = None
+    failure_code: str | None = None
+    failure_reason: str | None = None
+
+
+class CallEventPublic(BaseModel):
+    type: str
+    detail: dict[str, Any] | None = None
+    created_at: UTCDatetime
+
+
+class CallSessionPublic(BaseModel):
+    call_session_id: uuid.UUID
+    request_id: uuid.UUID
+    user_id: uuid.UUID
+    status: Literal["accepted", "dialing", "success", "failed"]
+    target_number: str | None
+    from_phone_number: str | None
+    telephony_provider: Literal["pstn"] = "pstn"
+    telephony_leg_id: str | None
+    failure_code: str | None
+    failure_reason: str | None
+    provider_error_code: str | None
+    attempts: int
+    agent_id: uuid.UUID | None
+    workflow_id: uuid.UUID | None
+    phone_number_id: uuid.UUID | None
+    campaign_id: uuid.UUID | None
+    created_at: UTCDatetime
+    updated_at: UTCDatetime
+
+
+class CallSessionDetail(CallSessionPublic):
+    events: list[CallEventPublic]
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    page: int
+    page_size: int
+
+
+class PhoneNumberCreate(BaseModel):
+    number: str = Field(max_length=40, examples=["+12025550199"])
+    provider: str = Field(default="simulated", max_length=32, pattern=r"^[a-z][a-z0-9_-]*$")
+    label: str | None = Field(default=None, max_length=200)
+    active: bool = True
+
+
+class PhoneNumberUpdate(BaseModel):
+    active: bool | None = None
+    label: str | None = Field(default=None, max_length=200)
+
+
+class PhoneNumberPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: uuid.UUID
+    number: str
+    provider: str
+    label: str | None
+    active: bool
+    created_at: UTCDatetime
+
+
+class MappingCreate(BaseModel):
+    phone_number_id: uuid.UUID
+    agent_id: uuid.UUID | None = None
+    workflow_id: uuid.UUID | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> MappingCreate:
+        if (self.agent_id is None) == (self.workflow_id is None):
+            raise ValueError("give exactly one of agent_id and workflow_id")
+        return self
+
+
+class MappingPublic(BaseModel):
+    id: uuid.UUID
+    phone_number_id: uuid.UUID
+    agent_id: uuid.UUID | None
+    workflow_id: uuid.UUID | None
+    created_at: UTCDatetime
+
+
+class NamedCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+
+
+class AgentPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: uuid.UUID
+    name: str
+    phone_number_id: uuid.UUID | None = None
+    created_at: UTCDatetime
+
+
+class FlowPublic(AgentPublic):
+    pass
+
+
+class SuppressionCreate(BaseModel):
+    phone_number: str = Field(max_length=40)
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class SuppressionPublic(BaseModel):
+    phone_number: str
+    reason: str | None
+    created_at: UTCDatetime
+
+
+class MePublic(BaseModel):
+    user_id: uuid.UUID
+    email: str
+    api_key_prefix: str | None
+
+
+class Detail(BaseModel):
+    detail: str

@@ -1,0 +1,1 @@
+"""Dialer: durable outbound call initiation on Temporal."""

@@ -1,0 +1,141 @@
+"""The `dialer` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from dialer.config import get_settings
+
+
+def _engine():  # type: ignore[no-untyped-def]
+    from store.db import get_engine
+
+    return get_engine(get_settings())
+
+
+def cmd_run(_: argparse.Namespace) -> int:
+    from dialer.stack import run_stack
+
+    return run_stack(get_settings())
+
+
+def cmd_api(_: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = get_settings()
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=20,
+    )
+    return 0
+
+
+def cmd_worker(_: argparse.Namespace) -> int:
+    from worker import run_worker
+
+    asyncio.run(run_worker(get_settings()))
+    return 0
+
+
+def cmd_db_upgrade(_: argparse.Namespace) -> int:
+    from store.migrate import upgrade
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.db_url)
+    return 0
+
+
+def cmd_users_create(args: argparse.Namespace) -> int:
+    from store import crud
+
+    user = crud.create_user(engine=_engine(), email=args.email)
+    sys.stdout.write(f"{user.id}\n")
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from store import crud
+
+    engine = _engine()
+    user = crud.get_user(engine=engine, email=args.user)
+    # Only the key goes to stdout, so scripts can capture it: KEY=$(dialer keys create ...)
+    sys.stdout.write(crud.create_key(engine=engine, user=user, secret=get_settings().secret_key))
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from store import crud
+
+    engine = _engine()
+    user = crud.get_user(engine=engine, email=args.user)
+    count = crud.revoke_keys(engine=engine, user=user, prefix=args.prefix)
+    sys.stderr.write(f"revoked {count} key(s)\n")
+    return 0
+
+
+def cmd_demo_seed(_: argparse.Namespace) -> int:
+    from dialer.stack import demo_key
+
+    sys.stdout.write(demo_key(get_settings()) + "\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dialer", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="the whole embedded stack (what `make run` calls)").set_defaults(
+        func=cmd_run
+    )
+    sub.add_parser("api", help="the HTTP API").set_defaults(func=cmd_api)
+    sub.add_parser("worker", help="the Temporal worker").set_defaults(func=cmd_worker)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)
+    db.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
+
+    users = sub.add_parser("users", help="users").add_subparsers(dest="users", required=True)
+    create = users.add_parser("create", help="create a user; prints its id")
+    create.add_argument("--email", required=True)
+    create.set_defaults(func=cmd_users_create)
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys", required=True)
+    kc = keys.add_parser("create", help="create a key; prints only the key")
+    kc.add_argument("--user", required=True, metavar="EMAIL")
+    kc.set_defaults(func=cmd_keys_create)
+    kr = keys.add_parser("revoke", help="revoke a user's keys (or one, by prefix)")
+    kr.add_argument("--user", required=True, metavar="EMAIL")
+    kr.add_argument("--prefix")
+    kr.set_defaults(func=cmd_keys_revoke)
+
+    demo = sub.add_parser("demo", help="demo data").add_subparsers(dest="demo", required=True)
+    demo.add_parser("seed", help="seed the demo account; prints its API key").set_defaults(
+        func=cmd_demo_seed
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=get_settings().log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return args.func(args) or 0
+    except (ValueError, LookupError) as exc:
+        sys.stderr.write(f"dialer: {exc}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""`dialer run`: the whole embedded stack in one command: migrations, the Temporal dev server
+(SQLite file under the data dir, UI on), the worker and the API, a seeded demo account."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+
+from dialer.binaries import temporal_cli
+from dialer.config import Settings
+from store import crud
+from store.db import get_engine
+from store.migrate import upgrade
+from workflows.create_call import SEARCH_ATTRIBUTES
+
+log = logging.getLogger("dialer.run")
+
+
+def dev_server_command(settings: Settings) -> list[str]:
+    cmd = [
+        temporal_cli(),
+        "server",
+        "start-dev",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(settings.temporal_port),
+        "--ui-port",
+        str(settings.temporal_ui_port),
+        "--db-filename",
+        str(settings.data_dir / "temporal.db"),
+        "--namespace",
+        settings.temporal_namespace,
+        "--ui-disable-news-fetch",
+        "--log-level",
+        "warn",
+    ]
+    for key in SEARCH_ATTRIBUTES:
+        cmd += ["--search-attribute", f"{key.name}=Keyword"]
+    return cmd
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _wait_for(what: str, check, timeout: float, procs: list[subprocess.Popen]) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        for proc in procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what}: a process exited early (code {proc.returncode})")
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not come up within {timeout:.0f}s")
+
+
+def demo_key(settings: Settings) -> str:
+    """The demo key, kept under the data dir so a second `make run` prints the same key."""
+    engine = get_engine(settings)
+    demo = crud.seed_demo(engine=engine)
+    path = settings.data_dir / "demo-api-key"
+    if path.exists():
+        key = path.read_text().strip()
+        if crud.key_is_valid(engine=engine, key=key, secret=settings.secret_key):
+            return key
+    key = crud.create_key(engine=engine, user=demo.user, secret=settings.secret_key)
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_stack(settings: Settings) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.db_url)
+    procs: list[subprocess.Popen] = []
+    env = {**os.environ, "DIALER_DATA_DIR": str(settings.data_dir)}
+
+    def stop(*_: object) -> None:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in reversed(procs):
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    try:
+        if settings.temporal_address is None:
+            if _port_open("127.0.0.1", settings.temporal_port):
+                raise RuntimeError(
+                    f"port {settings.temporal_port} is taken: stop what runs there or set "
+                    "DIALER_TEMPORAL_PORT (or DIALER_TEMPORAL_ADDRESS to use that server)"
+                )
+            log_file = open(settings.data_dir / "temporal.log", "ab")  # noqa: SIM115
+            procs.append(
+                subprocess.Popen(dev_server_command(settings), stdout=log_file, stderr=log_file)
+            )
+            _wait_for(
+                "Temporal dev server",
+                lambda: _port_open("127.0.0.1", settings.temporal_port),
+                60,
+                procs,
+            )
+        key = demo_key(settings)
+        me = [sys.executable, "-m", "dialer.cli"]
+        procs.append(subprocess.Popen([*me, "worker"], env=env))
+        procs.append(subprocess.Popen([*me, "api"], env=env))
+        base = f"http://127.0.0.1:{settings.api_port}"
+
+        def api_up() -> bool:
+            try:
+                return httpx.get(f"{base}/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        _wait_for("API", api_up, 60, procs)
+        _banner(settings, key, base)
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        log.error("a process of the stack exited; stopping the rest")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop()
+
+
+def _banner(settings: Settings, key: str, base: str) -> None:
+    ui = f"http://localhost:{settings.temporal_ui_port}"
+    lines = [
+        "",
+        "Dialer is running. Ctrl-C stops everything.",
+        f"  API            {base}   (OpenAPI at {base}/docs)",
+        f"  Temporal       {settings.temporal_target}",
+    ]
+    if settings.temporal_address is None:
+        lines.append(f"  Temporal UI    {ui}/namespaces/{settings.temporal_namespace}/workflows")
+    lines += [
+        f"  Database       {settings.db_url}",
+        f"  Demo API key   {key}",
+        "",
+        "Place a call:",
+        f"  curl -s -X POST -H 'x-api-key: {key}' "
+        f"'{base}/api/call/create_call?phoneNumber=%2B12025550100'",
+        "",
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()

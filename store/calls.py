@@ -1,0 +1,261 @@
+"""Queries behind the call path: validation against mappings, the session row, its events.
+
+Every write here is idempotent, because activities that call it may run more than once."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from dialer.phone import InvalidNumber, normalize
+from store.db import session_scope
+from store.models import (
+    Agent,
+    CallEvent,
+    CallSession,
+    Flow,
+    LineMapping,
+    PhoneNumber,
+    SuppressedNumber,
+    utcnow,
+)
+from workflows.dto import (
+    ACCEPTED,
+    FAILED,
+    TERMINAL,
+    CreateCallInput,
+    FailureCode,
+    PersistSessionInput,
+    PersistSessionResult,
+    RecordAttemptInput,
+    RecordOutcomeInput,
+    ValidationResult,
+)
+
+
+def _uuid(value: str | None) -> uuid.UUID | None:
+    return uuid.UUID(value) if value else None
+
+
+def _fail(code: str, reason: str, **known: Any) -> ValidationResult:
+    return ValidationResult(ok=False, failure_code=code, failure_reason=reason, **known)
+
+
+def validate_call(engine: Engine, call: CreateCallInput, default_region: str) -> ValidationResult:
+    """Check ownership of every id, resolve the from-line, check the destination.
+
+    Another user's id is treated exactly like an id that does not exist."""
+    user_id = uuid.UUID(call.user_id)
+    try:
+        target = normalize(call.phone_number, default_region)
+    except InvalidNumber as exc:
+        return _fail(FailureCode.INVALID_NUMBER, str(exc))
+
+    with Session(engine) as session:
+        agent_id, flow_id, line_id = (
+            _uuid(call.agent_id),
+            _uuid(call.flow_id),
+            _uuid(call.phone_number_id),
+        )
+        agent = session.get(Agent, agent_id) if agent_id else None
+        if agent_id and (agent is None or agent.user_id != user_id):
+            return _fail(
+                FailureCode.AGENT_NOT_FOUND, "agent_id does not exist", target_number=target
+            )
+        flow = session.get(Flow, flow_id) if flow_id else None
+        if flow_id and (flow is None or flow.user_id != user_id):
+            return _fail(
+                FailureCode.WORKFLOW_NOT_FOUND, "workflow_id does not exist", target_number=target
+            )
+
+        line: PhoneNumber | None = None
+        if line_id:
+            line = session.get(PhoneNumber, line_id)
+            if line is None or line.user_id != user_id:
+                return _fail(
+                    FailureCode.PHONE_NUMBER_NOT_FOUND,
+                    "phone_number_id does not exist",
+                    target_number=target,
+                )
+            if not line.active:
+                return _fail(
+                    FailureCode.PHONE_NUMBER_INACTIVE,
+                    "phone_number_id is not active",
+                    target_number=target,
+                )
+        else:
+            line = _mapped_line(session, user_id, agent_id=agent_id, flow_id=flow_id)
+        if line is None:
+            return _fail(
+                FailureCode.NO_ACTIVE_LINE,
+                "no active caller line: add a phone number or activate one",
+                target_number=target,
+            )
+
+        suppressed = session.exec(
+            select(SuppressedNumber.id).where(
+                SuppressedNumber.user_id == user_id, SuppressedNumber.number == target
+            )
+        ).first()
+        known = {
+            "target_number": target,
+            "from_number": line.number,
+            "phone_number_id": str(line.id),
+            "provider": line.provider,
+        }
+        if suppressed:
+            return _fail(
+                FailureCode.SUPPRESSED_NUMBER, "the number is on the do-not-call list", **known
+            )
+        return ValidationResult(ok=True, **known)
+
+
+def _mapped_line(
+    session: Session, user_id: uuid.UUID, *, agent_id: uuid.UUID | None, flow_id: uuid.UUID | None
+) -> PhoneNumber | None:
+    """agent's line -> flow's line -> the user's first active line (oldest first)."""
+    for column, value in ((LineMapping.agent_id, agent_id), (LineMapping.flow_id, flow_id)):
+        if value is None:
+            continue
+        line = session.exec(
+            select(PhoneNumber)
+            .join(LineMapping, col(LineMapping.phone_number_id) == col(PhoneNumber.id))
+            .where(column == value, PhoneNumber.user_id == user_id, col(PhoneNumber.active))
+        ).first()
+        if line:
+            return line
+    return session.exec(
+        select(PhoneNumber)
+        .where(PhoneNumber.user_id == user_id, col(PhoneNumber.active))
+        .order_by(col(PhoneNumber.created_at), col(PhoneNumber.id))
+    ).first()
+
+
+def add_event(session: Session, session_id: uuid.UUID, key: str, type_: str, **detail: Any) -> None:
+    """Append a timeline event once: a retried write with the same key is absorbed."""
+    exists = session.exec(
+        select(CallEvent.id).where(CallEvent.session_id == session_id, CallEvent.key == key)
+    ).first()
+    if exists is None:
+        clean = {k: v for k, v in detail.items() if v is not None}
+        session.add(
+            CallEvent(
+                session_id=session_id,
+                key=key,
+                type=type_,
+                detail=json.dumps(clean) if clean else None,
+            )
+        )
+
+
+def new_session_row(call: CreateCallInput, validation: ValidationResult) -> CallSession:
+    return CallSession(
+        id=uuid.UUID(call.call_session_id),
+        request_id=uuid.UUID(call.request_id),
+        user_id=uuid.UUID(call.user_id),
+        agent_id=_uuid(call.agent_id),
+        flow_id=_uuid(call.flow_id),
+        phone_number_id=_uuid(validation.phone_number_id or call.phone_number_id),
+        campaign_id=_uuid(call.campaign_id),
+        requested_number=call.phone_number[:64],
+        target_number=validation.target_number,
+        from_number=validation.from_number,
+        provider=validation.provider,
+        status=ACCEPTED if validation.ok else FAILED,
+        failure_code=validation.failure_code,
+        failure_reason=validation.failure_reason,
+        idempotency_key=call.idempotency_key,
+        request_hash=call.request_hash,
+    )
+
+
+def persist_session(engine: Engine, input: PersistSessionInput) -> PersistSessionResult:
+    """Insert the session row, or return the one already there (upsert by id)."""
+    row = new_session_row(input.call, input.validation)
+    existed = True
+    try:
+        with session_scope(engine) as session:
+            existing = session.get(CallSession, row.id)
+            if existing is None:
+                existed = False
+                session.add(row)
+                session.flush()
+                add_event(
+                    session,
+                    row.id,
+                    "created",
+                    "created",
+                    status=row.status,
+                    failure_code=row.failure_code,
+                )
+            else:
+                row = existing
+    except IntegrityError:
+        # A concurrent writer inserted it first; read what it wrote.
+        with Session(engine) as session:
+            found = session.get(CallSession, row.id)
+            assert found is not None
+            row = found
+    return PersistSessionResult(
+        status=row.status,
+        # A row already terminal (e.g. the API recorded that Temporal was unreachable) wins:
+        # the run must report it and must not dial.
+        already_terminal=existed and row.status in TERMINAL,
+        telephony_leg_id=row.telephony_leg_id,
+        failure_code=row.failure_code,
+        failure_reason=row.failure_reason,
+    )
+
+
+def record_attempt(engine: Engine, input: RecordAttemptInput) -> None:
+    sid = uuid.UUID(input.call_session_id)
+    with session_scope(engine) as session:
+        row = session.get(CallSession, sid)
+        if row is None:
+            raise LookupError(f"session {sid} does not exist")
+        row.attempts = max(row.attempts, input.attempt)
+        row.updated_at = utcnow()
+        add_event(
+            session,
+            sid,
+            f"attempt:{input.attempt}:{input.result}",
+            "dial_attempt",
+            attempt=input.attempt,
+            result=input.result,
+            provider_error_code=input.provider_error_code,
+            detail=input.detail,
+        )
+
+
+def record_outcome(engine: Engine, input: RecordOutcomeInput) -> None:
+    sid = uuid.UUID(input.call_session_id)
+    with session_scope(engine) as session:
+        row = session.get(CallSession, sid)
+        if row is None:
+            raise LookupError(f"session {sid} does not exist")
+        if row.status not in TERMINAL:
+            now = utcnow()
+            row.status = input.status
+            row.attempts = max(row.attempts, input.attempts)
+            row.telephony_leg_id = input.telephony_leg_id
+            row.failure_code = input.failure_code
+            row.failure_reason = input.failure_reason
+            row.provider_error_code = input.provider_error_code
+            row.updated_at = now
+            if input.telephony_leg_id:
+                row.dialed_at = now
+        add_event(
+            session,
+            sid,
+            f"outcome:{input.status}",
+            input.status,
+            attempts=input.attempts,
+            telephony_leg_id=input.telephony_leg_id,
+            failure_code=input.failure_code,
+            provider_error_code=input.provider_error_code,
+        )

@@ -1,0 +1,111 @@
+"""Users, API keys and the demo account (used by the CLI and the tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from dialer.security import generate_key, hash_key
+from store.db import session_scope
+from store.models import Agent, ApiKey, Flow, LineMapping, PhoneNumber, User, utcnow
+
+
+class NotFound(LookupError):
+    pass
+
+
+def create_user(*, engine: Engine, email: str) -> User:
+    email = email.strip().lower()
+    if "@" not in email:
+        raise ValueError(f"not an email address: {email!r}")
+    with session_scope(engine) as session:
+        if session.exec(select(User).where(User.email == email)).first():
+            raise ValueError(f"user {email} exists already")
+        user = User(email=email)
+        session.add(user)
+    return user
+
+
+def get_user(*, engine: Engine, email: str) -> User:
+    with Session(engine) as session:
+        user = session.exec(select(User).where(User.email == email.strip().lower())).first()
+    if user is None:
+        raise NotFound(f"no user with email {email}")
+    return user
+
+
+def create_key(*, engine: Engine, user: User, secret: str) -> str:
+    """Create an API key and return it: the only time it exists outside a hash."""
+    key, prefix = generate_key()
+    with session_scope(engine) as session:
+        session.add(ApiKey(user_id=user.id, prefix=prefix, key_hash=hash_key(key, secret)))
+    return key
+
+
+def revoke_keys(*, engine: Engine, user: User, prefix: str | None = None) -> int:
+    with session_scope(engine) as session:
+        query = select(ApiKey).where(ApiKey.user_id == user.id, col(ApiKey.revoked_at).is_(None))
+        if prefix:
+            query = query.where(ApiKey.prefix == prefix)
+        keys = session.exec(query).all()
+        for key in keys:
+            key.revoked_at = utcnow()
+            session.add(key)
+    return len(keys)
+
+
+def key_is_valid(*, engine: Engine, key: str, secret: str) -> bool:
+    with Session(engine) as session:
+        row = session.exec(select(ApiKey).where(ApiKey.key_hash == hash_key(key, secret))).first()
+    return row is not None and row.revoked_at is None
+
+
+@dataclass(frozen=True)
+class Demo:
+    user: User
+    agent: Agent
+    flow: Flow
+    line: PhoneNumber
+
+
+DEMO_EMAIL = "demo@dialer.local"
+DEMO_LINE = "+12025550199"
+
+
+def seed_demo(*, engine: Engine) -> Demo:
+    """A demo user with an agent and a flow, both mapped to one active simulated line.
+    Idempotent: running it again returns what is there."""
+    with session_scope(engine) as session:
+        user = session.exec(select(User).where(User.email == DEMO_EMAIL)).first()
+        if user is None:
+            user = User(email=DEMO_EMAIL)
+            session.add(user)
+            session.flush()
+        line = session.exec(
+            select(PhoneNumber).where(
+                PhoneNumber.user_id == user.id, PhoneNumber.number == DEMO_LINE
+            )
+        ).first()
+        if line is None:
+            line = PhoneNumber(user_id=user.id, number=DEMO_LINE, label="demo line")
+            session.add(line)
+        agent = session.exec(select(Agent).where(Agent.user_id == user.id)).first()
+        if agent is None:
+            agent = Agent(user_id=user.id, name="Demo agent")
+            session.add(agent)
+        flow = session.exec(select(Flow).where(Flow.user_id == user.id)).first()
+        if flow is None:
+            flow = Flow(user_id=user.id, name="Demo workflow")
+            session.add(flow)
+        session.flush()
+        for mapping in (
+            LineMapping(user_id=user.id, phone_number_id=line.id, agent_id=agent.id),
+            LineMapping(user_id=user.id, phone_number_id=line.id, flow_id=flow.id),
+        ):
+            column = LineMapping.agent_id if mapping.agent_id else LineMapping.flow_id
+            value = mapping.agent_id or mapping.flow_id
+            if session.exec(select(LineMapping).where(column == value)).first() is None:
+                session.add(mapping)
+    return Demo(user=user, agent=agent, flow=flow, line=line)

@@ -1,0 +1,150 @@
+"""SQLModel tables. Alembic (store/migrations) is the only way the schema changes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import CheckConstraint, Column, DateTime, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(nullable: bool = False, index: bool = False) -> Column:
+    return Column(DateTime(timezone=True), nullable=nullable, index=index)
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    email: str = Field(max_length=320, unique=True, index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_keys"
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="users.id", index=True)
+    # A short public prefix identifies a key in listings; the secret exists only as a hash.
+    prefix: str = Field(max_length=16, index=True)
+    key_hash: str = Field(max_length=128, unique=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    revoked_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class PhoneNumber(SQLModel, table=True):
+    """A caller line owned by a user."""
+
+    __tablename__ = "phone_numbers"
+    __table_args__ = (UniqueConstraint("user_id", "number", name="uq_phone_numbers_user_number"),)
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="users.id", index=True)
+    number: str = Field(max_length=32)
+    provider: str = Field(default="simulated", max_length=32)
+    label: str | None = Field(default=None, max_length=200)
+    active: bool = True
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class Agent(SQLModel, table=True):
+    __tablename__ = "agents"
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="users.id", index=True)
+    name: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class Flow(SQLModel, table=True):
+    """A user's conversation workflow (the contract's `workflow_id`), not a Temporal workflow."""
+
+    __tablename__ = "flows"
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="users.id", index=True)
+    name: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class LineMapping(SQLModel, table=True):
+    """Maps exactly one agent or one flow to a line; each agent or flow has at most one line."""
+
+    __tablename__ = "line_mappings"
+    __table_args__ = (
+        CheckConstraint(
+            "(agent_id IS NULL) <> (flow_id IS NULL)", name="ck_line_mappings_agent_xor_flow"
+        ),
+    )
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="users.id", index=True)
+    phone_number_id: uuid.UUID = Field(foreign_key="phone_numbers.id", index=True)
+    agent_id: uuid.UUID | None = Field(default=None, foreign_key="agents.id", unique=True)
+    flow_id: uuid.UUID | None = Field(default=None, foreign_key="flows.id", unique=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class CallSession(SQLModel, table=True):
+    __tablename__ = "call_sessions"
+    __table_args__ = (Index("ix_call_sessions_user_created", "user_id", "created_at"),)
+    id: uuid.UUID = Field(primary_key=True)
+    request_id: uuid.UUID = Field(unique=True)
+    user_id: uuid.UUID = Field(foreign_key="users.id")
+    agent_id: uuid.UUID | None = None
+    flow_id: uuid.UUID | None = None
+    phone_number_id: uuid.UUID | None = None
+    campaign_id: uuid.UUID | None = Field(default=None, index=True)
+    requested_number: str = Field(max_length=64)
+    target_number: str | None = Field(default=None, max_length=32)
+    from_number: str | None = Field(default=None, max_length=32)
+    provider: str | None = Field(default=None, max_length=32)
+    telephony_leg_id: str | None = Field(default=None, max_length=64)
+    # accepted -> dialing -> success | failed   (success and failed are terminal)
+    status: str = Field(max_length=16, index=True)
+    failure_code: str | None = Field(default=None, max_length=64)
+    failure_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    provider_error_code: str | None = Field(default=None, max_length=32)
+    attempts: int = 0
+    idempotency_key: str | None = Field(default=None, max_length=255)
+    request_hash: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    dialed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class CallEvent(SQLModel, table=True):
+    """Append-only timeline of a session. `key` makes a retried write land once."""
+
+    __tablename__ = "call_events"
+    __table_args__ = (UniqueConstraint("session_id", "key", name="uq_call_events_session_key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    session_id: uuid.UUID = Field(foreign_key="call_sessions.id", index=True)
+    key: str = Field(max_length=64)
+    type: str = Field(max_length=32)
+    detail: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class SuppressedNumber(SQLModel, table=True):
+    """The user's do-not-call list."""
+
+    __tablename__ = "suppressed_numbers"
+    __table_args__ = (UniqueConstraint("user_id", "number", name="uq_suppressed_user_number"),)
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="users.id", index=True)
+    number: str = Field(max_length=32)
+    reason: str | None = Field(default=None, max_length=500)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class SimulatedCall(SQLModel, table=True):
+    """The simulated carrier's ledger: every call it placed, durable like a real carrier's."""
+
+    __tablename__ = "simulated_calls"
+    sid: str = Field(primary_key=True, max_length=64)
+    session_id: uuid.UUID = Field(index=True)
+    attempt_tag: str = Field(max_length=80, unique=True)
+    to_number: str = Field(max_length=32)
+    from_number: str = Field(max_length=32)
+    status: str = Field(default="queued", max_length=16)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())

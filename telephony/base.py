@@ -1,0 +1,80 @@
+"""The one interface every telephony provider implements, and the errors it may raise.
+
+The error classes carry the only distinction that matters for safety: did the request
+provably not take effect (NotPlaced: dialing again is safe), was it refused for good
+(Rejected), or is the outcome unknown (Ambiguous: reconcile before any new attempt)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class DialRequest:
+    call_session_id: str
+    request_id: str
+    attempt: int
+    to_number: str
+    from_number: str
+
+    @property
+    def attempt_tag(self) -> str:
+        """Identifies this attempt at the provider, so a lost response can be found again."""
+        return attempt_tag(self.call_session_id, self.attempt)
+
+
+def attempt_tag(call_session_id: str, attempt: int) -> str:
+    return f"{call_session_id}.{attempt}"
+
+
+@dataclass(frozen=True)
+class ProviderCall:
+    sid: str
+    status: str
+    to_number: str | None = None
+    from_number: str | None = None
+    created_at: datetime | None = None
+
+
+class TelephonyError(Exception):
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class NotPlaced(TelephonyError):
+    """The provider provably did not act on the request (connection refused, 429, ...)."""
+
+    def __init__(self, message: str, code: str | None = None, retry_after: float = 0.0):
+        super().__init__(message, code)
+        self.retry_after = retry_after
+
+
+class Rejected(TelephonyError):
+    """A permanent refusal: retrying cannot succeed."""
+
+
+class Ambiguous(TelephonyError):
+    """The request may have taken effect (timeout after sending, 5xx)."""
+
+
+class TelephonyProvider(Protocol):
+    name: str
+
+    async def create_call(self, request: DialRequest) -> ProviderCall: ...
+
+    async def lookup_call(
+        self,
+        *,
+        call_session_id: str,
+        attempts: list[int],
+        to_number: str,
+        from_number: str,
+    ) -> ProviderCall | None:
+        """Find a call placed by one of `attempts` of this session, or None."""
+        ...
+
+    async def fetch_call(self, sid: str) -> ProviderCall | None: ...

@@ -1,0 +1,82 @@
+"""The one place where workflows, activities, providers and clients are wired together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from sqlalchemy.engine import Engine
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.calls import CallActivities
+from activities.dialing import DialActivities
+from dialer.config import Settings, get_settings
+from store.db import get_engine
+from telephony.registry import ProviderRegistry
+from telephony.simulated import SimulatedProvider
+from workflows.create_call import CreateCallWorkflow
+
+log = logging.getLogger("dialer.worker")
+
+
+def build_providers(settings: Settings, engine: Engine) -> ProviderRegistry:
+    providers = {"simulated": SimulatedProvider(engine, settings.simulated_latency_ms)}
+    return ProviderRegistry(providers, default=settings.telephony_provider)  # type: ignore[arg-type]
+
+
+def build_workers(
+    client: Client,
+    settings: Settings,
+    engine: Engine,
+    providers: ProviderRegistry | None = None,
+) -> list[Worker]:
+    """The call worker (workflows + local DB activities) and the dial worker (provider calls,
+    on its own task queue so the server can cap dials per second across all workers)."""
+    providers = providers or build_providers(settings, engine)
+    calls = CallActivities(engine, providers, settings.default_region)
+    dialing = DialActivities(providers)
+    call_worker = Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[CreateCallWorkflow],
+        activities=[
+            calls.validate_call,
+            calls.persist_session,
+            calls.record_attempt,
+            calls.record_outcome,
+        ],
+    )
+    dial_worker = Worker(
+        client,
+        task_queue=settings.dial_task_queue,
+        activities=[dialing.dial, dialing.reconcile_dial],
+        max_task_queue_activities_per_second=settings.dial_rate_per_second,
+    )
+    return [call_worker, dial_worker]
+
+
+async def connect(settings: Settings) -> Client:
+    return await Client.connect(settings.temporal_target, namespace=settings.temporal_namespace)
+
+
+async def run_worker(settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    client = await connect(settings)
+    workers = build_workers(client, settings, get_engine(settings))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker polling %s and %s", settings.task_queue, settings.dial_task_queue)
+    runs = [asyncio.create_task(w.run()) for w in workers]
+    await stop.wait()
+    log.info("worker shutting down")
+    await asyncio.gather(*(w.shutdown() for w in workers))
+    await asyncio.gather(*runs, return_exceptions=True)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    asyncio.run(run_worker())

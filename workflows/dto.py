@@ -1,0 +1,166 @@
+"""Inputs and results of workflows and activities: one dataclass each, so fields can be added
+without breaking running workflows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Session statuses. `success` and `failed` are terminal.
+ACCEPTED = "accepted"
+DIALING = "dialing"
+SUCCESS = "success"
+FAILED = "failed"
+TERMINAL = frozenset({SUCCESS, FAILED})
+
+# Stages a create_call request can wait for.
+STAGE_ACCEPTED = "accepted"
+STAGE_DIALED = "dialed"
+STAGES = (STAGE_ACCEPTED, STAGE_DIALED)
+
+
+class FailureCode:
+    """Values of `failure_code`: each one tells a client what to fix or whether to retry."""
+
+    AGENT_NOT_FOUND = "agent_not_found"
+    WORKFLOW_NOT_FOUND = "workflow_not_found"
+    PHONE_NUMBER_NOT_FOUND = "phone_number_not_found"
+    PHONE_NUMBER_INACTIVE = "phone_number_inactive"
+    NO_ACTIVE_LINE = "no_active_line"
+    INVALID_NUMBER = "invalid_number"
+    SUPPRESSED_NUMBER = "suppressed_number"
+    PROVIDER_REJECTED = "provider_rejected"
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    DIAL_OUTCOME_UNKNOWN = "dial_outcome_unknown"
+    ORCHESTRATOR_UNAVAILABLE = "orchestrator_unavailable"
+
+
+@dataclass
+class DialPolicy:
+    """How hard to try. Filled from settings by whoever starts the workflow."""
+
+    max_attempts: int = 5
+    backoff_initial_seconds: float = 1.0
+    backoff_max_seconds: float = 30.0
+    timeout_seconds: float = 15.0
+    task_queue: str = "dialer-dial"
+
+
+@dataclass
+class CreateCallInput:
+    call_session_id: str
+    request_id: str
+    user_id: str
+    phone_number: str  # as submitted; normalized by validation
+    request_hash: str  # fingerprint of the parameters, for Idempotency-Key conflicts
+    agent_id: str | None = None
+    flow_id: str | None = None
+    phone_number_id: str | None = None
+    idempotency_key: str | None = None
+    campaign_id: str | None = None
+    policy: DialPolicy = field(default_factory=DialPolicy)
+
+
+@dataclass
+class WaitForStageInput:
+    stage: str
+    request_hash: str
+
+
+@dataclass
+class CallState:
+    """What the workflow knows of its call; the update and the query return it."""
+
+    call_session_id: str
+    request_id: str
+    user_id: str
+    status: str
+    stage: str = "validating"
+    target_number: str | None = None
+    from_phone_number: str | None = None
+    telephony_leg_id: str | None = None
+    failure_code: str | None = None
+    failure_reason: str | None = None
+    provider_error_code: str | None = None
+    attempts: int = 0
+
+
+@dataclass
+class ValidationResult:
+    ok: bool
+    target_number: str | None = None
+    from_number: str | None = None
+    phone_number_id: str | None = None
+    provider: str | None = None
+    failure_code: str | None = None
+    failure_reason: str | None = None
+
+
+@dataclass
+class PersistSessionInput:
+    call: CreateCallInput
+    validation: ValidationResult
+
+
+@dataclass
+class PersistSessionResult:
+    """The row as stored. A row that was already terminal (e.g. the API recorded
+    `orchestrator_unavailable`) wins over this run: the workflow must not dial."""
+
+    status: str
+    already_terminal: bool = False
+    telephony_leg_id: str | None = None
+    failure_code: str | None = None
+    failure_reason: str | None = None
+
+
+@dataclass
+class DialInput:
+    call_session_id: str
+    request_id: str
+    user_id: str
+    attempt: int
+    to_number: str
+    from_number: str
+    provider: str
+
+
+@dataclass
+class DialResult:
+    placed: bool
+    telephony_leg_id: str | None = None
+    provider_error_code: str | None = None
+    reason: str | None = None
+
+
+@dataclass
+class ReconcileInput:
+    call_session_id: str
+    to_number: str
+    from_number: str
+    provider: str
+    attempts: list[int] = field(default_factory=list)
+
+
+@dataclass
+class ReconcileResult:
+    telephony_leg_id: str | None = None
+
+
+@dataclass
+class RecordAttemptInput:
+    call_session_id: str
+    attempt: int
+    result: str  # not_placed | ambiguous | reconciled_found | reconciled_not_found
+    provider_error_code: str | None = None
+    detail: str | None = None
+
+
+@dataclass
+class RecordOutcomeInput:
+    call_session_id: str
+    status: str
+    attempts: int
+    telephony_leg_id: str | None = None
+    failure_code: str | None = None
+    failure_reason: str | None = None
+    provider_error_code: str | None = None
