@@ -12,6 +12,7 @@ import sys
 import time
 
 import httpx
+from sqlalchemy.engine import make_url
 
 from dialer.binaries import temporal_cli
 from dialer.config import Settings
@@ -154,7 +155,7 @@ def _banner(settings: Settings, key: str, base: str) -> None:
     if settings.temporal_address is None:
         lines.append(f"  Temporal UI    {ui}/namespaces/{settings.temporal_namespace}/workflows")
     lines += [
-        f"  Database       {settings.db_url}",
+        f"  Database       {make_url(settings.db_url).render_as_string(hide_password=True)}",
         f"  Demo API key   {key}",
         "",
         "Place a call:",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from sqlalchemy.engine import Engine
 
 from api.deps import CurrentUser, EngineDep, TemporalDep
 from api.routes.calls import AUTH_ERRORS
@@ -25,15 +27,19 @@ def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", tags=["operations"], responses={503: {"description": "Not ready"}})
-async def ready(engine: EngineDep, temporal: TemporalDep) -> JSONResponse:
-    """Ready when the database and Temporal both answer."""
+def _database_answers(engine: Engine) -> bool:
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-        database = True
+        return True
     except Exception:
-        database = False
+        return False
+
+
+@router.get("/ready", tags=["operations"], responses={503: {"description": "Not ready"}})
+async def ready(engine: EngineDep, temporal: TemporalDep) -> JSONResponse:
+    """Ready when the database and Temporal both answer."""
+    database = await run_in_threadpool(_database_answers, engine)
     orchestrator = await temporal.ping()
     ok = database and orchestrator
     return JSONResponse(
