@@ -148,3 +148,70 @@ class SimulatedCall(SQLModel, table=True):
     from_number: str = Field(max_length=32)
     status: str = Field(default="queued", max_length=16)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class Campaign(SQLModel, table=True):
+    """A batch of calls. Its options are columns, so the workflow re-reads them from here and
+    its history holds only the campaign id."""
+
+    __tablename__ = "campaigns"
+    __table_args__ = (
+        CheckConstraint(
+            "(agent_id IS NULL) <> (flow_id IS NULL)", name="ck_campaigns_agent_xor_flow"
+        ),
+        Index("ix_campaigns_user_created", "user_id", "created_at"),
+    )
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="users.id")
+    name: str = Field(max_length=200)
+    agent_id: uuid.UUID | None = None
+    flow_id: uuid.UUID | None = None
+    phone_number_id: uuid.UUID | None = None
+    calls_per_second: float = 1.0
+    max_concurrency: int = 10
+    # Calling window: local times "HH:MM", ISO weekdays (1 = Monday) as "1,2,3,4,5".
+    window_start: str | None = Field(default=None, max_length=5)
+    window_end: str | None = Field(default=None, max_length=5)
+    window_days: str | None = Field(default=None, max_length=20)
+    default_timezone: str = Field(default="UTC", max_length=64)
+    start_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    # Redial: outcomes as "busy,no_answer"; max_attempts counts the first call too.
+    redial_outcomes: str | None = Field(default=None, max_length=40)
+    redial_max_attempts: int = 1
+    redial_delay_seconds: int = 0
+    # scheduled -> running <-> paused -> completed | canceled
+    state: str = Field(default="scheduled", max_length=16)
+    total_recipients: int = 0
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    started_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    finished_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class CampaignRecipient(SQLModel, table=True):
+    """One row of a campaign. `dedupe_key` is the number for the first row with that number and
+    NULL for skipped duplicates, so the unique index allows one callable row per number."""
+
+    __tablename__ = "campaign_recipients"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "row_number", name="uq_campaign_recipients_row"),
+        UniqueConstraint("campaign_id", "dedupe_key", name="uq_campaign_recipients_number"),
+        Index("ix_campaign_recipients_campaign_state", "campaign_id", "state", "row_number"),
+    )
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    campaign_id: uuid.UUID = Field(foreign_key="campaigns.id")
+    row_number: int
+    phone_number: str = Field(max_length=64)  # E.164 when valid, else as submitted
+    dedupe_key: str | None = Field(default=None, max_length=32)
+    timezone: str | None = Field(default=None, max_length=64)  # None: the campaign default
+    variables: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # JSON
+    external_id: str | None = Field(default=None, max_length=200)
+    # not_started, queued, calling, completed, failed, busy, no_answer, skipped, canceled
+    state: str = Field(default="not_started", max_length=16)
+    reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    failure_code: str | None = Field(default=None, max_length=64)
+    attempts: int = 0
+    next_attempt_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    call_session_id: uuid.UUID | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
