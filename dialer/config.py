@@ -6,10 +6,29 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "dev-insecure-secret-change-me"
+# Values that mark a secret as not really set (compared case-insensitively, and as substrings
+# of the value: "changeme", "<your token>", ...).
+PLACEHOLDER_MARKERS = ("change-me", "changeme", "change_me", "placeholder", "example", "xxxx", "<")
+MIN_SECRET_LENGTH = 32
+
+
+def _placeholder(
+    value: str | SecretStr | None, name: str, min_length: int = MIN_SECRET_LENGTH
+) -> str:
+    """A problem message when `value` is missing, a placeholder or too short; else ''."""
+    raw = value.get_secret_value() if isinstance(value, SecretStr) else (value or "")
+    raw = raw.strip()
+    if not raw:
+        return f"{name} is not set"
+    if raw == DEV_SECRET or any(m in raw.lower() for m in PLACEHOLDER_MARKERS):
+        return f"{name} is a placeholder value: set a real secret"
+    if len(raw) < min_length:
+        return f"{name} is too short: use at least {min_length} random characters"
+    return ""
 
 
 class Settings(BaseSettings):
@@ -20,7 +39,10 @@ class Settings(BaseSettings):
     # Where the embedded stack keeps its state (SQLite file, dev server database, demo key).
     data_dir: Path = Path(".data")
     database_url: str | None = None
-    db_pool_size: int = 10
+    db_pool_size: int = Field(default=10, ge=1)
+    # Connections opened past the pool under bursts, and how long a request waits for one.
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_pool_timeout_seconds: float = Field(default=30.0, gt=0)
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -50,19 +72,73 @@ class Settings(BaseSettings):
     # Account-wide cap on dials per second, enforced by the server on the dial task queue.
     dial_rate_per_second: float = 10.0
 
+    # Limits of the HTTP edge (api/limits.py). The rate limit is a token bucket per API key
+    # held in each API process: with N replicas a key gets up to N times the rate.
+    rate_limit_per_minute: int = Field(default=600, ge=1)
+    rate_limit_burst: int = Field(default=60, ge=1)
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    max_upload_bytes: int = Field(default=20_971_520, ge=1024)
+    max_campaign_recipients: int = Field(default=100_000, ge=1)
+
     log_level: str = "INFO"
 
-    @model_validator(mode="after")
-    def _production_guard(self) -> Settings:
-        if self.env == "production" and self.secret_key == DEV_SECRET:
-            raise ValueError("DIALER_SECRET_KEY must be set to a real secret in production")
-        return self
+    # Graceful shutdown. On SIGTERM the API reports not-ready for `shutdown_drain_seconds`
+    # (so a load balancer stops sending new requests), then stops accepting and gives
+    # in-flight requests `api_graceful_shutdown_seconds` to finish.
+    shutdown_drain_seconds: float = Field(default=5.0, ge=0)
+    api_graceful_shutdown_seconds: float = Field(default=20.0, ge=0)
+    # The worker stops polling at once and gives running activities this long to finish.
+    worker_graceful_shutdown_seconds: float = Field(default=30.0, ge=0)
+    # The worker touches this file while it polls; `dialer worker-health` reads its age.
+    # Default: <data dir>/worker-heartbeat.
+    worker_heartbeat_file: Path | None = None
+    worker_heartbeat_interval_seconds: float = Field(default=5.0, gt=0)
+    worker_heartbeat_max_age_seconds: float = Field(default=30.0, gt=0)
+
+    def problems(self) -> list[str]:
+        """Why this configuration must not run in production: one line per problem, all at
+        once, so an operator fixes everything in one go. Empty outside production."""
+        if self.env != "production":
+            return []
+        found: list[str] = []
+        secret = _placeholder(self.secret_key, "DIALER_SECRET_KEY")
+        if secret:
+            found.append(secret)
+        url = (self.database_url or "").strip()
+        if not url:
+            found.append(
+                "DIALER_DATABASE_URL is not set: production needs PostgreSQL "
+                "(postgresql+psycopg://user:password@host:5432/dialer)"
+            )
+        elif url.startswith("sqlite") or ":memory:" in url:
+            found.append(
+                "DIALER_DATABASE_URL points at SQLite: production needs PostgreSQL, which "
+                "several API replicas and workers can share"
+            )
+        if self.telephony_provider == "simulated":
+            found.append(
+                "DIALER_TELEPHONY_PROVIDER is 'simulated': production places real calls; "
+                "set it to 'twilio'"
+            )
+        elif self.telephony_provider == "twilio":
+            # The Twilio settings belong to the provider; checked by name so this guard does
+            # not depend on how that module spells its defaults.
+            for field in ("twilio_account_sid", "twilio_auth_token"):
+                if field in type(self).model_fields:
+                    problem = _placeholder(getattr(self, field), f"DIALER_{field.upper()}", 0)
+                    if problem:
+                        found.append(problem)
+        return found
 
     @property
     def db_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'dialer.db').as_posix()}"
+
+    @property
+    def heartbeat_path(self) -> Path:
+        return self.worker_heartbeat_file or self.data_dir / "worker-heartbeat"
 
     @property
     def temporal_target(self) -> str:
