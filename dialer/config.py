@@ -72,6 +72,37 @@ class Settings(BaseSettings):
     # Account-wide cap on dials per second, enforced by the server on the dial task queue.
     dial_rate_per_second: float = 10.0
 
+    # Twilio (DIALER_TELEPHONY_PROVIDER=twilio). The auth token has no default: it signs
+    # every request to Twilio and checks the signature of every status callback.
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_api_base_url: str = "https://api.twilio.com"
+    # One HTTP request to Twilio; stays below DIALER_DIAL_TIMEOUT_SECONDS so a slow answer
+    # is reported as ambiguous (and reconciled) rather than killed mid-flight.
+    twilio_http_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Seconds Twilio lets the phone ring (Twilio's `Timeout`), and answering-machine
+    # detection (`Enable` or `DetectMessageEnd`); unset means Twilio's defaults.
+    twilio_ring_timeout_seconds: int | None = Field(default=None, ge=5, le=600)
+    twilio_machine_detection: Literal["Enable", "DetectMessageEnd"] | None = None
+    # Where Twilio reaches this API (status callbacks), e.g. https://dialer.example.com.
+    public_base_url: str | None = None
+    # The media stream every answered call is connected to (wss://...).
+    media_stream_url: str | None = None
+
+    # Following a call after the dial: without a status for this long, ask the provider;
+    # the wait doubles up to the max while nothing changes. A call is followed at most
+    # `call_max_age_seconds` after its dial.
+    call_status_poll_seconds: float = Field(default=30.0, gt=0)
+    call_status_poll_max_seconds: float = Field(default=600.0, gt=0)
+    call_max_age_seconds: float = Field(default=7200.0, gt=0)
+
+    # The simulated carrier's call: seconds from dial to ringing, from ringing to the answer
+    # (or busy / no-answer), and of conversation; whether it sends status callbacks at all.
+    simulated_ring_seconds: float = Field(default=1.0, ge=0)
+    simulated_answer_seconds: float = Field(default=3.0, ge=0)
+    simulated_talk_seconds: float = Field(default=8.0, ge=0)
+    simulated_callbacks: bool = True
+
     # Limits of the HTTP edge (api/limits.py). The rate limit is a token bucket per API key
     # held in each API process: with N replicas a key gets up to N times the rate.
     rate_limit_per_minute: int = Field(default=600, ge=1)
