@@ -46,6 +46,16 @@ class DialPolicy:
 
 
 @dataclass
+class FollowPolicy:
+    """How a placed call is followed to its end. Filled from settings by whoever starts the
+    workflow."""
+
+    poll_after_seconds: float = 30.0  # without a status for this long, ask the provider
+    poll_max_seconds: float = 600.0  # the quiet wait doubles up to this
+    max_age_seconds: float = 7200.0  # stop following this long after the dial
+
+
+@dataclass
 class CreateCallInput:
     call_session_id: str
     request_id: str
@@ -58,6 +68,7 @@ class CreateCallInput:
     idempotency_key: str | None = None
     campaign_id: str | None = None
     policy: DialPolicy = field(default_factory=DialPolicy)
+    follow: FollowPolicy = field(default_factory=FollowPolicy)
 
 
 @dataclass
@@ -82,6 +93,8 @@ class CallState:
     failure_reason: str | None = None
     provider_error_code: str | None = None
     attempts: int = 0
+    call_status: str | None = None  # initiated .. completed | busy | no-answer | ...
+    duration_seconds: int | None = None
 
 
 @dataclass
@@ -164,3 +177,35 @@ class RecordOutcomeInput:
     failure_code: str | None = None
     failure_reason: str | None = None
     provider_error_code: str | None = None
+
+
+@dataclass
+class CallStatusUpdate:
+    """The `call_status` signal: one provider status report about the session's call."""
+
+    status: str  # provider vocabulary; normalized by telephony.status
+    telephony_leg_id: str | None = None
+    occurred_at: str | None = None  # ISO 8601, the provider's time when it has one
+    duration_seconds: int | None = None
+    source: str = "callback"  # callback | poll
+    answered_by: str | None = None
+
+
+@dataclass
+class RecordCallStatusInput:
+    call_session_id: str
+    updates: list[CallStatusUpdate] = field(default_factory=list)
+    # Set when the workflow stops following a call that never reported a final status.
+    gave_up_after_seconds: float | None = None
+
+
+@dataclass
+class FetchCallStatusInput:
+    call_session_id: str
+    provider: str
+    telephony_leg_id: str
+
+
+@dataclass
+class FetchCallStatusResult:
+    update: CallStatusUpdate | None = None
