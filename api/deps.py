@@ -81,7 +81,12 @@ def get_current_user(
     user = session.get(User, match.user_id)
     if user is None:
         raise _unauthorized("invalid API key")
-    return Principal(user_id=user.id, email=user.email, key_prefix=prefix)
+    principal = Principal(user_id=user.id, email=user.email, key_prefix=prefix)
+    # Hand the pooled connection back now: create_call keeps its request open for the whole
+    # wait budget, and a connection held per waiting request would exhaust the pool (and
+    # starve the in-process workers). The session stays usable; it reconnects on next use.
+    session.close()
+    return principal
 
 
 CurrentUser = Annotated[Principal, Depends(get_current_user)]
