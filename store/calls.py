@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from dialer.phone import InvalidNumber, normalize
-from store.db import session_scope
+from store.db import insert_ignoring_duplicates, session_scope
 from store.models import (
     Agent,
     CallEvent,
@@ -137,20 +137,22 @@ def _mapped_line(
 
 
 def add_event(session: Session, session_id: uuid.UUID, key: str, type_: str, **detail: Any) -> None:
-    """Append a timeline event once: a retried write with the same key is absorbed."""
-    exists = session.exec(
-        select(CallEvent.id).where(CallEvent.session_id == session_id, CallEvent.key == key)
-    ).first()
-    if exists is None:
-        clean = {k: v for k, v in detail.items() if v is not None}
-        session.add(
-            CallEvent(
-                session_id=session_id,
-                key=key,
-                type=type_,
-                detail=json.dumps(clean) if clean else None,
-            )
-        )
+    """Append a timeline event once: a retried write with the same key is absorbed.
+
+    INSERT ... ON CONFLICT DO NOTHING on (session_id, key), so two concurrent writers of the
+    same event (an activity retried while its first run still commits) cannot both insert,
+    and the loser neither fails nor aborts its transaction (PostgreSQL would, on a plain
+    unique violation)."""
+    clean = {k: v for k, v in detail.items() if v is not None}
+    values = {
+        "session_id": session_id,
+        "key": key,
+        "type": type_,
+        "detail": json.dumps(clean) if clean else None,
+        "created_at": utcnow(),
+    }
+    session.flush()  # the session row this event points at must be written first
+    session.execute(insert_ignoring_duplicates(session, CallEvent, values, ["session_id", "key"]))
 
 
 def new_session_row(call: CreateCallInput, validation: ValidationResult) -> CallSession:
@@ -196,10 +198,13 @@ def persist_session(engine: Engine, input: PersistSessionInput) -> PersistSessio
             else:
                 row = existing
     except IntegrityError:
-        # A concurrent writer inserted it first; read what it wrote.
+        # A concurrent writer inserted it first; read what it wrote. It existed, so a terminal
+        # row written by that writer (the API recording `orchestrator_unavailable`) wins.
+        existed = True
         with Session(engine) as session:
             found = session.get(CallSession, row.id)
-            assert found is not None
+            if found is None:
+                raise
             row = found
     return PersistSessionResult(
         status=row.status,
@@ -215,7 +220,7 @@ def persist_session(engine: Engine, input: PersistSessionInput) -> PersistSessio
 def record_attempt(engine: Engine, input: RecordAttemptInput) -> None:
     sid = uuid.UUID(input.call_session_id)
     with session_scope(engine) as session:
-        row = session.get(CallSession, sid)
+        row = session.get(CallSession, sid, with_for_update=True)
         if row is None:
             raise LookupError(f"session {sid} does not exist")
         row.attempts = max(row.attempts, input.attempt)
@@ -235,7 +240,7 @@ def record_attempt(engine: Engine, input: RecordAttemptInput) -> None:
 def record_outcome(engine: Engine, input: RecordOutcomeInput) -> None:
     sid = uuid.UUID(input.call_session_id)
     with session_scope(engine) as session:
-        row = session.get(CallSession, sid)
+        row = session.get(CallSession, sid, with_for_update=True)
         if row is None:
             raise LookupError(f"session {sid} does not exist")
         if row.status not in TERMINAL:

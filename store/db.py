@@ -6,15 +6,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, create_engine
+from sqlalchemy.sql.dml import Insert
+from sqlmodel import Session, SQLModel, create_engine
 
 from dialer.config import Settings, get_settings
 
+_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
-def make_engine(url: str, pool_size: int = 10) -> Engine:
+
+def make_engine(
+    url: str, pool_size: int = 10, max_overflow: int = 10, pool_timeout: float = 30.0
+) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -33,19 +40,27 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
             cur.close()
 
         return engine
+    # Each API replica and worker holds its own pool: size it so that replicas x (pool_size +
+    # max_overflow) stays under the server's max_connections. pre_ping drops connections the
+    # server closed (restart, failover) instead of failing the next request with them.
     return create_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
+        pool_pre_ping=True,
+        pool_recycle=1800,
     )
 
 
 @lru_cache
-def _engine_for(url: str, pool_size: int) -> Engine:
-    return make_engine(url, pool_size)
+def _engine_for(url: str, pool_size: int, max_overflow: int, pool_timeout: float) -> Engine:
+    return make_engine(url, pool_size, max_overflow, pool_timeout)
 
 
 def get_engine(settings: Settings | None = None) -> Engine:
     s = settings or get_settings()
-    return _engine_for(s.db_url, s.db_pool_size)
+    return _engine_for(s.db_url, s.db_pool_size, s.db_max_overflow, s.db_pool_timeout_seconds)
 
 
 @contextmanager
@@ -58,3 +73,18 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def insert_ignoring_duplicates(
+    session: Session, model: type[SQLModel], values: dict[str, Any], conflict: list[str]
+) -> Insert:
+    """INSERT ... ON CONFLICT (conflict) DO NOTHING, in the session's SQL dialect: the
+    race-free way to write a row at most once, on SQLite and PostgreSQL alike."""
+    dialect = session.get_bind().dialect.name
+    if dialect not in _INSERTS:
+        raise NotImplementedError(f"no upsert for the {dialect} dialect: use SQLite or PostgreSQL")
+    return (
+        _INSERTS[dialect](model.__table__)  # type: ignore[attr-defined]
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=conflict)
+    )
