@@ -13,6 +13,9 @@ from temporalio.worker import Worker
 from activities.calls import CallActivities
 from activities.dialing import DialActivities
 from dialer.config import Settings, get_settings
+from dialer.logs import CallContextInterceptor
+from dialer.temporal_client import connect, metrics_runtime
+from dialer.tracing import configure_tracing
 from store.db import get_engine
 from telephony.registry import ProviderRegistry
 from telephony.simulated import SimulatedProvider
@@ -47,23 +50,22 @@ def build_workers(
             calls.record_attempt,
             calls.record_outcome,
         ],
+        interceptors=[CallContextInterceptor()],
     )
     dial_worker = Worker(
         client,
         task_queue=settings.dial_task_queue,
         activities=[dialing.dial, dialing.reconcile_dial],
         max_task_queue_activities_per_second=settings.dial_rate_per_second,
+        interceptors=[CallContextInterceptor()],
     )
     return [call_worker, dial_worker]
 
 
-async def connect(settings: Settings) -> Client:
-    return await Client.connect(settings.temporal_target, namespace=settings.temporal_namespace)
-
-
 async def run_worker(settings: Settings | None = None) -> None:
     settings = settings or get_settings()
-    client = await connect(settings)
+    configure_tracing(settings, "dialer-worker")
+    client = await connect(settings, runtime=metrics_runtime(settings))
     workers = build_workers(client, settings, get_engine(settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

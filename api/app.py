@@ -12,9 +12,11 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from temporalio.client import Client
 
-from api.routes import calls, lines, ops, suppressions
+from api.routes import calls, codec, lines, observability, ops, suppressions
+from api.routes.codec import CodecCORS
 from api.temporal import TemporalGateway, TemporalUnavailable
 from dialer.config import Settings, get_settings
+from dialer.metrics import HTTPObservability
 from store.db import get_engine
 
 log = logging.getLogger("dialer.api")
@@ -56,4 +58,14 @@ def create_app(
 
     for module in (calls, lines, suppressions, ops):
         app.include_router(module.router)
+    install_observability(app, settings)
     return app
+
+
+def install_observability(app: FastAPI, settings: Settings) -> None:
+    """/metrics, the codec endpoint with CORS for the Temporal UI, request metrics and spans
+    (added last, so outermost: even requests refused by the limits are counted)."""
+    app.include_router(observability.router)
+    app.include_router(codec.router)
+    app.add_middleware(CodecCORS, origins=settings.cors_origins)
+    app.add_middleware(HTTPObservability)

@@ -32,6 +32,7 @@ from temporalio.service import RPCError
 from api.schemas import CreateCallResponse
 from api.temporal import TemporalGateway, TemporalUnavailable
 from dialer.config import Settings
+from dialer.logs import bind_call
 from dialer.phone import InvalidNumber, normalize
 from store import calls as store_calls
 from store.models import CallSession
@@ -127,6 +128,7 @@ class CallStarter:
     async def create(self, req: CallRequest) -> CreateCallResponse:
         fingerprint = request_fingerprint(req, self._settings.default_region)
         session_id, request_id = ids_for(req)
+        bind_call(request_id=str(request_id), call_session_id=str(session_id))
         call = CreateCallInput(
             call_session_id=str(session_id),
             request_id=str(request_id),

@@ -9,6 +9,7 @@ import logging
 from temporalio.client import Client
 
 from dialer.config import Settings
+from dialer.temporal_client import connect
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,7 @@ class TemporalGateway:
             if self._client is None:
                 try:
                     self._client = await asyncio.wait_for(
-                        Client.connect(
-                            self._settings.temporal_target,
-                            namespace=self._settings.temporal_namespace,
-                        ),
+                        connect(self._settings),
                         CONNECT_TIMEOUT,
                     )
                 except Exception as exc:

@@ -8,6 +8,7 @@ import logging
 import sys
 
 from dialer.config import get_settings
+from dialer.logs import configure_logging
 
 
 def _engine():  # type: ignore[no-untyped-def]
@@ -26,13 +27,17 @@ def cmd_api(_: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
+    from dialer.tracing import configure_tracing
 
     settings = get_settings()
+    configure_tracing(settings, "dialer-api")
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,
         port=settings.api_port,
         log_level=settings.log_level.lower(),
+        # Keep the handler of dialer.logs (masking, ids, JSON): uvicorn would install its own.
+        log_config=None,
         timeout_graceful_shutdown=20,
     )
     return 0
@@ -125,11 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=get_settings().log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(get_settings())
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return args.func(args) or 0

@@ -112,6 +112,26 @@ class Settings(BaseSettings):
     max_campaign_recipients: int = Field(default=100_000, ge=1)
 
     log_level: str = "INFO"
+    # `json`: one JSON object per line (for a log pipeline); `text`: for people.
+    log_format: Literal["text", "json"] = "text"
+
+    # Payload encryption: `id:<base64 key>,...` or a JSON object; the first key encrypts, all
+    # decrypt (rotation = put a new key first). Unset: payloads are stored in plain text.
+    payload_keys: SecretStr | None = None
+    # Bearer token operators present to the codec endpoint (/codec/decode, /codec/encode).
+    # Unset: the endpoint refuses every request.
+    codec_auth_token: SecretStr | None = None
+    # Origins allowed to call the codec endpoint from a browser (the Temporal UI), comma
+    # separated. Unset: the local dev server UI (localhost/127.0.0.1 on the UI port).
+    codec_cors_origins: str | None = None
+
+    # Where the worker serves the Temporal SDK's Prometheus metrics (and the dial counter).
+    # Unset port: no metrics endpoint.
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int | None = None
+
+    # OTLP/HTTP endpoint for traces (e.g. http://localhost:4318/v1/traces). Unset: no export.
+    otel_exporter_otlp_endpoint: str | None = None
 
     # Graceful shutdown. On SIGTERM the API reports not-ready for `shutdown_drain_seconds`
     # (so a load balancer stops sending new requests), then stops accepting and gives
@@ -170,6 +190,13 @@ class Settings(BaseSettings):
     @property
     def heartbeat_path(self) -> Path:
         return self.worker_heartbeat_file or self.data_dir / "worker-heartbeat"
+
+    @property
+    def cors_origins(self) -> list[str]:
+        if self.codec_cors_origins:
+            return [o.strip() for o in self.codec_cors_origins.split(",") if o.strip()]
+        port = self.temporal_ui_port
+        return [f"http://localhost:{port}", f"http://127.0.0.1:{port}"]
 
     @property
     def temporal_target(self) -> str:

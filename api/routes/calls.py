@@ -23,6 +23,7 @@ from api.schemas import (
     WaitStage,
     as_utc,
 )
+from dialer.metrics import CREATE_CALLS
 from store.models import CallEvent, CallSession
 
 router = APIRouter()
@@ -55,7 +56,7 @@ async def create_call(
 ) -> CreateCallResponse:
     """Initiate an outbound call; answers with the ids at once (HTTP 200 even when failed)."""
     starter = CallStarter(settings, engine, temporal)
-    return await starter.create(
+    answer = await starter.create(
         CallRequest(
             user_id=user.user_id,
             phone_number=phoneNumber,
@@ -66,6 +67,8 @@ async def create_call(
             idempotency_key=idempotency_key,
         )
     )
+    CREATE_CALLS.labels(answer.status, answer.failure_code or "").inc()
+    return answer
 
 
 def _public(row: CallSession) -> dict:

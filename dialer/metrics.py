@@ -1,0 +1,84 @@
+"""Prometheus metrics of the API process (served at GET /metrics). The dial counter lives in the
+worker process, which serves it with the Temporal SDK metrics (see activities/dialing.py)."""
+
+from __future__ import annotations
+
+import time
+
+from opentelemetry import propagate, trace
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dialer.tracing import tracing_enabled
+
+HTTP_REQUESTS = Counter(
+    "dialer_http_requests",
+    "HTTP requests answered, by method, route template and status code",
+    ["method", "route", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "dialer_http_request_duration_seconds",
+    "Time to answer an HTTP request, by method and route template",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+CREATE_CALLS = Counter(
+    "dialer_create_call",
+    "create_call answers, by status and failure_code ('' when none)",
+    ["status", "failure_code"],
+)
+# Name of the dial counter the worker records through the Temporal runtime's metric meter.
+DIALS_METRIC = "dialer_dials"
+
+# Paths that matched no route share one label, so scanners cannot blow up the label set.
+UNMATCHED = "unmatched"
+
+
+def route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    return getattr(route, "path", None) or UNMATCHED
+
+
+class HTTPObservability:
+    """Counts and times every request by route template (never the raw path, which holds ids
+    and phone numbers), and opens the server span of a trace when tracing is on."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        method = scope["method"]
+        status = 500
+        started = time.perf_counter()
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        span = None
+        token = None
+        if tracing_enabled():
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            span = trace.get_tracer("dialer.api").start_span(
+                f"{method}", context=propagate.extract(headers), kind=trace.SpanKind.SERVER
+            )
+            token = trace.use_span(span, end_on_exit=False)
+            token.__enter__()
+        try:
+            await self._app(scope, receive, send_status)
+        finally:
+            route = route_template(scope)
+            HTTP_REQUESTS.labels(method, route, str(status)).inc()
+            HTTP_LATENCY.labels(method, route).observe(time.perf_counter() - started)
+            if span is not None and token is not None:
+                span.update_name(f"{method} {route}")
+                span.set_attribute("http.request.method", method)
+                span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status)
+                token.__exit__(None, None, None)
+                span.end()
