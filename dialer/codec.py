@@ -12,7 +12,8 @@ import binascii
 import json
 import os
 import re
-from collections.abc import Sequence
+import secrets
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -75,16 +76,25 @@ def new_key_entry(key_id: str) -> str:
 def local_keys(data_dir: Path) -> str:
     """The embedded stack's key ring, generated once under the data dir and reused, so the
     history kept in the dev server's database stays readable across runs."""
-    path = data_dir / "payload-keys"
+    return _create_once(data_dir / "payload-keys", lambda: new_key_entry("local-1"))
+
+
+def local_codec_token(data_dir: Path) -> str:
+    """The embedded stack's operator token for the codec endpoint, generated once."""
+    return _create_once(data_dir / "codec-token", lambda: secrets.token_urlsafe(32))
+
+
+def _create_once(path: Path, make: Callable[[], str]) -> str:
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        # O_EXCL: two processes starting at once must not each write a different key.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # O_EXCL: two processes starting at once must not each write a different secret.
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
-            return path.read_text().strip()
-        with os.fdopen(fd, "w") as out:
-            out.write(new_key_entry("local-1") + "\n")
+            pass
+        else:
+            with os.fdopen(fd, "w") as out:
+                out.write(make() + "\n")
     return path.read_text().strip()
 
 

@@ -15,6 +15,7 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from dialer.binaries import temporal_cli
+from dialer.codec import local_codec_token, local_keys
 from dialer.config import Settings
 from store import crud
 from store.db import get_engine
@@ -22,6 +23,9 @@ from store.migrate import upgrade
 from workflows.create_call import SEARCH_ATTRIBUTES
 
 log = logging.getLogger("dialer.run")
+
+# The worker's Prometheus endpoint under `dialer run` when DIALER_WORKER_METRICS_PORT is unset.
+WORKER_METRICS_PORT = 9464
 
 
 def dev_server_command(settings: Settings) -> list[str]:
@@ -40,12 +44,38 @@ def dev_server_command(settings: Settings) -> list[str]:
         "--namespace",
         settings.temporal_namespace,
         "--ui-disable-news-fetch",
+        # The UI asks the API's codec endpoint to decrypt payloads for an authorised operator.
+        "--ui-codec-endpoint",
+        codec_endpoint(settings),
         "--log-level",
         "warn",
     ]
     for key in SEARCH_ATTRIBUTES:
         cmd += ["--search-attribute", f"{key.name}=Keyword"]
     return cmd
+
+
+def codec_endpoint(settings: Settings) -> str:
+    # `localhost`, like the UI's own address: same site, so the codec login cookie is sent.
+    return f"http://localhost:{settings.api_port}/codec"
+
+
+def operator_env(settings: Settings) -> dict[str, str]:
+    """Encryption on by default: a local key and codec token under the data dir (created once,
+    reused) unless configured, and the worker's metrics endpoint on its default port."""
+    return {
+        "DIALER_PAYLOAD_KEYS": (
+            settings.payload_keys.get_secret_value()
+            if settings.payload_keys
+            else local_keys(settings.data_dir)
+        ),
+        "DIALER_CODEC_AUTH_TOKEN": (
+            settings.codec_auth_token.get_secret_value()
+            if settings.codec_auth_token
+            else local_codec_token(settings.data_dir)
+        ),
+        "DIALER_WORKER_METRICS_PORT": str(settings.worker_metrics_port or WORKER_METRICS_PORT),
+    }
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -90,7 +120,7 @@ def run_stack(settings: Settings) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.db_url)
     procs: list[subprocess.Popen] = []
-    env = {**os.environ, "DIALER_DATA_DIR": str(settings.data_dir)}
+    env = {**os.environ, "DIALER_DATA_DIR": str(settings.data_dir), **operator_env(settings)}
 
     def stop(*_: object) -> None:
         for proc in reversed(procs):
@@ -146,6 +176,13 @@ def run_stack(settings: Settings) -> int:
 
 def _banner(settings: Settings, key: str, base: str) -> None:
     ui = f"http://localhost:{settings.temporal_ui_port}"
+    port = settings.worker_metrics_port or WORKER_METRICS_PORT
+    worker_metrics = f"http://{settings.worker_metrics_host}:{port}"
+    token = (
+        "DIALER_CODEC_AUTH_TOKEN"
+        if settings.codec_auth_token
+        else str(settings.data_dir / "codec-token")
+    )
     lines = [
         "",
         "Dialer is running. Ctrl-C stops everything.",
@@ -157,6 +194,8 @@ def _banner(settings: Settings, key: str, base: str) -> None:
     lines += [
         f"  Database       {make_url(settings.db_url).render_as_string(hide_password=True)}",
         f"  Demo API key   {key}",
+        f"  Metrics        {base}/metrics (API), {worker_metrics}/metrics (worker)",
+        f"  Payloads       encrypted; operator token for {codec_endpoint(settings)}: {token}",
         "",
         "Place a call:",
         f"  curl -s -X POST -H 'x-api-key: {key}' "

@@ -3,12 +3,16 @@ converter (payload encryption) and the tracing interceptor, so what one writes t
 
 from __future__ import annotations
 
+import logging
+
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from dialer.codec import data_converter
 from dialer.config import Settings
 from dialer.tracing import client_interceptors
+
+log = logging.getLogger(__name__)
 
 
 def payload_keys(settings: Settings) -> str | None:
@@ -31,4 +35,9 @@ def metrics_runtime(settings: Settings) -> Runtime | None:
     if settings.worker_metrics_port is None:
         return None
     address = f"{settings.worker_metrics_host}:{settings.worker_metrics_port}"
-    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
+    try:
+        return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
+    except Exception:
+        # A taken port must not keep calls from being placed: run without the endpoint.
+        log.warning("worker metrics endpoint could not bind %s; running without it", address)
+        return None
