@@ -1,0 +1,150 @@
+"""`dialer run` (what `make run` calls), as a new user meets it: it prints a demo key and a curl
+line that places a call; Ctrl-C stops every process it started; a second run reuses the data
+and prints the same key."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import wait_until
+from tests.e2e.conftest import (
+    KEY_PATTERN,
+    STARTUP_TIMEOUT,
+    Proc,
+    children_of,
+    clean_env,
+    dialer_command,
+    free_port,
+    port_open,
+    process_alive,
+    spawn,
+)
+
+
+@dataclass
+class Banner:
+    key: str
+    method: str
+    url: str
+    headers: dict[str, str]
+    ui_line: str
+
+
+def parse_banner(text: str) -> Banner:
+    """The printed key and curl line, read the way a user copies them."""
+    key_line = next(line for line in text.splitlines() if "API key" in line)
+    key = KEY_PATTERN.search(key_line)
+    assert key, key_line
+    curl = next(line for line in text.splitlines() if line.strip().startswith("curl "))
+    args = shlex.split(curl)
+    method = args[args.index("-X") + 1] if "-X" in args else "GET"
+    headers = {}
+    for i, arg in enumerate(args):
+        if arg in ("-H", "--header"):
+            name, _, value = args[i + 1].partition(":")
+            headers[name.strip()] = value.strip()
+    url = next(a for a in args if a.startswith("http"))
+    ui_line = next((line for line in text.splitlines() if "Temporal UI" in line), "")
+    return Banner(key=key.group(0), method=method, url=url, headers=headers, ui_line=ui_line)
+
+
+class RunningStack:
+    def __init__(self, tmp_path: Path, env: dict[str, str], name: str) -> None:
+        self.proc: Proc = spawn(name, [*dialer_command(), "run"], env, tmp_path)
+
+    async def banner(self) -> Banner:
+        def printed() -> str | None:
+            assert self.proc.alive(), self.proc.tail()
+            text = self.proc.log.read_text(errors="replace")
+            return text if re.search(r"^\s*curl ", text, re.MULTILINE) else None
+
+        return parse_banner(await wait_until(printed, timeout=2 * STARTUP_TIMEOUT, interval=0.2))
+
+    async def stop(self, *, whole_group: bool, ports: list[int]) -> None:
+        """Ctrl-C: to `dialer run` alone, or to its process group as a terminal does."""
+        children = children_of(self.proc.pid)
+        assert len(children) >= 3, (children, self.proc.tail())  # dev server, worker, API
+        if whole_group:
+            os.killpg(self.proc.pid, signal.SIGINT)
+        else:
+            self.proc.popen.send_signal(signal.SIGINT)
+        await wait_until(lambda: not self.proc.alive(), timeout=45, interval=0.2)
+        assert self.proc.popen.returncode == 0, self.proc.tail()
+        assert not [pid for pid in children if process_alive(pid)], self.proc.tail()
+        assert not [port for port in ports if port_open(port)]
+
+    def kill(self) -> None:
+        if self.proc.alive():
+            self.proc.kill_group()
+
+
+async def _call(banner: Banner, **extra: str) -> dict:
+    url = httpx.URL(banner.url)
+    url = url.copy_merge_params(extra) if extra else url
+    async with httpx.AsyncClient(timeout=60) as http:
+        resp = await http.request(banner.method, url, headers=banner.headers)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+@pytest.mark.slow
+async def test_dialer_run_prints_a_working_curl_and_ctrl_c_stops_everything(
+    tmp_path: Path,
+) -> None:
+    ports = {
+        "DIALER_API_PORT": free_port(),
+        "DIALER_TEMPORAL_PORT": free_port(),
+        "DIALER_TEMPORAL_UI_PORT": free_port(),
+        "DIALER_WORKER_METRICS_PORT": free_port(),
+    }
+    env = clean_env(
+        DIALER_DATA_DIR=tmp_path / "data",
+        DIALER_LOG_LEVEL="WARNING",
+        DIALER_SHUTDOWN_DRAIN_SECONDS=0,
+        **ports,
+    )
+    stack = RunningStack(tmp_path, env, "run1")
+    try:
+        banner = await stack.banner()
+        assert banner.headers.get("x-api-key") == banner.key
+        assert banner.method == "POST"
+        assert f":{ports['DIALER_API_PORT']}/api/call/create_call" in banner.url
+        assert str(ports["DIALER_TEMPORAL_UI_PORT"]) in banner.ui_line
+
+        body = await _call(banner)
+        assert body["status"] == "success", body
+        assert body["request_id"] and body["call_session_id"]
+        assert body["from_phone_number"] and body["target_number"] == "+12025550100"
+        dialed = await _call(banner, wait="dialed")
+        assert dialed["status"] == "success", dialed
+        assert dialed["telephony_leg_id"] and dialed["from_phone_number"]
+        assert dialed["call_session_id"] != body["call_session_id"]
+
+        await stack.stop(whole_group=False, ports=list(ports.values()))
+    finally:
+        stack.kill()
+
+    # Again on the same data: the same key, the calls of the first run still there.
+    again = RunningStack(tmp_path, env, "run2")
+    try:
+        second = await again.banner()
+        assert second.key == banner.key
+        async with httpx.AsyncClient(timeout=30) as http:
+            known = await http.get(
+                banner.url.split("/api/")[0] + "/api/v1/call-analytics",
+                params={"call_session_id": dialed["call_session_id"]},
+                headers=second.headers,
+            )
+        assert known.status_code == 200, known.text
+        assert known.json()["telephony_leg_id"] == dialed["telephony_leg_id"]
+        await again.stop(whole_group=True, ports=list(ports.values()))
+    finally:
+        again.kill()
