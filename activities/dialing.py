@@ -9,6 +9,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from dialer.metrics import DIALS_METRIC
+from dialer.phone import mask
 from telephony.base import Ambiguous, DialRequest, NotPlaced, Rejected
 from telephony.registry import ProviderRegistry
 from workflows.create_call import DIAL_AMBIGUOUS, DIAL_NOT_PLACED
@@ -17,13 +18,21 @@ from workflows.dto import DialInput, DialResult, ReconcileInput, ReconcileResult
 log = logging.getLogger(__name__)
 
 
-def _count_dial(provider: str, result: str) -> None:
-    """Dials by provider and result, recorded through the worker's Temporal runtime so the
-    worker's metrics endpoint serves them beside the SDK metrics."""
+def _note_dial(input: DialInput, result: str) -> None:
+    """Logs the attempt (number masked; the call's ids come from the worker's log context)
+    and counts it by provider and result, through the worker's Temporal runtime so the
+    worker's metrics endpoint serves it beside the SDK's."""
+    log.info(
+        "dial attempt %d to %s via %s: %s",
+        input.attempt,
+        mask(input.to_number),
+        input.provider,
+        result,
+    )
     counter = activity.metric_meter().create_counter(
         DIALS_METRIC, "dial attempts sent to a provider, by provider and result"
     )
-    counter.add(1, {"provider": provider, "result": result})
+    counter.add(1, {"provider": input.provider, "result": result})
 
 
 class DialActivities:
@@ -43,23 +52,19 @@ class DialActivities:
         try:
             call = await provider.create_call(request)
         except Rejected as exc:
-            _count_dial(input.provider, "rejected")
+            _note_dial(input, "rejected")
             return DialResult(placed=False, provider_error_code=exc.code, reason=exc.message)
         except NotPlaced as exc:
-            _count_dial(input.provider, "not_placed")
+            _note_dial(input, "not_placed")
             raise ApplicationError(
                 exc.message, exc.code, exc.retry_after, type=DIAL_NOT_PLACED, non_retryable=True
             ) from exc
         except Ambiguous as exc:
-            _count_dial(input.provider, "ambiguous")
+            _note_dial(input, "ambiguous")
             raise ApplicationError(
                 exc.message, exc.code, type=DIAL_AMBIGUOUS, non_retryable=True
             ) from exc
-        _count_dial(input.provider, "placed")
-        log.info(
-            "call placed",
-            extra={"call_session_id": input.call_session_id, "attempt": input.attempt},
-        )
+        _note_dial(input, "placed")
         return DialResult(placed=True, telephony_leg_id=call.sid)
 
     @activity.defn(name="reconcile_dial")

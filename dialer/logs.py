@@ -67,7 +67,9 @@ _KEEP = (
     r"|\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?)"
 )
 # A number as people and URLs write it: +1 202-555-0100, (202) 555 0100, %2B12025550100.
-_PHONE = r"(?P<phone>(?:\+|%2[Bb])?\(?\d(?:[\d\s().\-]|%20|%2[Dd]|%28|%29)*\d)"
+# In a query string a space may be `+` or `%20`, parentheses `%28` and `%29`.
+_PHONE = r"(?P<phone>(?:\+|%2[Bb])?(?:\(|%28)?\d(?:[\d\s().+\-]|%20|%2[Dd]|%28|%29)*\d)"
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 _SCAN = re.compile(rf"(?<![\w.]){_KEEP}|(?<![\w-]){_PHONE}")
 MIN_DIGITS = 8
 
@@ -76,10 +78,10 @@ def _mask_match(match: re.Match[str]) -> str:
     phone = match.group("phone")
     if phone is None:
         return match.group(0)
-    digits = sum(c.isdigit() for c in phone.replace("%2B", "").replace("%2b", ""))
-    if digits < MIN_DIGITS:
+    plain = _ESCAPE.sub(" ", phone)  # the digits of `%28` are not digits of the number
+    if sum(c.isdigit() for c in plain) < MIN_DIGITS:
         return phone
-    return mask(phone.replace("%2B", "+").replace("%2b", "+"))
+    return mask(plain)
 
 
 def redact(text: str) -> str:

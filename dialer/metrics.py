@@ -9,6 +9,7 @@ from opentelemetry import propagate, trace
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dialer.logs import call_context
 from dialer.tracing import tracing_enabled
 
 HTTP_REQUESTS = Counter(
@@ -70,7 +71,9 @@ class HTTPObservability:
             token = trace.use_span(span, end_on_exit=False)
             token.__enter__()
         try:
-            await self._app(scope, receive, send_status)
+            # Ids bound by the request (create_call) end with it: they tag its lines only.
+            with call_context(request_id=None, call_session_id=None):
+                await self._app(scope, receive, send_status)
         finally:
             route = route_template(scope)
             HTTP_REQUESTS.labels(method, route, str(status)).inc()

@@ -23,6 +23,8 @@ SESSION = "6f1c8a52-5d0e-4a0b-9a55-0d6b3c1f2e01"
         ("?phoneNumber=%2B12025550104&wait=dialed", "?phoneNumber=***0104&wait=dialed"),
         ("?phoneNumber=%2B1%20202-555-0105 HTTP/1.1", "?phoneNumber=***0105 HTTP/1.1"),
         ("To=+12025550106&From=+12025550199", "To=***0106&From=***0199"),
+        ("?phoneNumber=%28202%29+555-0107&wait=x", "?phoneNumber=***0107&wait=x"),
+        ("1 (202) 555 0108", "***0108"),
     ],
 )
 def test_phone_numbers_are_masked_to_the_last_four_digits(text: str, masked: str) -> None:
