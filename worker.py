@@ -11,15 +11,19 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.calls import CallActivities
+from activities.campaigns import CampaignActivities, TemporalCallLauncher
 from activities.dialing import DialActivities
 from dialer.config import Settings, get_settings
 from dialer.logs import CallContextInterceptor
 from dialer.temporal_client import connect, metrics_runtime
 from dialer.tracing import configure_tracing
+from store.campaigns import CallPolicies
 from store.db import get_engine
 from telephony.registry import ProviderRegistry
 from telephony.simulated import SimulatedProvider
+from workflows.campaign import CampaignWorkflow
 from workflows.create_call import CreateCallWorkflow
+from workflows.dto import DialPolicy, FollowPolicy
 
 log = logging.getLogger("dialer.worker")
 
@@ -27,6 +31,24 @@ log = logging.getLogger("dialer.worker")
 def build_providers(settings: Settings, engine: Engine) -> ProviderRegistry:
     providers = {"simulated": SimulatedProvider(engine, settings.simulated_latency_ms)}
     return ProviderRegistry(providers, default=settings.telephony_provider)  # type: ignore[arg-type]
+
+
+def call_policies(settings: Settings) -> CallPolicies:
+    """Dial and follow policies of campaign calls: the same settings as single calls."""
+    return CallPolicies(
+        dial=DialPolicy(
+            max_attempts=settings.dial_max_attempts,
+            backoff_initial_seconds=settings.dial_backoff_initial_seconds,
+            backoff_max_seconds=settings.dial_backoff_max_seconds,
+            timeout_seconds=settings.dial_timeout_seconds,
+            task_queue=settings.dial_task_queue,
+        ),
+        follow=FollowPolicy(
+            poll_after_seconds=settings.call_status_poll_seconds,
+            poll_max_seconds=settings.call_status_poll_max_seconds,
+            max_age_seconds=settings.call_max_age_seconds,
+        ),
+    )
 
 
 def build_workers(
@@ -40,15 +62,20 @@ def build_workers(
     providers = providers or build_providers(settings, engine)
     calls = CallActivities(engine, providers, settings.default_region)
     dialing = DialActivities(providers)
+    campaigns = CampaignActivities(
+        engine, TemporalCallLauncher(client, settings.task_queue), call_policies(settings)
+    )
     call_worker = Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[CreateCallWorkflow],
+        workflows=[CreateCallWorkflow, CampaignWorkflow],
         activities=[
             calls.validate_call,
             calls.persist_session,
             calls.record_attempt,
             calls.record_outcome,
+            campaigns.load_campaign,
+            campaigns.campaign_tick,
         ],
         interceptors=[CallContextInterceptor()],
     )

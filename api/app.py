@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from temporalio.client import Client
 
-from api.routes import calls, codec, lines, observability, ops, suppressions
+from api.routes import calls, campaigns, codec, lines, observability, ops, suppressions
 from api.routes.codec import CodecCORS
 from api.temporal import TemporalGateway, TemporalUnavailable
 from dialer.config import Settings, get_settings
@@ -56,7 +56,7 @@ def create_app(
             headers={"Retry-After": "5"},
         )
 
-    for module in (calls, lines, suppressions, ops):
+    for module in (calls, lines, suppressions, campaigns, ops):
         app.include_router(module.router)
     install_observability(app, settings)
     return app

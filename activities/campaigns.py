@@ -1,0 +1,95 @@
+"""Activities of CampaignWorkflow (local activities on the main worker): read the campaign,
+and run one tick: database work plus starting the claimed recipients' call workflows."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Protocol
+
+from sqlalchemy.engine import Engine
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.common import (
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from store import campaigns
+from store.campaigns import CallPolicies
+from workflows.campaign_dto import CampaignConfig, LoadCampaignInput, TickInput, TickResult
+from workflows.create_call import CreateCallWorkflow, search_attributes_for, summary_for
+from workflows.dto import CreateCallInput
+
+log = logging.getLogger(__name__)
+
+# Starts in flight at once from one tick: enough to keep up with a high rate, few enough to
+# stay far from the server's limits.
+START_CONCURRENCY = 20
+
+
+class CallLauncher(Protocol):
+    async def start(self, calls: list[CreateCallInput]) -> None:
+        """Start each call's workflow once; a call whose workflow exists already is left be."""
+        ...
+
+
+class TemporalCallLauncher:
+    """Starts CreateCallWorkflow with its deterministic id: a running one is joined
+    (USE_EXISTING) and a closed one is never started again (REJECT_DUPLICATE), so a repeated
+    start after a crash or a retry can never dial a recipient twice."""
+
+    def __init__(self, client: Client, task_queue: str) -> None:
+        self._client = client
+        self._task_queue = task_queue
+
+    async def start(self, calls: list[CreateCallInput]) -> None:
+        gate = asyncio.Semaphore(START_CONCURRENCY)
+
+        async def one(call: CreateCallInput) -> None:
+            summary, details = summary_for(call)
+            async with gate:
+                try:
+                    await self._client.start_workflow(
+                        CreateCallWorkflow.run,
+                        call,
+                        id=call.call_session_id,
+                        task_queue=self._task_queue,
+                        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                        search_attributes=TypedSearchAttributes(search_attributes_for(call)),
+                        static_summary=summary,
+                        static_details=details,
+                    )
+                except WorkflowAlreadyStartedError:
+                    pass  # it ran already: the recipient's call exists
+
+        await asyncio.gather(*(one(c) for c in calls))
+
+
+class CampaignActivities:
+    def __init__(self, engine: Engine, launcher: CallLauncher, policies: CallPolicies) -> None:
+        self._engine = engine
+        self._launcher = launcher
+        self._policies = policies
+
+    @activity.defn(name="load_campaign")
+    async def load_campaign(self, input: LoadCampaignInput) -> CampaignConfig:
+        return await asyncio.to_thread(campaigns.load_config, self._engine, input.campaign_id)
+
+    @activity.defn(name="campaign_tick")
+    async def campaign_tick(self, input: TickInput) -> TickResult:
+        began = time.monotonic()
+        plan = await asyncio.to_thread(campaigns.prepare_tick, self._engine, input, self._policies)
+        if plan.calls:
+            await self._launcher.start(plan.calls)
+            await asyncio.to_thread(campaigns.mark_calling, self._engine, plan.recipient_ids)
+            log.info(
+                "campaign calls started",
+                extra={"campaign_id": input.campaign_id, "count": len(plan.calls)},
+            )
+            plan.result.elapsed_seconds = time.monotonic() - began
+        return plan.result

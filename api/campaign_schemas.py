@@ -1,0 +1,149 @@
+"""Request and response schemas of the batch-call (campaign) routes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from api.schemas import UTCDatetime
+from dialer.windows import DAY_NAMES, valid_zone
+
+DayName = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
+CampaignState = Literal["scheduled", "running", "paused", "canceled", "completed"]
+VariableValue = str | int | float | bool | None
+
+
+class CallingWindow(BaseModel):
+    """Local hours in which a recipient may be called, in the recipient's time zone when the
+    number has exactly one (e.g. a US area code), else in `timezone`."""
+
+    start: str = Field(default="09:00", pattern=_HHMM, examples=["09:00"])
+    end: str = Field(default="20:00", pattern=_HHMM, description="exclusive", examples=["20:00"])
+    days: list[DayName] = Field(default=list(DAY_NAMES), min_length=1)
+    timezone: str = Field(
+        default="UTC",
+        max_length=64,
+        description="IANA zone for numbers whose zone is ambiguous",
+        examples=["America/New_York"],
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        if not valid_zone(value):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name)")
+        return value
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> CallingWindow:
+        if self.start >= self.end:
+            raise ValueError("calling_window.start must be before end (same day)")
+        return self
+
+
+class RedialPolicy(BaseModel):
+    outcomes: list[Literal["busy", "no_answer"]] = Field(min_length=1)
+    max_attempts: int = Field(
+        default=2, ge=2, le=10, description="calls per recipient in all, the first included"
+    )
+    delay_seconds: int = Field(default=600, ge=0, le=7 * 86400)
+
+
+class CampaignOptions(BaseModel):
+    calls_per_second: float = Field(default=1.0, gt=0, le=100)
+    max_concurrency: int = Field(default=10, ge=1, le=1000)
+    calling_window: CallingWindow | None = None
+    start_at: datetime | None = Field(default=None, description="not before this instant")
+    redial: RedialPolicy | None = None
+
+    @field_validator("start_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("start_at needs a time zone offset (e.g. 2026-12-01T09:00:00Z)")
+        return value
+
+
+class RecipientIn(BaseModel):
+    phone_number: str = Field(max_length=64, examples=["+12025550100"])
+    variables: dict[str, VariableValue] = Field(default_factory=dict)
+    external_id: str | None = Field(default=None, max_length=200)
+
+
+class CampaignFields(BaseModel):
+    """Everything of a campaign but its recipients (the form fields of a CSV upload)."""
+
+    batch_name: str = Field(min_length=1, max_length=200)
+    agent_id: uuid.UUID | None = None
+    workflow_id: uuid.UUID | None = None
+    phone_number_id: uuid.UUID | None = None
+    options: CampaignOptions = Field(default_factory=CampaignOptions)
+
+    @model_validator(mode="after")
+    def _agent_xor_workflow(self) -> CampaignFields:
+        if (self.agent_id is None) == (self.workflow_id is None):
+            raise ValueError("give exactly one of agent_id and workflow_id")
+        return self
+
+
+class CampaignCreate(CampaignFields):
+    recipients: list[RecipientIn] = Field(min_length=1)
+
+
+class RowError(BaseModel):
+    row: int = Field(description="1-based recipient index (JSON) or line of the CSV file")
+    reason: str
+
+
+class CampaignSummary(BaseModel):
+    id: uuid.UUID
+    batch_name: str
+    state: CampaignState
+    agent_id: uuid.UUID | None
+    workflow_id: uuid.UUID | None
+    phone_number_id: uuid.UUID | None
+    total_recipients: int
+    created_at: UTCDatetime
+    started_at: UTCDatetime | None
+    finished_at: UTCDatetime | None
+
+
+class CampaignStatus(CampaignSummary):
+    options: CampaignOptions
+    counts: dict[str, int] = Field(
+        description="recipients per state: not_started, queued, calling, completed, failed, "
+        "busy, no_answer, skipped, canceled"
+    )
+    failure_codes: dict[str, int] = Field(
+        description="recipients per failure or skip code (e.g. invalid_number, duplicate)"
+    )
+
+
+class CampaignCreated(BaseModel):
+    campaign: CampaignStatus
+    accepted: int = Field(description="recipients that will be called")
+    skipped: int = Field(description="duplicates and suppressed numbers, stored as skipped")
+    rejected: list[RowError] = Field(description="rows not stored, with the reason")
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with its nested definitions inlined, for an OpenAPI request
+    body that the route reads itself (it accepts JSON or a CSV upload)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    return resolve(schema)

@@ -1,0 +1,218 @@
+"""CampaignWorkflow: many calls, paced, controllable, never twice. Deterministic code only.
+
+The campaign's recipients and options live in the database; this workflow holds only the
+campaign id and a few counters. Each tick (a local activity) brings recipients up to date from
+their sessions and claims and starts the next calls; the workflow decides when to tick:
+
+- pacing: a tick that started n calls is followed by at least n / calls_per_second seconds
+  without starts, so no one-second window holds more than calls_per_second starts;
+- concurrency: the tick never lets more than max_concurrency calls be in flight;
+- calling windows and redial delays: with nothing callable, it sleeps until the next recipient
+  becomes callable;
+- pause / resume / cancel: written to the database by the API, then signalled; a signal only
+  wakes the workflow early, the row decides.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.campaign_dto import (
+        CANCELED,
+        RUNNING,
+        SCHEDULED,
+        CampaignCarry,
+        CampaignConfig,
+        CampaignInput,
+        CampaignProgress,
+        CampaignSignal,
+        LoadCampaignInput,
+        TickInput,
+        TickResult,
+    )
+
+WORKFLOW_NAME = "CampaignWorkflow"
+
+# Calls started by one tick at most (a second's worth at up to this rate).
+MAX_BATCH = 200
+# How often calls in flight are checked for their outcome.
+POLL_INTERVAL = timedelta(seconds=1)
+# A paused campaign with nothing in flight looks at its row this often, in case a resume
+# signal was lost (the API writes the row first, then signals).
+PAUSED_RECHECK = timedelta(seconds=60)
+# Continue as new well before a run's history gets large (a tick costs about 6 events).
+HISTORY_LIMIT = 4_000
+
+TICK_TIMEOUT = timedelta(seconds=120)
+DB_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10)
+)
+
+
+def batch_size(calls_per_second: float) -> int:
+    """Calls started per tick: a second's worth, at least one."""
+    return max(1, min(MAX_BATCH, int(calls_per_second)))
+
+
+@workflow.defn(name=WORKFLOW_NAME)
+class CampaignWorkflow:
+    @workflow.init
+    def __init__(self, input: CampaignInput) -> None:
+        carry = input.carry or CampaignCarry()
+        self._run = carry.run
+        self._not_before: datetime | None = carry.not_before
+        self._wake = False
+        self._progress = CampaignProgress(
+            campaign_id=input.campaign_id,
+            state=SCHEDULED,
+            started_total=carry.started_total,
+            run=carry.run,
+        )
+
+    @workflow.run
+    async def run(self, input: CampaignInput) -> CampaignProgress:
+        config: CampaignConfig = await workflow.execute_local_activity(
+            "load_campaign",
+            LoadCampaignInput(campaign_id=input.campaign_id),
+            result_type=CampaignConfig,
+            start_to_close_timeout=TICK_TIMEOUT,
+            retry_policy=DB_RETRY,
+            summary="load campaign",
+        )
+        if not config.found:
+            self._progress.state = "missing"
+            return self._progress
+        self._progress.state = config.state
+        if config.state == SCHEDULED and config.start_at is not None:
+            await self._wait_for_start(config.start_at)
+
+        cps = config.calls_per_second
+        while True:
+            await self._respect_pacing()
+            result: TickResult = await workflow.execute_local_activity(
+                "campaign_tick",
+                TickInput(
+                    campaign_id=input.campaign_id,
+                    now=workflow.now(),
+                    limit=batch_size(cps),
+                    begin=True,
+                ),
+                result_type=TickResult,
+                start_to_close_timeout=TICK_TIMEOUT,
+                retry_policy=DB_RETRY,
+                summary="sync outcomes, start next calls",
+            )
+            cps = result.calls_per_second
+            self._update(result)
+            if result.done:
+                return self._progress
+            now = workflow.now()
+            if result.started:
+                # The next batch waits for this one's share of time, counted from the end of
+                # its starts: no one-second window can hold more than calls_per_second starts.
+                self._not_before = now + timedelta(
+                    seconds=result.elapsed_seconds + result.started / cps
+                )
+            if self._history_is_long():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(
+                    CampaignInput(
+                        campaign_id=input.campaign_id,
+                        carry=CampaignCarry(
+                            started_total=self._progress.started_total,
+                            not_before=self._not_before,
+                            run=self._run + 1,
+                        ),
+                    )
+                )
+            delay = self._next_delay(result, now)
+            self._progress.waiting_until = now + delay
+            await self._sleep_or_wake(delay)
+            self._progress.waiting_until = None
+
+    async def _wait_for_start(self, start_at: datetime) -> None:
+        """Sleep until start_at. A control signal wakes it to look at the row: a cancel ends
+        the wait (the next tick finishes the campaign), a pause or resume does not."""
+        self._progress.waiting_until = start_at
+        while workflow.now() < start_at:
+            if not await self._sleep_or_wake(start_at - workflow.now()):
+                continue
+            config: CampaignConfig = await workflow.execute_local_activity(
+                "load_campaign",
+                LoadCampaignInput(campaign_id=self._progress.campaign_id),
+                result_type=CampaignConfig,
+                start_to_close_timeout=TICK_TIMEOUT,
+                retry_policy=DB_RETRY,
+                summary="reload campaign",
+            )
+            self._progress.state = config.state
+            if config.state == CANCELED:
+                break
+        self._progress.waiting_until = None
+
+    async def _sleep_or_wake(self, delay: timedelta) -> bool:
+        """Sleep for `delay` or until a signal arrives; True when a signal woke it."""
+        try:
+            await workflow.wait_condition(lambda: self._wake, timeout=delay)
+        except TimeoutError:
+            return False
+        self._wake = False
+        return True
+
+    async def _respect_pacing(self) -> None:
+        """Never start a batch before the previous one's share of time has passed, even when a
+        signal woke the workflow early or a new run took over."""
+        if self._not_before is not None and workflow.now() < self._not_before:
+            await workflow.sleep(self._not_before - workflow.now())
+
+    def _next_delay(self, result: TickResult, now: datetime) -> timedelta:
+        if result.state == RUNNING:
+            if result.due and result.in_flight < result.max_concurrency:
+                pace = (self._not_before - now) if self._not_before else timedelta(0)
+                return max(pace, timedelta(milliseconds=1))
+            if result.in_flight:
+                return POLL_INTERVAL  # at the concurrency bound, or waiting for the last calls
+            if result.next_due_at is not None:
+                # Outside every recipient's calling window, or waiting for a redial.
+                return max(result.next_due_at - now, timedelta(milliseconds=1))
+            return POLL_INTERVAL
+        if result.in_flight:
+            return POLL_INTERVAL  # paused or canceled: calls in progress still finish
+        return PAUSED_RECHECK
+
+    def _update(self, result: TickResult) -> None:
+        p = self._progress
+        p.state = result.state
+        p.started_total += result.started
+        p.in_flight = result.in_flight
+        p.pending = result.pending
+        workflow.set_current_details(
+            f"{result.state}: {p.started_total} calls started, {p.in_flight} in flight, "
+            f"{p.pending} not started"
+        )
+
+    def _history_is_long(self) -> bool:
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested() or info.get_current_history_length() > HISTORY_LIMIT
+        )
+
+    @workflow.signal
+    def pause(self, _: CampaignSignal) -> None:
+        self._wake = True
+
+    @workflow.signal
+    def resume(self, _: CampaignSignal) -> None:
+        self._wake = True
+
+    @workflow.signal
+    def cancel(self, _: CampaignSignal) -> None:
+        self._wake = True
+
+    @workflow.query
+    def progress(self) -> CampaignProgress:
+        return self._progress
