@@ -9,14 +9,16 @@ from contextlib import asynccontextmanager, suppress
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from temporalio.client import Client
 
+from api.limits import BodySizeLimit, RateLimiter, document_common_answers
 from api.routes import calls, campaigns, codec, lines, observability, ops, suppressions
 from api.routes.codec import CodecCORS
 from api.temporal import TemporalGateway, TemporalUnavailable
 from dialer.config import Settings, get_settings
 from dialer.metrics import HTTPObservability
+from dialer.tracing import fastapi_telemetry_off
 from store.db import get_engine
 
 log = logging.getLogger("dialer.api")
@@ -45,7 +47,13 @@ def create_app(
             await app.state.temporal.client()
         yield
 
-    app = FastAPI(title="Dialer", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="Dialer",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        **fastapi_telemetry_off(),
+    )
 
     @app.exception_handler(OperationalError)
     async def database_unavailable(_request: Request, exc: OperationalError) -> JSONResponse:
@@ -58,6 +66,7 @@ def create_app(
 
     for module in (calls, lines, suppressions, campaigns, ops):
         app.include_router(module.router)
+    install_limits(app, settings)
     install_observability(app, settings)
     return app
 
@@ -69,3 +78,31 @@ def install_observability(app: FastAPI, settings: Settings) -> None:
     app.include_router(codec.router)
     app.add_middleware(CodecCORS, origins=settings.cors_origins)
     app.add_middleware(HTTPObservability)
+
+
+async def unstorable_value(_request: Request, exc: Exception) -> JSONResponse:
+    """A value the database refuses (e.g. a NUL character in PostgreSQL text): the client's
+    input, so 422; the transaction was rolled back, nothing is half-written."""
+    return JSONResponse(
+        {"detail": "a value cannot be stored as given (e.g. a NUL character in a text field)"},
+        status_code=422,
+    )
+
+
+def install_limits(app: FastAPI, settings: Settings) -> None:
+    """Per-key rate limit, body size limits, and the answers they add to the OpenAPI document."""
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    app.add_exception_handler(DataError, unstorable_value)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_request_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
+    plain_openapi = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            document_common_answers(plain_openapi(), authenticated_prefixes=["/api/"])
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]

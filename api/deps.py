@@ -59,6 +59,7 @@ def _unauthorized(detail: str) -> HTTPException:
 
 
 def get_current_user(
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
     x_api_key: Annotated[str | None, Security(api_key_header)] = None,
@@ -81,6 +82,10 @@ def get_current_user(
     user = session.get(User, match.user_id)
     if user is None:
         raise _unauthorized("invalid API key")
+    limiter = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        # Only a valid key spends tokens, so nobody can exhaust another user's budget.
+        limiter.check(str(match.id))
     principal = Principal(user_id=user.id, email=user.email, key_prefix=prefix)
     # Hand the pooled connection back now: create_call keeps its request open for the whole
     # wait budget, and a connection held per waiting request would exhaust the pool (and

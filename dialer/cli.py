@@ -88,6 +88,19 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from store import crud
+
+    engine = _engine()
+    user = crud.get_user(engine=engine, email=args.user)
+    sys.stdout.write("prefix    created_at                 revoked_at\n")
+    for key in crud.list_keys(engine=engine, user=user):
+        revoked = key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "-"
+        created = key.created_at.isoformat(timespec="seconds")
+        sys.stdout.write(f"{key.prefix}  {created:<25}  {revoked}\n")
+    return 0
+
+
 def cmd_demo_seed(_: argparse.Namespace) -> int:
     from dialer.stack import demo_key
 
@@ -120,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     kr.add_argument("--user", required=True, metavar="EMAIL")
     kr.add_argument("--prefix")
     kr.set_defaults(func=cmd_keys_revoke)
+    kl = keys.add_parser("list", help="a user's keys: prefix, created and revoked times")
+    kl.add_argument("--user", required=True, metavar="EMAIL")
+    kl.set_defaults(func=cmd_keys_list)
 
     demo = sub.add_parser("demo", help="demo data").add_subparsers(dest="demo", required=True)
     demo.add_parser("seed", help="seed the demo account; prints its API key").set_defaults(

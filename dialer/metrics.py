@@ -4,6 +4,7 @@ worker process, which serves it with the Temporal SDK metrics (see activities/di
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 
 from opentelemetry import propagate, trace
 from prometheus_client import Counter, Histogram
@@ -61,27 +62,31 @@ class HTTPObservability:
                 status = message["status"]
             await send(message)
 
-        span = None
-        token = None
-        if tracing_enabled():
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-            span = trace.get_tracer("dialer.api").start_span(
-                f"{method}", context=propagate.extract(headers), kind=trace.SpanKind.SERVER
-            )
-            token = trace.use_span(span, end_on_exit=False)
-            token.__enter__()
-        try:
-            # Ids bound by the request (create_call) end with it: they tag its lines only.
-            with call_context(request_id=None, call_session_id=None):
-                await self._app(scope, receive, send_status)
-        finally:
-            route = route_template(scope)
-            HTTP_REQUESTS.labels(method, route, str(status)).inc()
-            HTTP_LATENCY.labels(method, route).observe(time.perf_counter() - started)
-            if span is not None and token is not None:
-                span.update_name(f"{method} {route}")
-                span.set_attribute("http.request.method", method)
-                span.set_attribute("http.route", route)
-                span.set_attribute("http.response.status_code", status)
-                token.__exit__(None, None, None)
-                span.end()
+        with ExitStack() as scoped:
+            span = _server_span(scope) if tracing_enabled() else None
+            if span is not None:
+                scoped.enter_context(trace.use_span(span, end_on_exit=True))
+            try:
+                # Ids bound by the request (create_call) end with it: they tag its lines only.
+                with call_context(request_id=None, call_session_id=None):
+                    await self._app(scope, receive, send_status)
+            finally:
+                route = route_template(scope)
+                HTTP_REQUESTS.labels(method, route, str(status)).inc()
+                HTTP_LATENCY.labels(method, route).observe(time.perf_counter() - started)
+                if span is not None:
+                    span.update_name(f"{method} {route}")
+                    span.set_attribute("http.route", route)
+                    span.set_attribute("http.response.status_code", status)
+
+
+def _server_span(scope: Scope) -> trace.Span:
+    """The request's server span, continuing the caller's trace (traceparent). Its attributes
+    are chosen here: never the URL or query string, where phone numbers travel."""
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    return trace.get_tracer("dialer.api").start_span(
+        scope["method"],
+        context=propagate.extract(headers),
+        kind=trace.SpanKind.SERVER,
+        attributes={"http.request.method": scope["method"]},
+    )

@@ -4,8 +4,11 @@ installing its own), so an unconfigured service pays nothing."""
 
 from __future__ import annotations
 
+import inspect
 import logging
+from typing import Any
 
+from fastapi import FastAPI
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -38,3 +41,11 @@ def client_interceptors() -> list[TracingInterceptor]:
     """Given to every Dialer client: the client spans (start workflow, update) carry the trace
     to the workers, which open workflow and activity spans under it."""
     return [TracingInterceptor()] if tracing_enabled() else []
+
+
+def fastapi_telemetry_off() -> dict[str, Any]:
+    """FastAPI's native telemetry records the full URL (`url.query`), where phone numbers
+    travel: it stays off, and Dialer's middleware opens the server span instead."""
+    if "telemetry" not in inspect.signature(FastAPI).parameters:
+        return {}  # a FastAPI without native telemetry
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}

@@ -164,7 +164,8 @@ def new_session_row(call: CreateCallInput, validation: ValidationResult) -> Call
         flow_id=_uuid(call.flow_id),
         phone_number_id=_uuid(validation.phone_number_id or call.phone_number_id),
         campaign_id=_uuid(call.campaign_id),
-        requested_number=call.phone_number[:64],
+        # As submitted, minus NUL (PostgreSQL text cannot hold it; the write would retry forever).
+        requested_number=call.phone_number.replace("\x00", "")[:64],
         target_number=validation.target_number,
         from_number=validation.from_number,
         provider=validation.provider,

@@ -56,6 +56,18 @@ def revoke_keys(*, engine: Engine, user: User, prefix: str | None = None) -> int
     return len(keys)
 
 
+def list_keys(*, engine: Engine, user: User) -> list[ApiKey]:
+    """The user's keys, oldest first: prefixes and times only (the secret exists only hashed)."""
+    with Session(engine) as session:
+        return list(
+            session.exec(
+                select(ApiKey)
+                .where(ApiKey.user_id == user.id)
+                .order_by(col(ApiKey.created_at), col(ApiKey.id))
+            ).all()
+        )
+
+
 def key_is_valid(*, engine: Engine, key: str, secret: str) -> bool:
     with Session(engine) as session:
         row = session.exec(select(ApiKey).where(ApiKey.key_hash == hash_key(key, secret))).first()

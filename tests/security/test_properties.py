@@ -1,0 +1,195 @@
+"""Properties checked by hypothesis: number normalization, and call statuses that never move
+backwards (the provider-reported call status, and the session status with its terminal rule)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+
+import phonenumbers
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from sqlmodel import Session
+
+from dialer.phone import InvalidNumber, normalize
+from store import calls as store_calls
+from store.db import make_engine
+from store.migrate import upgrade
+from store.models import CallSession
+from telephony.status import FINAL, advances, is_final, normalize_status, rank
+from tests.conftest import make_account
+from workflows.dto import (
+    ACCEPTED,
+    FAILED,
+    SUCCESS,
+    TERMINAL,
+    CreateCallInput,
+    PersistSessionInput,
+    RecordOutcomeInput,
+    ValidationResult,
+)
+
+E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
+REGIONS = st.sampled_from(["US", "GB", "FR", "DE", "IN", "BR", "JP", "ZZ"])
+
+# Number-like text: digits, separators, an optional plus and extension; plus fully random text.
+number_like = st.from_regex(r"\A\+?[0-9 ()\-.]{0,24}(ext\.? ?[0-9]{1,5})?\Z", fullmatch=True)
+fictional = (
+    st.integers(0, 99)
+    .map(lambda n: f"202555{n:04d}"[:10])
+    .flatmap(
+        lambda digits: st.sampled_from(
+            [
+                f"+1{digits}",
+                f"1{digits}",
+                digits,
+                f"({digits[:3]}) {digits[3:6]}-{digits[6:]}",
+                f"+1 {digits[:3]}.{digits[3:6]}.{digits[6:]}",
+                f"  +1-{digits[:3]}-{digits[3:6]}-{digits[6:]}  ",
+            ]
+        )
+    )
+)
+# Valid numbers of many countries, written in their national and international formats.
+any_country = st.sampled_from(sorted(phonenumbers.SUPPORTED_REGIONS)).flatmap(
+    lambda region: st.sampled_from(
+        [
+            phonenumbers.format_number(
+                phonenumbers.example_number(region), phonenumbers.PhoneNumberFormat.INTERNATIONAL
+            )
+        ]
+        if phonenumbers.example_number(region)
+        else ["+"]
+    )
+)
+anything = st.one_of(st.text(max_size=50), number_like, fictional, any_country)
+
+
+@settings(max_examples=400, deadline=None)
+@given(raw=anything, region=REGIONS)
+@example(raw="+1 202-555-0100", region="US")
+@example(raw="\x00", region="US")
+@example(raw="+" + "9" * 60, region="US")
+def test_normalize_is_e164_idempotent_and_raises_only_invalid_number(raw: str, region: str):
+    try:
+        out = normalize(raw, region)
+    except InvalidNumber as exc:
+        assert str(exc), "the reason must be something a user can act on"
+        return
+    assert E164.match(out), out
+    # Idempotent, whatever the default region: E.164 carries its country.
+    assert normalize(out, region) == out
+    assert normalize(out, "US") == out
+
+
+@given(digits=st.integers(0, 99))
+def test_fictional_range_normalizes_to_one_number(digits: int):
+    national = f"202555{digits:04d}"
+    forms = [f"+1{national}", f"1{national}", national, f"(202) 555-{digits:04d}"]
+    assert {normalize(f, "US") for f in forms} == {f"+1{national}"}
+
+
+PROVIDER_STATUSES = [
+    "queued",
+    "initiated",
+    "ringing",
+    "in-progress",
+    "answered",
+    "completed",
+    "busy",
+    "no-answer",
+    "canceled",
+    "failed",
+    "RINGING",
+    "bogus",
+    "",
+]
+
+
+@given(reports=st.lists(st.sampled_from(PROVIDER_STATUSES), max_size=30))
+def test_call_status_never_moves_backwards(reports: list[str]):
+    """Fold reports in any order (late, duplicated, replayed) the way the lifecycle does."""
+    current: str | None = None
+    for raw in reports:
+        new = normalize_status(raw)
+        before = current
+        if new is not None and advances(current, new):
+            current = new
+        assert rank(current) >= rank(before)
+        if is_final(before):
+            assert current == before, "a final status is final"
+    if any(normalize_status(r) in FINAL for r in reports):
+        assert is_final(current)
+
+
+# --- the session status on a real database: accepted -> success | failed, terminal is final ---
+
+OUTCOMES = st.lists(
+    st.tuples(st.sampled_from([SUCCESS, FAILED]), st.integers(1, 5)), min_size=1, max_size=6
+)
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    path: Path = tmp_path_factory.mktemp("props") / "dialer.db"
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    engine = make_engine(url)
+    yield engine, make_account(engine).user.id
+    engine.dispose()
+
+
+def _status(engine, sid: uuid.UUID) -> str:  # type: ignore[no-untyped-def]
+    with Session(engine) as session:
+        row = session.get(CallSession, sid)
+        assert row is not None
+        return row.status
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(outcomes=OUTCOMES, replay_persist=st.booleans(), ok=st.booleans())
+def test_session_status_terminal_is_final(db, outcomes, replay_persist: bool, ok: bool):  # type: ignore[no-untyped-def]
+    engine, user_id = db
+    sid = uuid.uuid4()
+    call = CreateCallInput(
+        call_session_id=str(sid),
+        request_id=str(uuid.uuid4()),
+        user_id=str(user_id),
+        phone_number="+12025550100",
+        request_hash="h",
+    )
+    validation = ValidationResult(
+        ok=ok, target_number="+12025550100", failure_code=None if ok else "invalid_number"
+    )
+    first = store_calls.persist_session(
+        engine, PersistSessionInput(call=call, validation=validation)
+    )
+    assert first.status == (ACCEPTED if ok else FAILED)
+    seen = [_status(engine, sid)]
+    for status, attempts in outcomes:
+        store_calls.record_outcome(
+            engine,
+            RecordOutcomeInput(
+                call_session_id=str(sid),
+                status=status,
+                attempts=attempts,
+                failure_code=None if status == SUCCESS else "retries_exhausted",
+            ),
+        )
+        if replay_persist:
+            # A replayed persist (activity retry, a second run) never resets the row.
+            again = store_calls.persist_session(
+                engine, PersistSessionInput(call=call, validation=validation)
+            )
+            assert again.already_terminal
+        seen.append(_status(engine, sid))
+    # accepted may move to a terminal status once; a terminal status never changes.
+    terminal_from = next(i for i, s in enumerate(seen) if s in TERMINAL)
+    assert all(s == ACCEPTED for s in seen[:terminal_from])
+    assert len(set(seen[terminal_from:])) == 1
+    expected = seen[0] if seen[0] in TERMINAL else outcomes[0][0]
+    assert seen[-1] == expected
