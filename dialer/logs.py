@@ -128,7 +128,8 @@ class RedactFilter(logging.Filter):
 
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
-_SKIP = {"request_id", "call_session_id", "temporal_workflow", "temporal_activity"}
+# uvicorn's `color_message` repeats the message with terminal escapes.
+_SKIP = {"request_id", "call_session_id", "temporal_workflow", "temporal_activity", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):
