@@ -5,6 +5,7 @@ token (DIALER_CODEC_AUTH_TOKEN) get plain payloads; API keys of users do not ope
 from __future__ import annotations
 
 import hmac
+from functools import lru_cache
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
@@ -68,8 +69,13 @@ def require_operator(
         raise HTTPException(status.HTTP_403_FORBIDDEN, "invalid operator token")
 
 
+@lru_cache(maxsize=4)
+def _codec(keys: str | None) -> EncryptionCodec | None:
+    return codec_for(keys)
+
+
 def get_codec(settings: SettingsDep) -> EncryptionCodec:
-    codec = codec_for(payload_keys(settings))
+    codec = _codec(payload_keys(settings))
     if codec is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "payload encryption is not configured")
     return codec
