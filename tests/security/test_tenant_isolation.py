@@ -232,7 +232,62 @@ def _mapping_with(field: str) -> Check:
     return check
 
 
+async def _owner_campaign(probe: Probe) -> str:
+    resp = await probe.stack.http.post(
+        "/api/v1/batch-call/create",
+        json={
+            "batch_name": "owner's",
+            "agent_id": _owned(probe, Agent),
+            "recipients": [{"phone_number": "+12025550100"}],
+            # Not due for a long time: the campaign stays put while it is probed.
+            "options": {"start_at": "2099-01-01T00:00:00Z"},
+        },
+        headers=probe.owner.headers,
+    )
+    assert resp.status_code == 201, resp.text
+    return resp.json()["campaign"]["id"]
+
+
+def _campaign_route(method: str, action: str) -> Check:
+    async def check(probe: Probe) -> None:
+        campaign = await _owner_campaign(probe)
+        resp = await probe.same_as_missing(
+            method, lambda v: f"/api/v1/batch-call/{v}/{action}", campaign
+        )
+        assert resp.status_code == 404
+        mine = await probe.stack.http.get(
+            f"/api/v1/batch-call/{campaign}/status", headers=probe.owner.headers
+        )
+        assert mine.status_code == 200
+        assert mine.json()["state"] not in ("canceled", "paused"), "another user changed it"
+
+    return check
+
+
+async def _campaign_for_foreign_agent(probe: Probe) -> None:
+    resp = await probe.same_as_missing(
+        "POST",
+        lambda _: "/api/v1/batch-call/create",
+        _owned(probe, Agent),
+        json_for=lambda v: {
+            "batch_name": "intruder's",
+            "agent_id": v,
+            "recipients": [{"phone_number": "+12025550100"}],
+        },
+    )
+    assert resp.status_code == 404
+
+
 COVERAGE: dict[tuple[str, str, str], Check] = {
+    ("GET", "/api/v1/batch-call/{campaign_id}/status", "campaign_id"): _campaign_route(
+        "GET", "status"
+    ),
+    **{
+        ("POST", f"/api/v1/batch-call/{{campaign_id}}/{action}", "campaign_id"): _campaign_route(
+            "POST", action
+        )
+        for action in ("pause", "resume", "cancel")
+    },
     ("POST", "/api/call/create_call", "agent_id"): _create_call_with(
         "agent_id", lambda p: _owned(p, Agent)
     ),
@@ -249,8 +304,11 @@ COVERAGE: dict[tuple[str, str, str], Check] = {
     ("DELETE", "/api/v1/suppressions/{number}", "number"): _delete_suppression,
 }
 BODY_COVERAGE: dict[tuple[str, str, str], Check] = {
-    ("POST", "/api/v1/phone/mapping", f"body.{field}"): _mapping_with(field)
-    for field in ("phone_number_id", "agent_id", "workflow_id")
+    **{
+        ("POST", "/api/v1/phone/mapping", f"body.{field}"): _mapping_with(field)
+        for field in ("phone_number_id", "agent_id", "workflow_id")
+    },
+    ("POST", "/api/v1/batch-call/create", "body.agent_id"): _campaign_for_foreign_agent,
 }
 
 
