@@ -218,7 +218,25 @@ class CallStarter:
             return await self._from_row_or_pending(call)
         except (TimeoutError, RPCError):
             return await self._record_unavailable(call)
+        if call.idempotency_key is not None:
+            # The key may have joined a run started with other parameters that has not
+            # persisted its row yet: only its start input tells, and it must answer 409.
+            started = await self._started_hash(client, call.call_session_id)
+            if started is not None and started != call.request_hash:
+                raise HTTPException(status.HTTP_409_CONFLICT, IDEMPOTENCY_CONFLICT)
         return await self._from_row_or_pending(call)
+
+    async def _started_hash(self, client: Client, workflow_id: str) -> str | None:
+        """The request fingerprint the run of `workflow_id` was started with, if readable."""
+        try:
+            events = client.get_workflow_handle(workflow_id).fetch_history_events()
+            async for event in events:
+                payloads = event.workflow_execution_started_event_attributes.input.payloads
+                [started] = await client.data_converter.decode(payloads, [CreateCallInput])
+                return started.request_hash
+        except RPCError:
+            log.warning("could not read the start input", extra={"call_session_id": workflow_id})
+        return None
 
     async def _from_row_or_pending(self, call: CreateCallInput) -> CreateCallResponse:
         row = await run_in_threadpool(self._load, uuid.UUID(call.call_session_id))

@@ -52,6 +52,9 @@ async def test_pending_when_nobody_polls_then_proceeds_with_a_worker(
         assert again.json()["status"] == "pending"
         assert again.json()["call_session_id"] == sid
         assert again.json()["request_id"] == body["request_id"]
+        # Other parameters under the key: 409, although the run has not stored its row yet.
+        conflict = await create_call(stack, account.headers, "+12025550101", idempotency_key=key)
+        assert conflict.status_code == 409, conflict.text
         assert session_row(stack.engine, sid) is None  # nothing ran yet
 
         # The workflow was started durably: a worker coming up finishes it, with one dial.
