@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from datetime import timedelta
 
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
@@ -14,6 +15,7 @@ from activities.calls import CallActivities
 from activities.campaigns import CampaignActivities, TemporalCallLauncher
 from activities.dialing import DialActivities
 from dialer.config import Settings, get_settings
+from dialer.health import clear_heartbeat, heartbeat_loop
 from dialer.logs import CallContextInterceptor
 from dialer.temporal_client import connect, metrics_runtime
 from dialer.tracing import configure_tracing
@@ -62,6 +64,7 @@ def build_workers(
     providers = providers or build_providers(settings, engine)
     calls = CallActivities(engine, providers, settings.default_region)
     dialing = DialActivities(providers)
+    grace = timedelta(seconds=settings.worker_graceful_shutdown_seconds)
     campaigns = CampaignActivities(
         engine, TemporalCallLauncher(client, settings.task_queue), call_policies(settings)
     )
@@ -78,6 +81,8 @@ def build_workers(
             campaigns.campaign_tick,
         ],
         interceptors=[CallContextInterceptor()],
+        # On shutdown: stop polling, give running activities this long to finish.
+        graceful_shutdown_timeout=grace,
     )
     dial_worker = Worker(
         client,
@@ -85,6 +90,8 @@ def build_workers(
         activities=[dialing.dial, dialing.reconcile_dial],
         max_task_queue_activities_per_second=settings.dial_rate_per_second,
         interceptors=[CallContextInterceptor()],
+        # On shutdown: stop polling, give running activities this long to finish.
+        graceful_shutdown_timeout=grace,
     )
     return [call_worker, dial_worker]
 
@@ -100,10 +107,23 @@ async def run_worker(settings: Settings | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     log.info("worker polling %s and %s", settings.task_queue, settings.dial_task_queue)
     runs = [asyncio.create_task(w.run()) for w in workers]
-    await stop.wait()
-    log.info("worker shutting down")
+    beat = asyncio.create_task(heartbeat_loop(client, settings, runs))
+    stopping = asyncio.create_task(stop.wait())
+    # A poller that dies (fatal worker error) ends the process too, so it is restarted.
+    await asyncio.wait([stopping, *runs], return_when=asyncio.FIRST_COMPLETED)
+    # Unhealthy from here on: no new tasks are polled while running activities finish.
+    beat.cancel()
+    clear_heartbeat(settings.heartbeat_path)
+    log.info(
+        "worker shutting down: polling stopped, running activities get %ss to finish",
+        settings.worker_graceful_shutdown_seconds,
+    )
     await asyncio.gather(*(w.shutdown() for w in workers))
-    await asyncio.gather(*runs, return_exceptions=True)
+    results = await asyncio.gather(*runs, return_exceptions=True)
+    stopping.cancel()
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed and not stop.is_set():
+        raise RuntimeError("a worker stopped polling on its own") from failed[0]
 
 
 if __name__ == "__main__":

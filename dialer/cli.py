@@ -24,21 +24,21 @@ def cmd_run(_: argparse.Namespace) -> int:
 
 
 def cmd_api(_: argparse.Namespace) -> int:
-    import uvicorn
-
     from api.app import create_app
+    from api.serve import serve
     from dialer.tracing import configure_tracing
 
     settings = get_settings()
     configure_tracing(settings, "dialer-api")
-    uvicorn.run(
+    serve(
         create_app(settings),
+        drain_seconds=settings.shutdown_drain_seconds,
         host=settings.api_host,
         port=settings.api_port,
         log_level=settings.log_level.lower(),
         # Keep the handler of dialer.logs (masking, ids, JSON): uvicorn would install its own.
         log_config=None,
-        timeout_graceful_shutdown=20,
+        timeout_graceful_shutdown=settings.api_graceful_shutdown_seconds,
     )
     return 0
 
@@ -47,6 +47,17 @@ def cmd_worker(_: argparse.Namespace) -> int:
     from worker import run_worker
 
     asyncio.run(run_worker(get_settings()))
+    return 0
+
+
+def cmd_worker_health(_: argparse.Namespace) -> int:
+    from dialer.health import worker_health_problem
+
+    problem = worker_health_problem(get_settings())
+    if problem:
+        sys.stderr.write(f"unhealthy: {problem}\n")
+        return 1
+    sys.stdout.write("healthy\n")
     return 0
 
 
@@ -116,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("api", help="the HTTP API").set_defaults(func=cmd_api)
     sub.add_parser("worker", help="the Temporal worker").set_defaults(func=cmd_worker)
+    sub.add_parser(
+        "worker-health",
+        help="exit 0 when the worker on this host polls (a container health check)",
+    ).set_defaults(func=cmd_worker_health)
 
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)
     db.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
@@ -144,8 +159,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that start something long-lived or change the schema: in production they refuse
+# to run on an unsafe configuration (see Settings.problems).
+GUARDED = frozenset({cmd_run, cmd_api, cmd_worker, cmd_db_upgrade})
+
+
+def _refuse(title: str, problems: list[str]) -> int:
+    sys.stderr.write(f"dialer: {title}:\n" + "".join(f"  - {p}\n" for p in problems))
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
+    from pydantic import ValidationError
+
     args = build_parser().parse_args(argv)
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        # One line per bad variable instead of pydantic's traceback.
+        return _refuse(
+            "the configuration cannot be read",
+            [
+                f"DIALER_{'_'.join(str(part) for part in err['loc']).upper()}: {err['msg']}"
+                for err in exc.errors()
+            ],
+        )
+    problems = settings.problems()
+    if problems and args.func in GUARDED:
+        return _refuse("refusing to start in production", problems)
     configure_logging(get_settings())
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:

@@ -180,13 +180,18 @@ class Settings(BaseSettings):
                 "set it to 'twilio'"
             )
         elif self.telephony_provider == "twilio":
-            # The Twilio settings belong to the provider; checked by name so this guard does
-            # not depend on how that module spells its defaults.
-            for field in ("twilio_account_sid", "twilio_auth_token"):
-                if field in type(self).model_fields:
-                    problem = _placeholder(getattr(self, field), f"DIALER_{field.upper()}", 0)
-                    if problem:
-                        found.append(problem)
+            for value, name in (
+                (self.twilio_account_sid, "DIALER_TWILIO_ACCOUNT_SID"),
+                (self.twilio_auth_token, "DIALER_TWILIO_AUTH_TOKEN"),
+            ):
+                problem = _placeholder(value, name, min_length=0)
+                if problem:
+                    found.append(problem)
+            if not self.public_base_url:
+                found.append(
+                    "DIALER_PUBLIC_BASE_URL is not set: Twilio needs it to deliver call "
+                    "status callbacks to the API"
+                )
         return found
 
     @property

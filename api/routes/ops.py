@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
@@ -37,8 +37,11 @@ def _database_answers(engine: Engine) -> bool:
 
 
 @router.get("/ready", tags=["operations"], responses={503: {"description": "Not ready"}})
-async def ready(engine: EngineDep, temporal: TemporalDep) -> JSONResponse:
-    """Ready when the database and Temporal both answer."""
+async def ready(request: Request, engine: EngineDep, temporal: TemporalDep) -> JSONResponse:
+    """Ready when the database and Temporal both answer, and the process is not shutting
+    down (after SIGTERM it answers 503 while it drains, so load balancers stop sending)."""
+    if getattr(request.app.state, "shutting_down", False):
+        return JSONResponse({"ready": False, "shutting_down": True}, status_code=503)
     database = await run_in_threadpool(_database_answers, engine)
     orchestrator = await temporal.ping()
     ok = database and orchestrator
