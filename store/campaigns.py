@@ -343,7 +343,7 @@ def load_config(engine: Engine, campaign_id: str) -> CampaignConfig:
         user_id=str(row.user_id),
         calls_per_second=row.calls_per_second,
         max_concurrency=row.max_concurrency,
-        start_at=row.start_at,
+        start_at=_aware(row.start_at) if row.start_at else None,
     )
 
 

@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 from starlette.datastructures import UploadFile
 from temporalio.client import Client
 from temporalio.common import (
+    SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
@@ -38,7 +39,7 @@ from api.campaign_schemas import (
 )
 from api.deps import CurrentUser, EngineDep, SessionDep, SettingsDep, TemporalDep
 from api.routes.calls import AUTH_ERRORS
-from api.schemas import Detail, Page
+from api.schemas import Detail, Page, as_utc
 from api.temporal import TemporalUnavailable
 from dialer.windows import ALL_DAYS, DAY_NAMES
 from store import campaigns as store
@@ -254,7 +255,7 @@ def _options(row: Campaign) -> CampaignOptions:
         calls_per_second=row.calls_per_second,
         max_concurrency=row.max_concurrency,
         calling_window=window,
-        start_at=row.start_at,
+        start_at=as_utc(row.start_at) if row.start_at else None,
         redial=redial,
     )
 
@@ -296,7 +297,10 @@ async def _start_workflow(client: Client, row: Campaign, task_queue: str) -> Non
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         search_attributes=TypedSearchAttributes(
-            [SA_USER_ID.value_set(str(row.user_id)), SA_CAMPAIGN_ID.value_set(str(row.id))]
+            [
+                SearchAttributePair(SA_USER_ID, str(row.user_id)),
+                SearchAttributePair(SA_CAMPAIGN_ID, str(row.id)),
+            ]
         ),
         static_summary=f"Campaign {row.name[:80]}: {row.total_recipients} recipients",
         static_details=f"**campaign_id**: {row.id}\n**user_id**: {row.user_id}\n"
