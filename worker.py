@@ -14,6 +14,8 @@ from temporalio.worker import Worker
 from activities.calls import CallActivities
 from activities.campaigns import CampaignActivities, TemporalCallLauncher
 from activities.dialing import DialActivities
+from activities.lifecycle import LifecycleActivities
+from dialer.call_status import CallStatusSink
 from dialer.config import Settings, get_settings
 from dialer.health import clear_heartbeat, heartbeat_loop
 from dialer.logs import CallContextInterceptor
@@ -21,8 +23,10 @@ from dialer.temporal_client import connect, metrics_runtime
 from dialer.tracing import configure_tracing
 from store.campaigns import CallPolicies
 from store.db import get_engine
+from telephony.base import TelephonyProvider
 from telephony.registry import ProviderRegistry
-from telephony.simulated import SimulatedProvider
+from telephony.simulated import SimulatedProvider, SimulatedTimeline
+from telephony.twilio import provider_from_settings
 from workflows.campaign import CampaignWorkflow
 from workflows.create_call import CreateCallWorkflow
 from workflows.dto import DialPolicy, FollowPolicy
@@ -30,9 +34,38 @@ from workflows.dto import DialPolicy, FollowPolicy
 log = logging.getLogger("dialer.worker")
 
 
-def build_providers(settings: Settings, engine: Engine) -> ProviderRegistry:
-    providers = {"simulated": SimulatedProvider(engine, settings.simulated_latency_ms)}
-    return ProviderRegistry(providers, default=settings.telephony_provider)  # type: ignore[arg-type]
+def build_providers(
+    settings: Settings, engine: Engine, client: Client | None = None
+) -> ProviderRegistry:
+    """The configured providers. With DIALER_TELEPHONY_PROVIDER=twilio the simulated carrier
+    is not configured, so every line is dialed through Twilio whatever its stored label says;
+    Twilio is also configured beside the simulated default when its credentials are set, for
+    lines labelled `twilio`. `client` lets the simulated carrier send its status callbacks
+    to the workflows, through the same path as the Twilio webhook."""
+    providers: dict[str, TelephonyProvider] = {}
+    if settings.telephony_provider == "simulated":
+        sink = None
+        if client is not None and settings.simulated_callbacks:
+
+            async def get_client() -> Client:
+                return client
+
+            sink = CallStatusSink(get_client, engine)
+        providers["simulated"] = SimulatedProvider(
+            engine,
+            settings.simulated_latency_ms,
+            timeline=SimulatedTimeline(
+                ring_seconds=settings.simulated_ring_seconds,
+                answer_seconds=settings.simulated_answer_seconds,
+                talk_seconds=settings.simulated_talk_seconds,
+            ),
+            status_sink=sink,
+        )
+    if settings.telephony_provider == "twilio" or (
+        settings.twilio_account_sid and settings.twilio_auth_token
+    ):
+        providers["twilio"] = provider_from_settings(settings)
+    return ProviderRegistry(providers, default=settings.telephony_provider)
 
 
 def call_policies(settings: Settings) -> CallPolicies:
@@ -61,8 +94,9 @@ def build_workers(
 ) -> list[Worker]:
     """The call worker (workflows + local DB activities) and the dial worker (provider calls,
     on its own task queue so the server can cap dials per second across all workers)."""
-    providers = providers or build_providers(settings, engine)
+    providers = providers or build_providers(settings, engine, client)
     calls = CallActivities(engine, providers, settings.default_region)
+    lifecycle = LifecycleActivities(engine, providers)
     dialing = DialActivities(providers)
     grace = timedelta(seconds=settings.worker_graceful_shutdown_seconds)
     campaigns = CampaignActivities(
@@ -77,6 +111,8 @@ def build_workers(
             calls.persist_session,
             calls.record_attempt,
             calls.record_outcome,
+            lifecycle.record_call_status,
+            lifecycle.fetch_call_status,
             campaigns.load_campaign,
             campaigns.campaign_tick,
         ],

@@ -4,6 +4,7 @@ retries are the workflow's decision, because a blind retry could call a person t
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -75,5 +76,6 @@ class DialActivities:
             attempts=input.attempts,
             to_number=input.to_number,
             from_number=input.from_number,
+            since=datetime.fromisoformat(input.since) if input.since else None,
         )
         return ReconcileResult(telephony_leg_id=found.sid if found else None)

@@ -13,7 +13,16 @@ from sqlalchemy.exc import DataError, OperationalError
 from temporalio.client import Client
 
 from api.limits import BodySizeLimit, RateLimiter, document_common_answers
-from api.routes import calls, campaigns, codec, lines, observability, ops, suppressions
+from api.routes import (
+    calls,
+    campaigns,
+    codec,
+    lines,
+    observability,
+    ops,
+    suppressions,
+    telephony,
+)
 from api.routes.codec import CodecCORS
 from api.temporal import TemporalGateway, TemporalUnavailable
 from dialer.config import Settings, get_settings
@@ -76,6 +85,7 @@ def install_observability(app: FastAPI, settings: Settings) -> None:
     (added last, so outermost: even requests refused by the limits are counted)."""
     app.include_router(observability.router)
     app.include_router(codec.router)
+    app.include_router(telephony.router)
     app.add_middleware(CodecCORS, origins=settings.cors_origins)
     app.add_middleware(HTTPObservability)
 

@@ -20,6 +20,10 @@ UTCDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
 CallStatus = Literal["success", "failed", "pending"]
 WaitStage = Literal["accepted", "dialed"]
+# The placed call's lifecycle (telephony.status); the last five are final.
+LifecycleStatus = Literal[
+    "initiated", "ringing", "answered", "completed", "busy", "no-answer", "canceled", "failed"
+]
 
 
 class CreateCallResponse(BaseModel):
@@ -63,6 +67,14 @@ class CallSessionPublic(BaseModel):
     campaign_id: uuid.UUID | None
     created_at: UTCDatetime
     updated_at: UTCDatetime
+    call_status: LifecycleStatus | None = Field(
+        default=None,
+        description="Where the placed call is, from the provider's status callbacks or from "
+        "asking the provider; completed, busy, no-answer, canceled and failed are final.",
+    )
+    answered_at: UTCDatetime | None = None
+    ended_at: UTCDatetime | None = None
+    duration_seconds: int | None = Field(default=None, description="Of a completed call.")
 
 
 class CallSessionDetail(CallSessionPublic):

@@ -36,6 +36,11 @@ class ProviderCall:
     to_number: str | None = None
     from_number: str | None = None
     created_at: datetime | None = None
+    # Known once the call moved on (fetch_call); None while it has not.
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration_seconds: int | None = None
+    answered_by: str | None = None
 
 
 class TelephonyError(Exception):
@@ -73,8 +78,10 @@ class TelephonyProvider(Protocol):
         attempts: list[int],
         to_number: str,
         from_number: str,
+        since: datetime | None = None,
     ) -> ProviderCall | None:
-        """Find a call placed by one of `attempts` of this session, or None."""
+        """Find a call placed by one of `attempts` of this session (the first of them was
+        made at or after `since`), or None."""
         ...
 
     async def fetch_call(self, sid: str) -> ProviderCall | None: ...

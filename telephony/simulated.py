@@ -8,15 +8,22 @@ checks work across processes."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from store.db import session_scope
 from store.models import SimulatedCall
+from telephony import status as st
 from telephony.base import Ambiguous, DialRequest, NotPlaced, ProviderCall, Rejected, attempt_tag
+from telephony.status import StatusEvent, StatusSink
+
+log = logging.getLogger(__name__)
 
 BUSY = "+12025550101"
 NO_ANSWER = "+12025550102"
@@ -27,12 +34,48 @@ ALWAYS_TRANSIENT = "+12025550106"
 RATE_LIMITED_ONCE = "+12025550107"
 
 
+@dataclass(frozen=True)
+class SimulatedTimeline:
+    """When a simulated call moves on, in seconds after it was placed. A function of the
+    number and the placing time only, so a status can be derived again from the ledger (the
+    polling path after a lost callback or a worker crash)."""
+
+    ring_seconds: float = 1.0
+    answer_seconds: float = 3.0
+    talk_seconds: float = 8.0
+
+    def steps(self, to_number: str) -> list[tuple[float, str]]:
+        ring = self.ring_seconds
+        answer = ring + self.answer_seconds
+        steps = [(0.0, st.INITIATED), (ring, st.RINGING)]
+        if to_number == BUSY:
+            return [*steps, (answer, st.BUSY)]
+        if to_number == NO_ANSWER:
+            return [*steps, (answer, st.NO_ANSWER)]
+        return [*steps, (answer, st.ANSWERED), (answer + self.talk_seconds, st.COMPLETED)]
+
+    @property
+    def duration_seconds(self) -> int:
+        return round(self.talk_seconds)
+
+
 class SimulatedProvider:
     name = "simulated"
 
-    def __init__(self, engine: Engine, latency_ms: int = 150) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        latency_ms: int = 150,
+        *,
+        timeline: SimulatedTimeline | None = None,
+        status_sink: StatusSink | None = None,
+    ) -> None:
         self._engine = engine
         self._latency = latency_ms / 1000
+        self._timeline = timeline or SimulatedTimeline()
+        # Without a sink the carrier sends no callbacks: calls are followed by polling.
+        self._sink = status_sink
+        self._emitting: set[asyncio.Task[None]] = set()
 
     async def create_call(self, request: DialRequest) -> ProviderCall:
         if self._latency:
@@ -45,6 +88,7 @@ class SimulatedProvider:
         if to == RATE_LIMITED_ONCE and attempt == 1:
             raise NotPlaced("Too Many Requests", code="20429", retry_after=1.0)
         call = await asyncio.to_thread(self._place, request)
+        self._send_callbacks(request.call_session_id, call)
         if to == AMBIGUOUS_ONCE and attempt == 1:
             # The carrier placed the call, but its answer never reaches us.
             raise Ambiguous("timed out waiting for the carrier's response")
@@ -60,10 +104,76 @@ class SimulatedProvider:
         )
         with session_scope(self._engine) as session:
             session.add(row)
-        return ProviderCall(sid=row.sid, status=row.status, to_number=row.to_number)
+        return ProviderCall(
+            sid=row.sid, status=row.status, to_number=row.to_number, created_at=row.created_at
+        )
+
+    def _send_callbacks(self, call_session_id: str, call: ProviderCall) -> None:
+        """Report the call's lifecycle like a carrier's status callbacks, in the background."""
+        if self._sink is None or call.to_number is None or call.created_at is None:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._emit(call_session_id, call.sid, call.to_number, call.created_at)
+        )
+        self._emitting.add(task)
+        task.add_done_callback(self._emitting.discard)
+
+    async def _emit(self, call_session_id: str, sid: str, to_number: str, placed: datetime) -> None:
+        assert self._sink is not None
+        started = asyncio.get_running_loop().time()
+        for offset, status in self._timeline.steps(to_number):
+            delay = offset - (asyncio.get_running_loop().time() - started)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            event = StatusEvent(
+                call_session_id=call_session_id,
+                sid=sid,
+                status=status,
+                occurred_at=_utc(placed) + timedelta(seconds=offset),
+                duration_seconds=self._timeline.duration_seconds
+                if status == st.COMPLETED
+                else None,
+            )
+            try:
+                await self._sink(event)
+            except Exception:
+                # A lost callback, as with a real carrier: the workflow polls fetch_call.
+                log.warning("simulated status callback failed", exc_info=True)
+
+    def _derive(self, row: SimulatedCall) -> ProviderCall:
+        """The call's status now, from when it was placed (see SimulatedTimeline)."""
+        placed = _utc(row.created_at)
+        elapsed = (datetime.now(UTC) - placed).total_seconds()
+        status, answered_at, ended_at, duration = st.INITIATED, None, None, None
+        for offset, step in self._timeline.steps(row.to_number):
+            if offset > elapsed:
+                break
+            status = step
+            if step == st.ANSWERED:
+                answered_at = placed + timedelta(seconds=offset)
+            if st.is_final(step):
+                ended_at = placed + timedelta(seconds=offset)
+                if step == st.COMPLETED:
+                    duration = self._timeline.duration_seconds
+        return ProviderCall(
+            sid=row.sid,
+            status=status,
+            to_number=row.to_number,
+            from_number=row.from_number,
+            created_at=placed,
+            answered_at=answered_at,
+            ended_at=ended_at,
+            duration_seconds=duration,
+        )
 
     async def lookup_call(
-        self, *, call_session_id: str, attempts: list[int], to_number: str, from_number: str
+        self,
+        *,
+        call_session_id: str,
+        attempts: list[int],
+        to_number: str,
+        from_number: str,
+        since: datetime | None = None,
     ) -> ProviderCall | None:
         tags = [attempt_tag(call_session_id, a) for a in attempts]
 
@@ -82,7 +192,7 @@ class SimulatedProvider:
         def get() -> ProviderCall | None:
             with Session(self._engine) as session:
                 row = session.get(SimulatedCall, sid)
-            return row and ProviderCall(sid=row.sid, status=row.status, to_number=row.to_number)
+            return self._derive(row) if row else None
 
         return await asyncio.to_thread(get)
 
@@ -96,3 +206,8 @@ class SimulatedProvider:
                     )
                 ).all()
             )
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value

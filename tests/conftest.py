@@ -128,6 +128,13 @@ def test_settings(tmp_path: Path, database_url: str, **overrides: object) -> Set
         "dial_timeout_seconds": 5.0,
         "dial_rate_per_second": 1000.0,
         "create_call_wait_seconds": 15.0,
+        # A short simulated call, so workflows that follow it to its end close quickly.
+        "simulated_ring_seconds": 0.05,
+        "simulated_answer_seconds": 0.05,
+        "simulated_talk_seconds": 0.1,
+        "call_status_poll_seconds": 1.0,
+        "call_status_poll_max_seconds": 2.0,
+        "call_max_age_seconds": 60.0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[arg-type]

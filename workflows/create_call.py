@@ -2,30 +2,37 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from telephony.status import advances, is_final, normalize_status, rank
     from workflows.dto import (
         ACCEPTED,
         FAILED,
         STAGE_ACCEPTED,
+        STAGE_DIALED,
         STAGES,
         SUCCESS,
         CallState,
+        CallStatusUpdate,
         CreateCallInput,
         DialInput,
         DialPolicy,
         DialResult,
         FailureCode,
+        FetchCallStatusInput,
+        FetchCallStatusResult,
+        FollowPolicy,
         PersistSessionInput,
         PersistSessionResult,
         ReconcileInput,
         ReconcileResult,
         RecordAttemptInput,
+        RecordCallStatusInput,
         RecordOutcomeInput,
         ValidationResult,
         WaitForStageInput,
@@ -59,6 +66,13 @@ RECONCILE_SCHEDULE_TO_CLOSE = timedelta(hours=1)
 RECONCILE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=60)
 )
+# Asking the provider where a call is: a read, tried a few times; a failed poll only means
+# asking again later.
+FETCH_TIMEOUT = timedelta(seconds=20)
+FETCH_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+# Status reports held before the workflow processes them; a flood beyond this is dropped
+# (the provider is asked instead), so a misbehaving sender cannot grow the state unbounded.
+MAX_PENDING_STATUSES = 50
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -73,6 +87,10 @@ class CreateCallWorkflow:
             status=ACCEPTED,
         )
         self._stages_reached: set[str] = set()
+        # Status reports received by signal, processed once the dial is recorded.
+        self._inbox: list[CallStatusUpdate] = []
+        self._seen_statuses: set[str] = set()
+        self._first_dial_at: datetime | None = None
 
     @workflow.run
     async def run(self, input: CreateCallInput) -> CallState:
@@ -136,15 +154,116 @@ class CreateCallWorkflow:
         self._state.failure_reason = outcome.failure_reason
         self._state.provider_error_code = outcome.provider_error_code
         self._state.attempts = outcome.attempts
+        if outcome.status == SUCCESS and outcome.telephony_leg_id:
+            # create_call waiting for "dialed" gets its answer now, not at the end of the call.
+            self._reach(STAGE_DIALED)
+            self._status(SUCCESS, f"dialed after {outcome.attempts} attempt(s)")
+            return await self._follow(outcome.telephony_leg_id, dial.provider, input.follow)
         if outcome.status == SUCCESS:
             return await self._finish(SUCCESS, f"dialed after {outcome.attempts} attempt(s)")
         return await self._finish(FAILED, f"failed: {outcome.failure_code}")
+
+    async def _follow(self, leg_id: str, provider: str, policy: FollowPolicy) -> CallState:
+        """Step 5: follow the call to its final status. Callbacks arrive as signals; when
+        none comes for a while, ask the provider, waiting longer each time nothing changes;
+        stop at a final status or at the maximum call age."""
+        started = workflow.now()
+        quiet = policy.poll_after_seconds
+        while not is_final(self._state.call_status):
+            remaining = policy.max_age_seconds - (workflow.now() - started).total_seconds()
+            if remaining <= 0:
+                await self._record_statuses([], gave_up_after=policy.max_age_seconds)
+                return await self._finish(
+                    "expired",
+                    f"stopped following after {policy.max_age_seconds:.0f} s "
+                    f"(last status: {self._state.call_status or 'none'})",
+                )
+            try:
+                await workflow.wait_condition(
+                    lambda: bool(self._inbox), timeout=timedelta(seconds=min(quiet, remaining))
+                )
+                updates, self._inbox = self._inbox, []
+                quiet = policy.poll_after_seconds
+            except TimeoutError:
+                polled = await self._poll(leg_id, provider)
+                updates = [polled] if polled else []
+                before = self._state.call_status
+                await self._record_statuses(self._fresh(updates, leg_id))
+                if self._state.call_status == before:
+                    quiet = min(quiet * 2, policy.poll_max_seconds)
+                continue
+            await self._record_statuses(self._fresh(updates, leg_id))
+        status = self._state.call_status or SUCCESS
+        details = status
+        if self._state.duration_seconds is not None:
+            details = f"{status} in {self._state.duration_seconds} s"
+        return await self._finish(status, details)
+
+    def _fresh(self, updates: list[CallStatusUpdate], leg_id: str) -> list[CallStatusUpdate]:
+        """Statuses of this call not seen before, in lifecycle order. Reports about another
+        leg (e.g. a stray callback) and unknown statuses are ignored."""
+        fresh: dict[str, CallStatusUpdate] = {}
+        for update in updates:
+            status = normalize_status(update.status)
+            if status is None or (update.telephony_leg_id not in (None, leg_id)):
+                continue
+            if status in self._seen_statuses or status in fresh:
+                continue
+            fresh[status] = update
+        return sorted(fresh.values(), key=lambda u: rank(normalize_status(u.status)))
+
+    async def _record_statuses(
+        self, updates: list[CallStatusUpdate], gave_up_after: float | None = None
+    ) -> None:
+        if not updates and gave_up_after is None:
+            return
+        await workflow.execute_local_activity(
+            "record_call_status",
+            RecordCallStatusInput(
+                call_session_id=self._state.call_session_id,
+                updates=updates,
+                gave_up_after_seconds=gave_up_after,
+            ),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+            summary="record " + ", ".join(u.status for u in updates) if updates else "give up",
+        )
+        for update in updates:
+            status = normalize_status(update.status)
+            assert status is not None
+            self._seen_statuses.add(status)
+            if advances(self._state.call_status, status):
+                self._state.call_status = status
+                if is_final(status):
+                    self._state.duration_seconds = update.duration_seconds
+        if updates and self._state.call_status:
+            self._status(self._state.call_status, self._state.call_status)
+
+    async def _poll(self, leg_id: str, provider: str) -> CallStatusUpdate | None:
+        try:
+            result: FetchCallStatusResult = await workflow.execute_local_activity(
+                "fetch_call_status",
+                FetchCallStatusInput(
+                    call_session_id=self._state.call_session_id,
+                    provider=provider,
+                    telephony_leg_id=leg_id,
+                ),
+                result_type=FetchCallStatusResult,
+                start_to_close_timeout=FETCH_TIMEOUT,
+                retry_policy=FETCH_RETRY,
+                summary="ask the provider for the call's status",
+            )
+        except ActivityError:
+            workflow.logger.warning("could not fetch the call's status; will ask again")
+            return None
+        return result.update
 
     async def _dial_safely(self, dial: DialInput, policy: DialPolicy) -> RecordOutcomeInput:
         session_id = dial.call_session_id
         max_attempts = policy.max_attempts
         last_code: str | None = None
         last_reason = "no attempt was made"
+        self._first_dial_at = workflow.now()
         for attempt in range(1, max_attempts + 1):
             self._status("dialing", f"dialing attempt {attempt} of {max_attempts}")
             dial.attempt = attempt
@@ -238,6 +357,7 @@ class CreateCallWorkflow:
                     from_number=dial.from_number,
                     provider=dial.provider,
                     attempts=list(range(1, attempt + 1)),
+                    since=self._first_dial_at.isoformat() if self._first_dial_at else None,
                 ),
                 result_type=ReconcileResult,
                 task_queue=task_queue,
@@ -283,6 +403,13 @@ class CreateCallWorkflow:
     def _reach(self, stage: str) -> None:
         self._stages_reached.add(stage)
         self._state.stage = stage
+
+    @workflow.signal(name="call_status")
+    def call_status(self, update: CallStatusUpdate) -> None:
+        """A provider status report (webhook or simulated carrier), processed in order of
+        the lifecycle: a late or repeated report never moves the call backwards."""
+        if len(self._inbox) < MAX_PENDING_STATUSES:
+            self._inbox.append(update)
 
     @workflow.update
     async def wait_for_stage(self, req: WaitForStageInput) -> CallState:

@@ -152,6 +152,7 @@ class ReconcileInput:
     from_number: str
     provider: str
     attempts: list[int] = field(default_factory=list)
+    since: str | None = None  # ISO 8601: just before the first attempt
 
 
 @dataclass

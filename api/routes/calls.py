@@ -90,6 +90,10 @@ def _public(row: CallSession) -> dict:
         "campaign_id": row.campaign_id,
         "created_at": row.created_at,
         "updated_at": row.updated_at,
+        "call_status": row.call_status,
+        "answered_at": row.answered_at,
+        "ended_at": row.ended_at,
+        "duration_seconds": row.duration_seconds,
     }
 
 

@@ -1,0 +1,49 @@
+"""Activities that follow a placed call: record its statuses, ask the provider when callbacks
+stop. Both run as local activities of CreateCallWorkflow (no extra workflow-task round trip
+and a small history)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy.engine import Engine
+from temporalio import activity
+
+from store import lifecycle
+from telephony.registry import ProviderRegistry
+from telephony.status import ANSWERED, is_final, normalize_status
+from workflows.dto import (
+    CallStatusUpdate,
+    FetchCallStatusInput,
+    FetchCallStatusResult,
+    RecordCallStatusInput,
+)
+
+
+class LifecycleActivities:
+    def __init__(self, engine: Engine, providers: ProviderRegistry) -> None:
+        self._engine = engine
+        self._providers = providers
+
+    @activity.defn(name="record_call_status")
+    async def record_call_status(self, input: RecordCallStatusInput) -> str | None:
+        return await asyncio.to_thread(lifecycle.record_call_status, self._engine, input)
+
+    @activity.defn(name="fetch_call_status")
+    async def fetch_call_status(self, input: FetchCallStatusInput) -> FetchCallStatusResult:
+        """Ask the provider where the call is (a read: safe to repeat)."""
+        call = await self._providers.get(input.provider).fetch_call(input.telephony_leg_id)
+        status = normalize_status(call.status) if call else None
+        if call is None or status is None:
+            return FetchCallStatusResult()
+        at = call.ended_at if is_final(status) else call.answered_at if status == ANSWERED else None
+        return FetchCallStatusResult(
+            update=CallStatusUpdate(
+                status=call.status,
+                telephony_leg_id=call.sid,
+                occurred_at=at.isoformat() if at else None,
+                duration_seconds=call.duration_seconds,
+                source="poll",
+                answered_by=call.answered_by,
+            )
+        )

@@ -1,0 +1,68 @@
+"""Where status reports about placed calls go: a signal to the session's workflow.
+
+The webhook (after checking the signature) and the simulated carrier both deliver through
+this one path. When the workflow has already closed (it stopped following the call, or the
+report is a late duplicate), the report is written to the session directly, with the same
+monotonic rules, so nothing a provider tells us is lost and nothing moves backwards."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+
+from sqlalchemy.engine import Engine
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from store import lifecycle
+from telephony.status import StatusEvent
+from workflows.create_call import CreateCallWorkflow
+from workflows.dto import CallStatusUpdate, RecordCallStatusInput
+
+log = logging.getLogger(__name__)
+
+
+class Delivery(StrEnum):
+    SIGNALED = "signaled"  # the workflow has it
+    RECORDED = "recorded"  # the workflow was closed; written to the session directly
+    UNKNOWN_SESSION = "unknown_session"  # no such session: nothing to do
+
+
+def to_update(event: StatusEvent) -> CallStatusUpdate:
+    return CallStatusUpdate(
+        status=event.status,
+        telephony_leg_id=event.sid or None,
+        occurred_at=event.occurred_at.isoformat() if event.occurred_at else None,
+        duration_seconds=event.duration_seconds,
+        source=event.source,
+        answered_by=event.answered_by,
+    )
+
+
+class CallStatusSink:
+    def __init__(self, client: Callable[[], Awaitable[Client]], engine: Engine) -> None:
+        self._client = client
+        self._engine = engine
+
+    async def __call__(self, event: StatusEvent) -> Delivery:
+        update = to_update(event)
+        client = await self._client()
+        handle = client.get_workflow_handle(event.call_session_id)
+        try:
+            await handle.signal(CreateCallWorkflow.call_status, update)
+            return Delivery.SIGNALED
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+        try:
+            await asyncio.to_thread(
+                lifecycle.record_call_status,
+                self._engine,
+                RecordCallStatusInput(call_session_id=event.call_session_id, updates=[update]),
+            )
+        except LookupError:
+            log.info("status report for an unknown session", extra={"status": event.status})
+            return Delivery.UNKNOWN_SESSION
+        return Delivery.RECORDED

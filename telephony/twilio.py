@@ -1,0 +1,229 @@
+"""Twilio, through the `twilio` package's REST client.
+
+The SDK is synchronous (requests), so every call runs in a thread, off the event loop. Its
+API base URL is a setting, so the tests run this very client against a local fake. Errors are
+mapped onto telephony.base by what they say about the call: refused for good (Rejected),
+provably not placed (NotPlaced: safe to dial again), or unknown (Ambiguous: reconcile first)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+import requests
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+from twilio.twiml.voice_response import Connect, VoiceResponse
+from urllib3.exceptions import NewConnectionError
+
+from telephony.base import Ambiguous, DialRequest, NotPlaced, ProviderCall, Rejected
+
+log = logging.getLogger(__name__)
+
+STATUS_CALLBACK_PATH = "/telephony/twilio/status"
+STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
+# Refusals that no retry can change (invalid or unreachable To/From, not permitted, ...).
+PERMANENT_CODES = frozenset({"21211", "21214", "21217", "21216", "21210", "13224", "21215"})
+RATE_LIMITED_CODE = "20429"
+# Clocks differ between Twilio and us: look a little before the first attempt.
+LOOKUP_CLOCK_SKEW = timedelta(minutes=2)
+LOOKUP_LIMIT = 50
+
+
+@dataclass(frozen=True)
+class TwilioConfig:
+    account_sid: str
+    auth_token: str
+    api_base_url: str = "https://api.twilio.com"
+    http_timeout_seconds: float = 10.0
+    public_base_url: str | None = None
+    media_stream_url: str | None = None
+    ring_timeout_seconds: int | None = None
+    machine_detection: str | None = None
+
+
+def status_callback_url(public_base_url: str, request: DialRequest) -> str:
+    """Where Twilio reports this attempt's statuses: the session and the attempt tag ride in
+    the query, so a callback names its call even before the dial's answer came back."""
+    query = urlencode({"call_session_id": request.call_session_id, "attempt": request.attempt_tag})
+    return f"{public_base_url.rstrip('/')}{STATUS_CALLBACK_PATH}?{query}"
+
+
+def twiml_for(media_stream_url: str | None, request: DialRequest) -> str:
+    """Connect the answered call to the media stream; the ids go along as stream parameters
+    so the media side can echo them back."""
+    response = VoiceResponse()
+    if media_stream_url:
+        connect = Connect()
+        stream = connect.stream(url=media_stream_url)
+        stream.parameter(name="request_id", value=request.request_id)
+        stream.parameter(name="call_session_id", value=request.call_session_id)
+        response.append(connect)
+    else:
+        # No media side configured: keep the line open briefly rather than fail the call.
+        response.pause(length=1)
+    return str(response)
+
+
+def _connect_failed(exc: requests.ConnectionError) -> bool:
+    """True only when no connection was made, so the request was certainly not sent."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, NewConnectionError) or isinstance(exc.args[0], NewConnectionError)
+
+
+def _datetime(value: Any) -> datetime | None:
+    if not isinstance(value, datetime):
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _provider_call(call: Any) -> ProviderCall:
+    return ProviderCall(
+        sid=call.sid,
+        status=call.status or "queued",
+        to_number=call.to,
+        from_number=getattr(call, "_from", None),
+        created_at=_datetime(call.date_created),
+        ended_at=_datetime(call.end_time),
+        duration_seconds=_int(call.duration),
+        answered_by=call.answered_by,
+    )
+
+
+class TwilioProvider:
+    name = "twilio"
+
+    def __init__(self, config: TwilioConfig) -> None:
+        self._config = config
+        # No retries inside the HTTP client: a blind resend could place a second call.
+        http = TwilioHttpClient(timeout=config.http_timeout_seconds, max_retries=0)
+        self._client = Client(
+            config.account_sid, config.auth_token, http_client=http, environment={}
+        )
+        self._client.api.base_url = config.api_base_url.rstrip("/")
+
+    def _create_params(self, request: DialRequest) -> dict[str, Any]:
+        cfg = self._config
+        params: dict[str, Any] = {
+            "to": request.to_number,
+            "from_": request.from_number,
+            "twiml": twiml_for(cfg.media_stream_url, request),
+        }
+        if cfg.public_base_url:
+            params["status_callback"] = status_callback_url(cfg.public_base_url, request)
+            params["status_callback_event"] = STATUS_EVENTS
+            params["status_callback_method"] = "POST"
+        if cfg.ring_timeout_seconds:
+            params["timeout"] = cfg.ring_timeout_seconds
+        if cfg.machine_detection:
+            params["machine_detection"] = cfg.machine_detection
+        return params
+
+    async def create_call(self, request: DialRequest) -> ProviderCall:
+        params = self._create_params(request)
+        try:
+            call = await asyncio.to_thread(self._client.api.account.calls.create, **params)
+        except (TwilioRestException, TwilioServiceException) as exc:
+            raise _map_rest_error(exc) from exc
+        except requests.ConnectionError as exc:
+            if _connect_failed(exc):
+                raise NotPlaced("could not connect to Twilio", code="connect") from exc
+            raise Ambiguous("the connection to Twilio broke after the request") from exc
+        except requests.Timeout as exc:
+            raise Ambiguous("Twilio did not answer in time") from exc
+        except (requests.RequestException, TwilioException) as exc:
+            raise Ambiguous(f"unexpected answer from Twilio: {type(exc).__name__}") from exc
+        return _provider_call(call)
+
+    async def lookup_call(
+        self,
+        *,
+        call_session_id: str,
+        attempts: list[int],
+        to_number: str,
+        from_number: str,
+        since: datetime | None = None,
+    ) -> ProviderCall | None:
+        """Find a call this session placed: Twilio does not return a call's callback URL, so
+        the search is by To, From and start time (from just before the first attempt)."""
+        since = (since or datetime.now(UTC) - timedelta(hours=1)) - LOOKUP_CLOCK_SKEW
+
+        def find() -> list[Any]:
+            return self._client.api.account.calls.list(
+                to=to_number,
+                from_=from_number,
+                start_time_after=since.date(),
+                limit=LOOKUP_LIMIT,
+            )
+
+        try:
+            calls = await asyncio.to_thread(find)
+        except (TwilioRestException, TwilioServiceException) as exc:
+            raise _map_rest_error(exc) from exc
+        candidates = [
+            _provider_call(c)
+            for c in calls
+            if _datetime(c.date_created) is None or _datetime(c.date_created) >= since
+        ]
+        # The oldest match is the first attempt that went through.
+        candidates.sort(key=lambda c: c.created_at or since)
+        return candidates[0] if candidates else None
+
+    async def fetch_call(self, sid: str) -> ProviderCall | None:
+        try:
+            call = await asyncio.to_thread(self._client.api.account.calls(sid).fetch)
+        except (TwilioRestException, TwilioServiceException) as exc:
+            if exc.status == 404:
+                return None
+            raise _map_rest_error(exc) from exc
+        return _provider_call(call)
+
+
+def _map_rest_error(exc: TwilioRestException | TwilioServiceException) -> Exception:
+    """Twilio's error answer (classic `{code, message}` or RFC 9457) by what it says about
+    the call: only a 429 / 20429 provably did nothing, a 4xx refusal is final, the rest
+    (5xx) may have placed the call."""
+    code = str(exc.code) if exc.code is not None else None
+    text = exc.msg if isinstance(exc, TwilioRestException) else (exc.detail or exc.title)
+    message = str(text or "Twilio refused the request")
+    if code == RATE_LIMITED_CODE or exc.status == 429:
+        return NotPlaced(message, code=code or "429", retry_after=1.0)
+    if code in PERMANENT_CODES or 400 <= exc.status < 500:
+        return Rejected(message, code=code or str(exc.status))
+    return Ambiguous(message, code=code or str(exc.status))
+
+
+def provider_from_settings(settings: Any) -> TwilioProvider:
+    """Build the provider from dialer settings; refuses a half-configured account."""
+    token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
+    if not settings.twilio_account_sid or not token:
+        raise ValueError(
+            "DIALER_TELEPHONY_PROVIDER=twilio needs DIALER_TWILIO_ACCOUNT_SID and "
+            "DIALER_TWILIO_AUTH_TOKEN"
+        )
+    return TwilioProvider(
+        TwilioConfig(
+            account_sid=settings.twilio_account_sid,
+            auth_token=token,
+            api_base_url=settings.twilio_api_base_url,
+            http_timeout_seconds=settings.twilio_http_timeout_seconds,
+            public_base_url=settings.public_base_url,
+            media_stream_url=settings.media_stream_url,
+            ring_timeout_seconds=settings.twilio_ring_timeout_seconds,
+            machine_detection=settings.twilio_machine_detection,
+        )
+    )

@@ -1,0 +1,268 @@
+"""A local Twilio-compatible REST server for the tests: enough of the 2010-04-01 Calls API for
+the real `twilio` client to talk to it, with faults that can be injected per request.
+
+- `POST /2010-04-01/Accounts/{sid}/Calls.json` (form-encoded, HTTP basic auth),
+- `GET  /2010-04-01/Accounts/{sid}/Calls.json?To=&From=&StartTime>=` (newest first),
+- `GET  /2010-04-01/Accounts/{sid}/Calls/{CallSid}.json`,
+- errors in Twilio's JSON shape `{code, message, more_info, status}`.
+
+Like the real Twilio, a call's JSON does not carry its StatusCallback URL; the tests read
+what was posted from `calls[sid].params`. `created` counts the calls the server placed: the
+tests assert exactly one per session under every fault."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+API = "/2010-04-01/Accounts/"
+
+
+@dataclass
+class Fault:
+    """What to do with the next create request.
+
+    kind: "error" (answer `status`/`code`, place nothing), "error_after_create" (place the
+    call, then answer `status`/`code`, e.g. a 500), "timeout_after_create" (place the call,
+    then answer only after `delay` seconds), "drop_after_create" (place the call, then close
+    the connection without an answer)."""
+
+    kind: str
+    status: int = 400
+    code: int | None = None
+    message: str = "injected fault"
+    delay: float = 2.0
+
+
+@dataclass
+class FakeCall:
+    sid: str
+    to: str
+    from_: str
+    status: str
+    date_created: datetime
+    params: dict[str, list[str]]
+    end_time: datetime | None = None
+    duration: int | None = None
+    answered_by: str | None = None
+
+    def json(self, account_sid: str) -> dict[str, Any]:
+        def rfc2822(value: datetime | None) -> str | None:
+            return format_datetime(value, usegmt=True) if value else None
+
+        return {
+            "sid": self.sid,
+            "account_sid": account_sid,
+            "to": self.to,
+            "to_formatted": self.to,
+            "from": self.from_,
+            "from_formatted": self.from_,
+            "status": self.status,
+            "date_created": rfc2822(self.date_created),
+            "date_updated": rfc2822(self.end_time or self.date_created),
+            "start_time": rfc2822(self.date_created),
+            "end_time": rfc2822(self.end_time),
+            "duration": str(self.duration) if self.duration is not None else None,
+            "answered_by": self.answered_by,
+            "direction": "outbound-api",
+            "api_version": "2010-04-01",
+            "uri": f"{API}{account_sid}/Calls/{self.sid}.json",
+            "subresource_uris": {},
+        }
+
+
+@dataclass
+class FakeTwilio:
+    account_sid: str = field(default_factory=lambda: "AC" + secrets.token_hex(16))
+    auth_token: str = field(default_factory=lambda: secrets.token_hex(16))
+    calls: dict[str, FakeCall] = field(default_factory=dict)
+    faults: deque[Fault] = field(default_factory=deque)
+    created: int = 0
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _server: ThreadingHTTPServer | None = None
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def inject(self, *faults: Fault) -> None:
+        self.faults.extend(faults)
+
+    def set_status(
+        self, sid: str, status: str, duration: int | None = None, answered_by: str | None = None
+    ) -> None:
+        """Move a call on, as the carrier would (what GET Calls/{sid}.json then shows)."""
+        with self.lock:
+            call = self.calls[sid]
+            call.status = status
+            call.duration = duration
+            call.answered_by = answered_by
+            if status in {"completed", "busy", "no-answer", "canceled", "failed"}:
+                call.end_time = datetime.now(UTC)
+
+    def calls_for(self, call_session_id: str) -> list[FakeCall]:
+        """Calls whose StatusCallback names this session."""
+        return [
+            c
+            for c in self.calls.values()
+            if f"call_session_id={call_session_id}" in c.params.get("StatusCallback", [""])[0]
+        ]
+
+    def start(self) -> FakeTwilio:
+        handler = type("Handler", (_Handler,), {"fake": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def place(self, form: dict[str, list[str]]) -> FakeCall:
+        with self.lock:
+            call = FakeCall(
+                sid="CA" + secrets.token_hex(16),
+                to=form["To"][0],
+                from_=form["From"][0],
+                status="queued",
+                date_created=datetime.now(UTC).replace(microsecond=0),
+                params=form,
+            )
+            self.calls[call.sid] = call
+            self.created += 1
+            return call
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: FakeTwilio
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass  # quiet: the tests read `fake.requests`
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, code: int | None, message: str) -> None:
+        self._send(
+            status,
+            {
+                "code": code,
+                "message": message,
+                "more_info": f"https://www.twilio.com/docs/errors/{code}",
+                "status": status,
+            },
+        )
+
+    def _authorized(self) -> bool:
+        expected = f"{self.fake.account_sid}:{self.fake.auth_token}".encode()
+        header = self.headers.get("Authorization", "")
+        if header == "Basic " + base64.b64encode(expected).decode():
+            return True
+        self._error(401, 20003, "Authenticate")
+        return False
+
+    def _route(self) -> tuple[str, str | None] | None:
+        path = urlsplit(self.path).path
+        prefix = f"{API}{self.fake.account_sid}/Calls"
+        if path == prefix + ".json":
+            return "calls", None
+        if path.startswith(prefix + "/") and path.endswith(".json"):
+            return "call", path[len(prefix) + 1 : -len(".json")]
+        return None
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.fake.requests.append(("POST", self.path))
+        length = int(self.headers.get("Content-Length") or 0)
+        form = parse_qs(self.rfile.read(length).decode(), keep_blank_values=True)
+        if not self._authorized():
+            return
+        if self._route() != ("calls", None):
+            self._error(404, 20404, "The requested resource was not found")
+            return
+        fault = self.fake.faults.popleft() if self.fake.faults else None
+        if fault and fault.kind == "error":
+            self._error(fault.status, fault.code, fault.message)
+            return
+        if "To" not in form or "From" not in form:
+            self._error(400, 21201 if "To" not in form else 21213, "To and From are required")
+            return
+        if "Url" not in form and "Twiml" not in form and "ApplicationSid" not in form:
+            self._error(400, 21205, "Url, Twiml or ApplicationSid is required")
+            return
+        call = self.fake.place(form)
+        if fault and fault.kind == "error_after_create":
+            self._error(fault.status, fault.code, fault.message)
+            return
+        if fault and fault.kind == "timeout_after_create":
+            time.sleep(fault.delay)
+        if fault and fault.kind == "drop_after_create":
+            self.close_connection = True
+            self.connection.close()
+            return
+        self._send(201, call.json(self.fake.account_sid))
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.fake.requests.append(("GET", self.path))
+        if not self._authorized():
+            return
+        route = self._route()
+        if route is None:
+            self._error(404, 20404, "The requested resource was not found")
+            return
+        kind, sid = route
+        if kind == "call":
+            call = self.fake.calls.get(sid or "")
+            if call is None:
+                self._error(404, 20404, "The requested resource was not found")
+                return
+            self._send(200, call.json(self.fake.account_sid))
+            return
+        self._send(200, self._list(parse_qs(urlsplit(self.path).query)))
+
+    def _list(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        since: date | None = None
+        for key in ("StartTime>", "StartTime>=", "StartTime"):
+            if key in query:
+                since = date.fromisoformat(query[key][0][:10])
+        found = [
+            c
+            for c in self.fake.calls.values()
+            if ("To" not in query or c.to == query["To"][0])
+            and ("From" not in query or c.from_ == query["From"][0])
+            and (since is None or c.date_created.date() >= since)
+        ]
+        found.sort(key=lambda c: c.date_created, reverse=True)
+        size = int(query.get("PageSize", ["50"])[0])
+        uri = f"{API}{self.fake.account_sid}/Calls.json"
+        return {
+            "calls": [c.json(self.fake.account_sid) for c in found[:size]],
+            "first_page_uri": uri,
+            "next_page_uri": None,
+            "previous_page_uri": None,
+            "page": 0,
+            "page_size": size,
+            "start": 0,
+            "end": max(0, min(size, len(found)) - 1),
+            "uri": uri,
+        }

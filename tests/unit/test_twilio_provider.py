@@ -1,0 +1,204 @@
+"""telephony.twilio: the real `twilio` REST client against the local Twilio-compatible server.
+Every error Twilio can answer lands in the right class of telephony.base, and the server's
+own count of created calls shows that nothing is ever placed twice."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from xml.etree import ElementTree
+
+import pytest
+
+from telephony.base import Ambiguous, DialRequest, NotPlaced, Rejected
+from telephony.twilio import PERMANENT_CODES, TwilioConfig, TwilioProvider
+from tests.fakes.twilio_server import FakeTwilio, Fault
+
+SESSION = "8a6f0c2e-7b1d-4c3a-9e5f-0123456789ab"
+TO, FROM = "+12025550100", "+12025550199"
+PUBLIC = "https://dialer.example.test"
+MEDIA = "wss://media.example.test/stream"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeTwilio]:
+    server = FakeTwilio().start()
+    yield server
+    server.stop()
+
+
+def provider_for(fake: FakeTwilio, **overrides: object) -> TwilioProvider:
+    values: dict[str, object] = {
+        "account_sid": fake.account_sid,
+        "auth_token": fake.auth_token,
+        "api_base_url": fake.base_url,
+        "http_timeout_seconds": 0.5,
+        "public_base_url": PUBLIC,
+        "media_stream_url": MEDIA,
+    }
+    values.update(overrides)
+    return TwilioProvider(TwilioConfig(**values))  # type: ignore[arg-type]
+
+
+def request(attempt: int = 1, to: str = TO) -> DialRequest:
+    return DialRequest(
+        call_session_id=SESSION,
+        request_id="0b9d2a4e-1111-4222-8333-444455556666",
+        attempt=attempt,
+        to_number=to,
+        from_number=FROM,
+    )
+
+
+async def test_success_posts_the_call_with_twiml_and_status_callback(fake: FakeTwilio) -> None:
+    call = await provider_for(fake).create_call(request())
+
+    assert fake.created == 1
+    placed = fake.calls[call.sid]
+    assert call.sid.startswith("CA") and call.status == "queued"
+    params = {k: v if len(v) > 1 else v[0] for k, v in placed.params.items()}
+    assert params["To"] == TO and params["From"] == FROM
+    assert params["StatusCallback"] == (
+        f"{PUBLIC}/telephony/twilio/status?call_session_id={SESSION}&attempt={SESSION}.1"
+    )
+    assert params["StatusCallbackEvent"] == ["initiated", "ringing", "answered", "completed"]
+    assert params["StatusCallbackMethod"] == "POST"
+    assert "Timeout" not in params and "MachineDetection" not in params
+    stream = ElementTree.fromstring(params["Twiml"]).find("./Connect/Stream")
+    assert stream is not None and stream.get("url") == MEDIA
+    stream_params = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
+    assert stream_params == {
+        "request_id": "0b9d2a4e-1111-4222-8333-444455556666",
+        "call_session_id": SESSION,
+    }
+
+
+async def test_ring_timeout_and_machine_detection_are_sent_when_set(fake: FakeTwilio) -> None:
+    provider = provider_for(fake, ring_timeout_seconds=25, machine_detection="Enable")
+    call = await provider.create_call(request())
+    params = fake.calls[call.sid].params
+    assert params["Timeout"] == ["25"]
+    assert params["MachineDetection"] == ["Enable"]
+
+
+@pytest.mark.parametrize("code", sorted(PERMANENT_CODES))
+async def test_permanent_codes_are_rejected_for_good(fake: FakeTwilio, code: str) -> None:
+    fake.inject(Fault("error", status=400, code=int(code), message=f"refused {code}"))
+    with pytest.raises(Rejected) as err:
+        await provider_for(fake).create_call(request())
+    assert err.value.code == code
+    assert err.value.message.endswith(f"refused {code}")
+    assert fake.created == 0
+
+
+async def test_other_parameter_errors_are_rejected(fake: FakeTwilio) -> None:
+    fake.inject(Fault("error", status=400, code=21201, message="No 'To' number is specified"))
+    with pytest.raises(Rejected) as err:
+        await provider_for(fake).create_call(request())
+    assert err.value.code == "21201"
+
+
+async def test_wrong_credentials_are_rejected_not_retried(fake: FakeTwilio) -> None:
+    with pytest.raises(Rejected) as err:
+        await provider_for(fake, auth_token="not-the-token").create_call(request())
+    assert err.value.code == "20003"
+    assert fake.created == 0
+
+
+@pytest.mark.parametrize(("status", "code"), [(429, 20429), (429, None)])
+async def test_rate_limits_are_not_placed_then_success(
+    fake: FakeTwilio, status: int, code: int | None
+) -> None:
+    fake.inject(Fault("error", status=status, code=code, message="Too Many Requests"))
+    provider = provider_for(fake)
+    with pytest.raises(NotPlaced) as err:
+        await provider.create_call(request(1))
+    assert err.value.code == (str(code) if code else "429")
+    assert fake.created == 0
+    call = await provider.create_call(request(2))
+    assert fake.created == 1 and call.sid in fake.calls
+
+
+async def test_connection_refused_is_not_placed() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    provider = TwilioProvider(
+        TwilioConfig(
+            account_sid="AC" + "0" * 32,
+            auth_token="t" * 32,
+            api_base_url=f"http://127.0.0.1:{port}",
+            http_timeout_seconds=0.5,
+        )
+    )
+    with pytest.raises(NotPlaced) as err:
+        await provider.create_call(request())
+    assert err.value.code == "connect"
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault("error_after_create", status=500, code=20500, message="Internal Server Error"),
+        Fault("error_after_create", status=503, code=None, message="Service Unavailable"),
+        Fault("timeout_after_create", delay=1.5),
+        Fault("drop_after_create"),
+    ],
+    ids=["500", "503", "timeout", "dropped"],
+)
+async def test_an_answer_lost_after_the_call_was_created_is_ambiguous_and_found_again(
+    fake: FakeTwilio, fault: Fault
+) -> None:
+    provider = provider_for(fake)
+    since = datetime.now(UTC)
+    fake.inject(fault)
+    with pytest.raises(Ambiguous):
+        await provider.create_call(request())
+    assert fake.created == 1
+
+    found = await provider.lookup_call(
+        call_session_id=SESSION, attempts=[1], to_number=TO, from_number=FROM, since=since
+    )
+    assert found is not None
+    assert [found.sid] == [c.sid for c in fake.calls_for(SESSION)]
+    assert fake.created == 1  # looking up never places a call
+
+
+async def test_lookup_finds_nothing_when_no_call_went_through(fake: FakeTwilio) -> None:
+    provider = provider_for(fake)
+    # Another session's call to another number, and an older call to this one.
+    await provider.create_call(request(to="+12025550123"))
+    await provider.create_call(request())
+    later = datetime.now(UTC) + timedelta(minutes=10)
+    assert (
+        await provider.lookup_call(
+            call_session_id=SESSION, attempts=[1], to_number=TO, from_number=FROM, since=later
+        )
+        is None
+    )
+    found = await provider.lookup_call(
+        call_session_id=SESSION,
+        attempts=[1],
+        to_number="+12025550124",
+        from_number=FROM,
+        since=datetime.now(UTC) - timedelta(minutes=1),
+    )
+    assert found is None
+    assert any(m == "GET" and "StartTime%3E" in p for m, p in fake.requests)
+
+
+async def test_fetch_call_reports_status_and_duration(fake: FakeTwilio) -> None:
+    provider = provider_for(fake)
+    call = await provider.create_call(request())
+    fetched = await provider.fetch_call(call.sid)
+    assert fetched is not None and fetched.status == "queued" and fetched.ended_at is None
+
+    fake.set_status(call.sid, "completed", duration=43)
+    fetched = await provider.fetch_call(call.sid)
+    assert fetched is not None
+    assert fetched.status == "completed"
+    assert fetched.duration_seconds == 43
+    assert fetched.ended_at is not None
+
+    assert await provider.fetch_call("CA" + "f" * 32) is None
