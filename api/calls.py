@@ -43,6 +43,7 @@ from workflows.dto import (
     CreateCallInput,
     DialPolicy,
     FailureCode,
+    FollowPolicy,
     PersistSessionInput,
     ValidationResult,
     WaitForStageInput,
@@ -121,6 +122,14 @@ class CallStarter:
             task_queue=s.dial_task_queue,
         )
 
+    def _follow(self) -> FollowPolicy:
+        s = self._settings
+        return FollowPolicy(
+            poll_after_seconds=s.call_status_poll_seconds,
+            poll_max_seconds=s.call_status_poll_max_seconds,
+            max_age_seconds=s.call_max_age_seconds,
+        )
+
     def _load(self, session_id: uuid.UUID) -> CallSession | None:
         with Session(self._engine) as session:
             return session.get(CallSession, session_id)
@@ -140,6 +149,7 @@ class CallStarter:
             phone_number_id=str(req.phone_number_id) if req.phone_number_id else None,
             idempotency_key=req.idempotency_key,
             policy=self._policy(),
+            follow=self._follow(),
         )
 
         if req.idempotency_key is not None:

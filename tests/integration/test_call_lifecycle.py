@@ -4,11 +4,13 @@ workflow's search attribute, through the callbacks or, with callbacks dropped, b
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from tests.conftest import make_account, wait_until
-from tests.integration.conftest import create_call, session_row
+from tests.integration.conftest import create_call, events_of, session_row
 from workflows.create_call import SA_CALL_STATUS, CreateCallWorkflow
 
 FINAL = {
@@ -88,6 +90,12 @@ async def test_with_callbacks_dropped_every_call_ends_by_polling(stack_factory) 
                 timeout=30,
             )
             assert row.call_status == FINAL[number]
+            sources = {
+                e.detail and json.loads(e.detail)["source"]
+                for e in events_of(stack.engine, sid)
+                if e.type == "call_status"
+            }
+            assert sources == {"poll"}, sources  # no callback was sent
             result = await stack.client.get_workflow_handle_for(
                 CreateCallWorkflow.run, sid
             ).result()
