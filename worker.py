@@ -24,6 +24,7 @@ from dialer.tracing import configure_tracing
 from store.campaigns import CallPolicies
 from store.db import get_engine
 from telephony.base import TelephonyProvider
+from telephony.faults import with_faults
 from telephony.registry import ProviderRegistry
 from telephony.simulated import SimulatedProvider, SimulatedTimeline
 from telephony.twilio import provider_from_settings
@@ -65,6 +66,8 @@ def build_providers(
         settings.twilio_account_sid and settings.twilio_auth_token
     ):
         providers["twilio"] = provider_from_settings(settings)
+    if "simulated" in providers:
+        providers["simulated"] = with_faults(providers["simulated"], settings)
     return ProviderRegistry(providers, default=settings.telephony_provider)
 
 

@@ -59,6 +59,11 @@ class Settings(BaseSettings):
 
     telephony_provider: Literal["simulated", "twilio"] = "simulated"
     simulated_latency_ms: int = 150
+    # Seeded fault injection around the simulated carrier (telephony/faults.py); off unless a
+    # seed is set. Used by `make chaos`.
+    simulated_fault_seed: int | None = None
+    simulated_fault_rate: float = Field(default=0.3, ge=0, le=1)
+    simulated_fault_spike_ms: int = Field(default=1500, ge=0)
     default_region: str = "US"
 
     # How long create_call waits for the workflow before answering `pending`.

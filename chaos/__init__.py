@@ -1,0 +1,1 @@
+"""Chaos scenarios: real processes on loopback, a fault under load, one table row each."""
