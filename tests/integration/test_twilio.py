@@ -1,0 +1,290 @@
+"""Twilio end to end on the dev server: the real `twilio` client of the worker dials the local
+Twilio-compatible server, and signed status callbacks (computed with the package's
+RequestValidator and a per-test fake token) reach the API's webhook, which moves the session
+through its lifecycle. Every test counts the calls the server created."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from twilio.request_validator import RequestValidator
+
+from tests.conftest import make_account, wait_until
+from tests.fakes.twilio_server import FakeTwilio, Fault
+from tests.integration.conftest import create_call, events_of, session_row, table_counts
+from workflows.create_call import SA_CALL_STATUS, CreateCallWorkflow
+
+PUBLIC = "https://dialer.example.test"
+WEBHOOK = "/telephony/twilio/status"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeTwilio]:
+    server = FakeTwilio().start()
+    yield server
+    server.stop()
+
+
+def twilio_settings(fake: FakeTwilio, **overrides: Any) -> dict[str, Any]:
+    return {
+        "telephony_provider": "twilio",
+        "twilio_account_sid": fake.account_sid,
+        "twilio_auth_token": fake.auth_token,
+        "twilio_api_base_url": fake.base_url,
+        "twilio_http_timeout_seconds": 0.5,
+        "public_base_url": PUBLIC,
+        "media_stream_url": "wss://media.example.test/stream",
+        # Callbacks drive these tests; polling only when a test asks for it.
+        "call_status_poll_seconds": 30.0,
+        "call_status_poll_max_seconds": 30.0,
+        **overrides,
+    }
+
+
+def callback_url(fake: FakeTwilio, session_id: str) -> str:
+    (call,) = fake.calls_for(session_id)
+    return call.params["StatusCallback"][0]
+
+
+async def post_callback(
+    stack,
+    fake: FakeTwilio,
+    url: str,
+    params: dict[str, str],
+    *,
+    token: str | None = None,
+    signature: str | None = None,
+    headers: dict[str, str] | None = None,
+):
+    """POST a status callback as Twilio would: form-encoded, signed over the public URL."""
+    if signature is None:
+        signature = RequestValidator(token or fake.auth_token).compute_signature(url, params)
+    parts = urlsplit(url)
+    return await stack.http.post(
+        f"{parts.path}?{parts.query}",
+        data=params,
+        headers={"X-Twilio-Signature": signature, **(headers or {})},
+    )
+
+
+def status_params(sid: str, status: str, **extra: str) -> dict[str, str]:
+    return {
+        "CallSid": sid,
+        "AccountSid": "AC" + "0" * 32,
+        "CallStatus": status,
+        "Timestamp": "Fri, 27 Nov 2026 10:00:00 +0000",
+        "SequenceNumber": "0",
+        **extra,
+    }
+
+
+async def dialed(stack, account, number: str = "+12025550100") -> dict:
+    resp = await create_call(stack, account.headers, number, wait="dialed")
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+async def test_twilio_success_one_call_and_a_full_signed_lifecycle(stack_factory, fake) -> None:
+    async with stack_factory(**twilio_settings(fake)) as stack:
+        account = make_account(stack.engine)  # its line's label says "simulated"
+        body = await dialed(stack, account)
+        assert body["status"] == "success", body
+        sid, leg = body["call_session_id"], body["telephony_leg_id"]
+        assert leg in fake.calls and fake.created == 1
+        url = callback_url(fake, sid)
+        assert url.startswith(f"{PUBLIC}{WEBHOOK}?call_session_id={sid}&attempt={sid}.1")
+
+        for status in ("initiated", "ringing", "in-progress"):
+            resp = await post_callback(stack, fake, url, status_params(leg, status))
+            assert resp.status_code == 204, resp.text
+        await wait_until(lambda: session_row(stack.engine, sid).call_status == "answered")
+        resp = await post_callback(
+            stack, fake, url, status_params(leg, "completed", CallDuration="43")
+        )
+        assert resp.status_code == 204
+
+        handle = stack.client.get_workflow_handle_for(CreateCallWorkflow.run, sid)
+        result = await handle.result()
+        assert result.call_status == "completed" and result.duration_seconds == 43
+        desc = await handle.describe()
+        assert desc.typed_search_attributes.get(SA_CALL_STATUS) == "completed"
+        row = session_row(stack.engine, sid)
+        assert row.call_status == "completed" and row.duration_seconds == 43
+        assert row.answered_at is not None and row.ended_at is not None
+        analytics = await stack.http.get(
+            "/api/v1/call-analytics", params={"call_session_id": sid}, headers=account.headers
+        )
+        detail = analytics.json()
+        assert detail["call_status"] == "completed" and detail["duration_seconds"] == 43
+        statuses = [e["detail"]["status"] for e in detail["events"] if e["type"] == "call_status"]
+        assert statuses == ["initiated", "ringing", "answered", "completed"]
+        # History stays small: one call is far below a few hundred events.
+        history = await handle.fetch_history()
+        assert len(history.events) < 120, len(history.events)
+        assert fake.created == 1
+
+
+async def test_twilio_permanent_code_fails_with_the_provider_code(stack_factory, fake) -> None:
+    async with stack_factory(**twilio_settings(fake)) as stack:
+        account = make_account(stack.engine)
+        fake.inject(Fault("error", status=400, code=21214, message="To number not reachable"))
+        body = await dialed(stack, account)
+        assert body["status"] == "failed"
+        assert body["failure_code"] == "provider_rejected"
+        row = session_row(stack.engine, body["call_session_id"])
+        assert row.provider_error_code == "21214" and row.attempts == 1
+        assert fake.created == 0
+
+
+async def test_twilio_20429_then_success(stack_factory, fake) -> None:
+    async with stack_factory(**twilio_settings(fake)) as stack:
+        account = make_account(stack.engine)
+        fake.inject(Fault("error", status=429, code=20429, message="Too Many Requests"))
+        body = await dialed(stack, account)
+        assert body["status"] == "success", body
+        row = session_row(stack.engine, body["call_session_id"])
+        assert row.attempts == 2
+        assert fake.created == 1
+        # The second attempt carries its own tag.
+        assert f"attempt={row.id}.2" in callback_url(fake, str(row.id))
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault("error_after_create", status=500, code=20500, message="Internal Server Error"),
+        Fault("timeout_after_create", delay=1.5),
+    ],
+    ids=["5xx-after-create", "lost-response"],
+)
+async def test_twilio_ambiguous_answer_is_reconciled_to_the_one_call(
+    stack_factory, fake, fault: Fault
+) -> None:
+    async with stack_factory(**twilio_settings(fake)) as stack:
+        account = make_account(stack.engine)
+        fake.inject(fault)
+        body = await dialed(stack, account)
+        assert body["status"] == "success", body
+        (call,) = fake.calls_for(body["call_session_id"])
+        assert body["telephony_leg_id"] == call.sid
+        assert fake.created == 1  # exactly one call at the server
+        results = [
+            (e.type, e.detail)
+            for e in events_of(stack.engine, body["call_session_id"])
+            if e.type == "dial_attempt"
+        ]
+        assert [r[0] for r in results] == ["dial_attempt", "dial_attempt"]
+        assert '"ambiguous"' in results[0][1] and '"reconciled_found"' in results[1][1]
+
+
+async def test_forged_or_unsigned_callbacks_get_403_and_change_nothing(stack_factory, fake) -> None:
+    async with stack_factory(**twilio_settings(fake)) as stack:
+        account = make_account(stack.engine)
+        body = await dialed(stack, account)
+        sid, leg = body["call_session_id"], body["telephony_leg_id"]
+        url = callback_url(fake, sid)
+        before = table_counts(stack.engine)
+        params = status_params(leg, "completed", CallDuration="5")
+
+        forged = await post_callback(stack, fake, url, params, token="f" * 32)
+        unsigned = await stack.http.post(
+            urlsplit(url).path + "?" + urlsplit(url).query, data=params
+        )
+        # A valid signature of other parameters does not cover these ones.
+        signature = RequestValidator(fake.auth_token).compute_signature(
+            url, status_params(leg, "ringing")
+        )
+        tampered = await post_callback(stack, fake, url, params, signature=signature)
+        # Nor does a valid signature of another URL (another session).
+        other = url.replace(sid, str(uuid.uuid4()))
+        moved = await post_callback(
+            stack,
+            fake,
+            url,
+            params,
+            signature=RequestValidator(fake.auth_token).compute_signature(other, params),
+        )
+
+        for resp in (forged, unsigned, tampered, moved):
+            assert resp.status_code == 403, resp.text
+        assert table_counts(stack.engine) == before
+        row = session_row(stack.engine, sid)
+        assert row.call_status is None
+        desc = await stack.client.get_workflow_handle(sid).describe()
+        assert desc.close_time is None  # still following the call
+
+
+async def test_replayed_and_out_of_order_callbacks_leave_the_right_final_state(
+    stack_factory, fake
+) -> None:
+    async with stack_factory(**twilio_settings(fake)) as stack:
+        account = make_account(stack.engine)
+        body = await dialed(stack, account, "+12025550101")
+        sid, leg = body["call_session_id"], body["telephony_leg_id"]
+        url = callback_url(fake, sid)
+
+        ringing = status_params(leg, "ringing")
+        busy = status_params(leg, "busy")
+        token = {"I-Twilio-Idempotency-Token": "tok-ringing"}
+        assert (await post_callback(stack, fake, url, ringing, headers=token)).status_code == 204
+        assert (await post_callback(stack, fake, url, ringing, headers=token)).status_code == 204
+        assert (await post_callback(stack, fake, url, busy)).status_code == 204
+        # Late and repeated: initiated after the final status, busy again, and a stray
+        # completed from the provider's retry queue.
+        for late in (status_params(leg, "initiated"), busy, busy):
+            assert (await post_callback(stack, fake, url, late)).status_code == 204
+
+        result = await stack.client.get_workflow_handle_for(CreateCallWorkflow.run, sid).result()
+        assert result.call_status == "busy"
+        for late in (status_params(leg, "in-progress"), status_params(leg, "completed")):
+            assert (await post_callback(stack, fake, url, late)).status_code == 204
+        row = session_row(stack.engine, sid)
+        assert row.call_status == "busy" and row.answered_at is None
+        statuses = [e.detail for e in events_of(stack.engine, sid) if e.type == "call_status"]
+        assert sum('"busy"' in d for d in statuses) == 1  # absorbed duplicates
+        assert sum('"ringing"' in d for d in statuses) == 1
+
+
+async def test_signature_behind_a_proxy_uses_the_forwarded_url(stack_factory, fake) -> None:
+    # Twilio called https://dialer.example.test; the proxy forwards to us over plain HTTP.
+    async with stack_factory(**twilio_settings(fake, public_base_url=None)) as stack:
+        account = make_account(stack.engine)
+        body = await dialed(stack, account)
+        sid, leg = body["call_session_id"], body["telephony_leg_id"]
+        # Without a public URL the provider asks for no callbacks; sign what Twilio would.
+        public = f"https://proxy.example.test{WEBHOOK}?call_session_id={sid}&attempt={sid}.1"
+        params = status_params(leg, "ringing")
+        forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "proxy.example.test"}
+        ok = await post_callback(stack, fake, public, params, headers=forwarded)
+        assert ok.status_code == 204, ok.text
+        wrong_host = {**forwarded, "X-Forwarded-Host": "elsewhere.example.test"}
+        bad = await post_callback(stack, fake, public, params, headers=wrong_host)
+        assert bad.status_code == 403
+        await wait_until(lambda: session_row(stack.engine, sid).call_status == "ringing")
+
+
+async def test_twilio_calls_end_by_polling_when_callbacks_never_come(stack_factory, fake) -> None:
+    async with stack_factory(
+        **twilio_settings(fake, call_status_poll_seconds=0.3, call_status_poll_max_seconds=0.6)
+    ) as stack:
+        account = make_account(stack.engine)
+        outcomes = {"completed": 12, "busy": None, "no-answer": None}
+        sessions = {}
+        for status in outcomes:
+            body = await dialed(stack, account)
+            sessions[status] = body
+        for status, body in sessions.items():
+            fake.set_status(body["telephony_leg_id"], status, duration=outcomes[status])
+        for status, body in sessions.items():
+            result = await stack.client.get_workflow_handle_for(
+                CreateCallWorkflow.run, body["call_session_id"]
+            ).result()
+            assert result.call_status == status
+            row = session_row(stack.engine, body["call_session_id"])
+            assert row.call_status == status and row.ended_at is not None
+            assert row.duration_seconds == outcomes[status]
+        assert fake.created == 3
