@@ -121,6 +121,8 @@ def run_stack(settings: Settings) -> int:
     upgrade(settings.db_url)
     procs: list[subprocess.Popen] = []
     env = {**os.environ, "DIALER_DATA_DIR": str(settings.data_dir), **operator_env(settings)}
+    # No load balancer to drain on one machine: Ctrl-C stops the API at once.
+    env.setdefault("DIALER_SHUTDOWN_DRAIN_SECONDS", "0")
 
     def stop(*_: object) -> None:
         for proc in reversed(procs):
