@@ -74,6 +74,9 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
 
 def _pg_database() -> Iterator[str]:
     if not pg_available():
+        if os.environ.get("DIALER_TEST_REQUIRE_PG"):
+            # CI sets this: a PostgreSQL run that silently skipped would prove nothing.
+            pytest.fail(f"PostgreSQL is required here but not reachable at {PG_ADMIN_URL}")
         pytest.skip(f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
     name = f"dialer_t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
