@@ -72,21 +72,9 @@ class FaultyProvider:
         self._faults.after_placing(fault)
         return call
 
-    async def lookup_call(
-        self, *, call_session_id: str, attempts: list[int], to_number: str, from_number: str
-    ) -> ProviderCall | None:
-        return await self._inner.lookup_call(
-            call_session_id=call_session_id,
-            attempts=attempts,
-            to_number=to_number,
-            from_number=from_number,
-        )
-
-    async def fetch_call(self, sid: str) -> ProviderCall | None:
-        return await self._inner.fetch_call(sid)
-
     def __getattr__(self, name: str) -> Any:
-        # Anything else the carrier offers (e.g. its ledger counts) passes through.
+        # Everything else (lookup_call, fetch_call, the ledger counts) is the carrier's own:
+        # the injector only ever disturbs placing a call.
         return getattr(self._inner, name)
 
 
