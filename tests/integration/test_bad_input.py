@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
-
 from store import crud
 from tests.conftest import make_account
 from tests.integration.conftest import (
@@ -36,8 +34,13 @@ def _credentials(style: str, key: str | None) -> dict[str, str]:
     return {"x-api-key": key} if style == "x-api-key" else {"Authorization": f"Bearer {key}"}
 
 
-@pytest.mark.parametrize("style", ["x-api-key", "bearer"])
-async def test_bad_credentials_are_401_and_write_nothing(stack, style: str) -> None:
+async def test_bad_credentials_are_401_and_write_nothing(stack, subtests) -> None:
+    for style in ("x-api-key", "bearer"):
+        with subtests.test(style=style):
+            await _bad_credentials(stack, style)
+
+
+async def _bad_credentials(stack, style: str) -> None:
     account = make_account(stack.engine)
     revoked = make_account(stack.engine)
     assert crud.revoke_keys(engine=stack.engine, user=revoked.user) == 1
@@ -72,24 +75,24 @@ async def test_bad_credentials_are_401_and_write_nothing(stack, style: str) -> N
     assert ok.json()["user_id"] == str(account.user.id)
 
 
-@pytest.mark.parametrize(
-    "params",
-    [
-        {},
-        {"phoneNumber": ""},
-        {"phoneNumber": "+12025550100", "agent_id": "not-a-uuid"},
-        {"phoneNumber": "+12025550100", "workflow_id": "1234"},
-        {"phoneNumber": "+12025550100", "phone_number_id": str(uuid.uuid4())[:-1]},
-        {"phoneNumber": "+12025550100", "wait": "forever"},
-    ],
-    ids=["no-phoneNumber", "empty-phoneNumber", "agent_id", "workflow_id", "line-id", "wait"],
-)
-async def test_unreadable_requests_are_422_and_write_nothing(stack, params) -> None:
+UNREADABLE = {
+    "no-phoneNumber": {},
+    "empty-phoneNumber": {"phoneNumber": ""},
+    "agent_id": {"phoneNumber": "+12025550100", "agent_id": "not-a-uuid"},
+    "workflow_id": {"phoneNumber": "+12025550100", "workflow_id": "1234"},
+    "phone_number_id": {"phoneNumber": "+12025550100", "phone_number_id": str(uuid.uuid4())[:-1]},
+    "wait": {"phoneNumber": "+12025550100", "wait": "forever"},
+}
+
+
+async def test_unreadable_requests_are_422_and_write_nothing(stack, subtests) -> None:
     account = make_account(stack.engine)
     before = table_counts(stack.engine)
-    resp = await stack.http.post(CREATE_CALL, params=params, headers=account.headers)
-    assert resp.status_code == 422, resp.text
-    assert resp.json()["detail"]
+    for case, params in UNREADABLE.items():
+        with subtests.test(case=case):
+            resp = await stack.http.post(CREATE_CALL, params=params, headers=account.headers)
+            assert resp.status_code == 422, resp.text
+            assert resp.json()["detail"]
     assert table_counts(stack.engine) == before
 
 
@@ -163,11 +166,23 @@ async def _deactivated_line(stack, headers: dict[str, str]) -> str:
     return line
 
 
-@pytest.mark.parametrize(
-    "case",
-    ["unparseable", "not-dialable", "suppressed", "no-line", "only-inactive-line", "inactive-line"],
+UNDIALABLE = (
+    "unparseable",
+    "not-dialable",
+    "suppressed",
+    "no-line",
+    "only-inactive-line",
+    "inactive-line",
 )
-async def test_undialable_requests_are_recorded_as_failed(stack, case: str) -> None:
+
+
+async def test_undialable_requests_are_recorded_as_failed(stack, subtests) -> None:
+    for case in UNDIALABLE:
+        with subtests.test(case=case):
+            await _undialable(stack, case)
+
+
+async def _undialable(stack, case: str) -> None:
     account = make_account(stack.engine, with_line=case != "no-line")
     number, params, code = "+12025550100", {}, None
     if case == "unparseable":
