@@ -70,4 +70,7 @@ class ThreadedStack:
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         assert self.http is not None
-        return self.run(self.http.request(method, url, **kwargs))
+        request = self.http.build_request(method, url, **kwargs)
+        # Buffer the body (multipart is streamed) so a validator can read the request back.
+        request.read()
+        return self.run(self.http.send(request))

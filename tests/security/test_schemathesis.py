@@ -100,14 +100,35 @@ def _target(
     engine.dispose()
 
 
+def _text(value: Any) -> str | bytes:
+    return value if isinstance(value, str | bytes) else str(value)
+
+
+def _httpx_files(files: Any) -> list[tuple[str, tuple[Any, ...]]]:
+    """schemathesis builds multipart parts for `requests`; httpx wants bytes or text."""
+    items = files.items() if isinstance(files, dict) else files
+    parts = []
+    for name, value in items:
+        if isinstance(value, tuple):
+            filename, content, *rest = value
+            parts.append((name, (filename, _text(content), *rest)))
+        else:
+            parts.append((name, (None, _text(value))))
+    return parts
+
+
 def _send(stack: ThreadedStack, case: Any, headers: dict[str, str]) -> Any:
     kwargs = case.as_transport_kwargs(base_url="http://dialer", headers=headers)
     kwargs.pop("cookies", None)
     data = kwargs.pop("data", None)
     if isinstance(data, str | bytes):
         kwargs["content"] = data
+    elif isinstance(data, dict):
+        kwargs["data"] = {k: _text(v) for k, v in data.items()}
     elif data is not None:
         kwargs["data"] = data
+    if "files" in kwargs:
+        kwargs["files"] = _httpx_files(kwargs["files"])
     return stack.request(kwargs.pop("method"), kwargs.pop("url"), **kwargs)
 
 
