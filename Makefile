@@ -27,6 +27,16 @@ test: install
 chaos: install
 	$(BIN)/python -m chaos.run $(CHAOS_ARGS)
 
+# Dialer against the Temporal floor on a private dev server (bench/README.md); not part of
+# `make test`. BENCH_ARGS='--full' for the long run, '--only throughput --reps 1' to narrow.
+BENCH_STAMP := $(VENV)/.bench-stamp
+$(BENCH_STAMP): bench/requirements.txt $(STAMP)
+	$(BIN)/python -m pip install -q -r bench/requirements.txt
+	touch $(BENCH_STAMP)
+
+bench: install $(BENCH_STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

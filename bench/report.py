@@ -1,0 +1,197 @@
+"""Figures as `Dialer / baseline`, against the targets of the performance issue."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+# Targets: ratio Dialer/baseline at most (latency) or at least (throughput).
+LATENCY_TARGET = 1.3
+THROUGHPUT_TARGET = 0.8
+PACED_RATE = 20.0
+PACED_TOLERANCE = 0.05
+RSS_GROWTH_TARGET = 0.10
+
+
+@dataclass
+class Row:
+    figure: str
+    dialer: float | str
+    baseline: float | str
+    unit: str
+    ratio: float | None = None
+    target: str = ""
+    met: bool | None = None
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 2) if b else None
+
+
+def _latency_rows(name: str, fig: dict[str, Any], label: str, baseline: str) -> list[Row]:
+    rows = []
+    for q in ("p50", "p90", "p99"):
+        d, b = fig["dialer"][q], fig["baseline"][q]
+        r = _ratio(d, b)
+        target = f"<= {LATENCY_TARGET}x" if q == "p50" else ""
+        met = (r is not None and r <= LATENCY_TARGET) if q == "p50" else None
+        rows.append(Row(f"{label} {q} vs {baseline}", d, b, "ms", r, target, met))
+    return rows
+
+
+def rows_for(name: str, fig: dict[str, Any], raw_best: float | None = None) -> list[Row]:
+    if name == "latency_accepted":
+        return _latency_rows(name, fig, "create_call wait=accepted", "raw update-with-start")
+    if name == "latency_dialed":
+        return _latency_rows(name, fig, "create_call wait=dialed", "raw LA + activity")
+    if name == "plain":
+        rows = []
+        for q in ("p50", "p90", "p99"):
+            d, b = fig["dialer"][q], fig["baseline"][q]
+            rows.append(
+                Row(f"wait=dialed {q} vs plain FastAPI (no Temporal)", d, b, "ms", _ratio(d, b))
+            )
+        d = fig["dialer_accepted"]["p50"]
+        b = fig["baseline"]["p50"]
+        rows.append(Row("wait=accepted p50 vs plain FastAPI", d, b, "ms", _ratio(d, b)))
+        return rows
+    if name == "throughput":
+        rows = []
+        for point in fig["points"]:
+            d = point["dialer"]["calls_per_second"]
+            b = point["baseline"]["calls_per_second"]
+            rows.append(
+                Row(
+                    f"throughput at concurrency {point['concurrency']} vs raw workflows",
+                    d,
+                    b,
+                    "calls/s",
+                    _ratio(d, b),
+                )
+            )
+        d, b = fig["best"]["dialer"], fig["best"]["baseline"]
+        r = _ratio(d, b)
+        rows.append(
+            Row(
+                "throughput, best concurrency vs raw best",
+                d,
+                b,
+                "calls/s",
+                r,
+                f">= {THROUGHPUT_TARGET}x",
+                r is not None and r >= THROUGHPUT_TARGET,
+            )
+        )
+        return rows
+    if name == "campaign":
+        d = fig["calls_per_second"]
+        b = raw_best or 0.0
+        r = _ratio(d, b) if b else None
+        return [
+            Row(
+                f"campaign of {fig['recipients']} (100/s option) vs raw best",
+                d,
+                b or "-",
+                "calls/s",
+                r,
+                f">= {THROUGHPUT_TARGET}x",
+                (r is not None and r >= THROUGHPUT_TARGET) if b else None,
+            ),
+            Row("campaign dial rate (ledger, first to last dial)", fig["dial_rate"], "-", "/s"),
+        ]
+    if name == "campaign_paced":
+        rate = fig["dial_rate"]
+        worst = fig["worst_one_second_window"]
+        ok_rate = abs(rate - PACED_RATE) <= PACED_RATE * PACED_TOLERANCE
+        return [
+            Row(
+                f"paced campaign ({fig['recipients']}) achieved dial rate",
+                rate,
+                PACED_RATE,
+                "/s",
+                _ratio(rate, PACED_RATE),
+                "within 5%",
+                ok_rate,
+            ),
+            Row(
+                "paced campaign worst one-second window",
+                worst,
+                PACED_RATE,
+                "dials",
+                _ratio(worst, PACED_RATE),
+                "<= 20",
+                worst <= PACED_RATE,
+            ),
+        ]
+    if name == "sustained":
+        rows = []
+        for proc, growth in fig["rss_growth"].items():
+            rows.append(
+                Row(
+                    f"RSS of {proc}: after / before {fig['seconds']:.0f} s of load",
+                    fig["rss_after_mb"][proc],
+                    fig["rss_before_mb"][proc],
+                    "MB",
+                    round(1 + growth, 3),
+                    f"<= {1 + RSS_GROWTH_TARGET:.2f}x",
+                    growth <= RSS_GROWTH_TARGET,
+                )
+            )
+        return rows
+    return []
+
+
+def all_rows(result: dict[str, Any]) -> list[Row]:
+    figs = result["scenarios"]
+    raw_best = figs.get("throughput", {}).get("best", {}).get("baseline")
+    rows: list[Row] = []
+    for name, fig in figs.items():
+        rows += rows_for(name, fig, raw_best)
+    return rows
+
+
+def _fmt(value: float | str | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:g}" if isinstance(value, float | int) else str(value)
+
+
+def print_figures(name: str, fig: dict[str, Any], write: Callable[[str], Any]) -> None:
+    for row in rows_for(name, fig):
+        verdict = "" if row.met is None else ("  ok" if row.met else "  MISSED")
+        ratio = f"  ({_fmt(row.ratio)}x, target {row.target})" if row.target else ""
+        if not row.target and row.ratio is not None:
+            ratio = f"  ({_fmt(row.ratio)}x)"
+        write(
+            f"  {row.figure}: {_fmt(row.dialer)} / {_fmt(row.baseline)} {row.unit}"
+            f"{ratio}{verdict}\n"
+        )
+
+
+def markdown(result: dict[str, Any]) -> str:
+    meta = result["meta"]
+    lines = [
+        "# Dialer benchmark: Dialer / baseline",
+        "",
+        f"Run {meta['date']} at commit `{meta['commit']}`, Python {meta['python']}, "
+        f"{meta['cpus']} CPUs, load average {meta['load_average_at_start']} at start, "
+        f"{meta.get('seconds', '?')} s in all. Medians of {meta['args']['reps']} repetitions "
+        "(throughput: of one fewer). Generated by `make bench`; the raw JSON is beside this file.",
+        "",
+        "| figure | Dialer | baseline | unit | Dialer / baseline | target | met |",
+        "|---|---:|---:|---|---:|---|---|",
+    ]
+    for row in all_rows(result):
+        met = "" if row.met is None else ("yes" if row.met else "**no**")
+        lines.append(
+            f"| {row.figure} | {_fmt(row.dialer)} | {_fmt(row.baseline)} | {row.unit} | "
+            f"{_fmt(row.ratio)} | {row.target} | {met} |"
+        )
+    peaks = result.get("peak_rss_mb", {})
+    if peaks:
+        lines += ["", "Peak resident memory per scenario (MB):", ""]
+        lines += ["| scenario | API | worker |", "|---|---:|---:|"]
+        for name, peak in peaks.items():
+            lines.append(f"| {name} | {_fmt(peak.get('api'))} | {_fmt(peak.get('worker'))} |")
+    return "\n".join(lines) + "\n"

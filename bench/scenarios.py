@@ -1,0 +1,401 @@
+"""The scenarios. Each measures Dialer and its baseline against the same server in the same
+run, interleaving them by repetition so that the machine's noise hits both alike."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import httpx
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.common import WorkflowIDConflictPolicy
+
+from bench.raw import AcceptedWorkflow, DialedWorkflow, ThroughputWorkflow
+from bench.stack import RAW_TASK_QUEUE, Stack
+from store.models import CallSession, SimulatedCall
+
+NUMBER = "+12025550100"
+POLL_INTERVAL = 0.05
+# Waiting for results of raw workflows: at most this many long polls at once.
+RESULT_WAITERS = 200
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def summary_ms(samples: list[float]) -> dict[str, float]:
+    ms = [s * 1000 for s in samples]
+    return {
+        "p50": round(percentile(ms, 50), 2),
+        "p90": round(percentile(ms, 90), 2),
+        "p99": round(percentile(ms, 99), 2),
+        "n": len(ms),
+    }
+
+
+def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Per-key median over repetitions."""
+    return {k: round(statistics.median(r[k] for r in runs), 2) for k in runs[0]}
+
+
+# --- one call of each kind ------------------------------------------------------------------
+
+
+class Callers:
+    """One request of each kind, timed; http clients with keep-alive, one Temporal client."""
+
+    def __init__(self, stack: Stack, http: httpx.AsyncClient, plain: httpx.AsyncClient) -> None:
+        self.stack = stack
+        self.http = http
+        self.plain = plain
+        assert stack.client is not None
+        self.client: Client = stack.client
+
+    async def dialer(self, wait: str, allow_pending: bool = False) -> str:
+        resp = await self.http.post(
+            "/api/call/create_call",
+            params={"phoneNumber": NUMBER, "wait": wait},
+            headers=self.stack.headers,
+        )
+        body = resp.json()
+        ok = ("success", "pending") if allow_pending else ("success",)
+        if resp.status_code != 200 or body.get("status") not in ok:
+            raise RuntimeError(f"create_call answered {resp.status_code}: {resp.text}")
+        return body["call_session_id"]
+
+    async def warm_up(self, timeout: float = 120.0) -> None:
+        """Until a call of each kind succeeds: the first workflow tasks of a cold worker
+        (imports, sandbox) can take longer than create_call's wait budget."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await self.dialer("dialed")
+                break
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+        await self.raw_dialed()
+        await self.plain_call()
+
+    async def plain_call(self) -> str:
+        resp = await self.plain.post(
+            "/call", params={"phoneNumber": NUMBER}, headers=self.stack.headers
+        )
+        if resp.status_code != 200:
+            raise RuntimeError(f"plain answered {resp.status_code}: {resp.text}")
+        return resp.json()["call_session_id"]
+
+    async def raw_update_with_start(self, workflow: Any) -> str:
+        wid = f"raw-{uuid.uuid4()}"
+        await self.client.execute_update_with_start_workflow(
+            workflow.wait,
+            wid,
+            start_workflow_operation=WithStartWorkflowOperation(
+                workflow.run,
+                wid,
+                id=wid,
+                task_queue=RAW_TASK_QUEUE,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            ),
+        )
+        return wid
+
+    async def raw_accepted(self) -> str:
+        return await self.raw_update_with_start(AcceptedWorkflow)
+
+    async def raw_dialed(self) -> str:
+        return await self.raw_update_with_start(DialedWorkflow)
+
+
+async def timed_sequence(call: Callable[[], Awaitable[Any]], n: int) -> list[float]:
+    samples = []
+    for _ in range(n):
+        started = time.perf_counter()
+        await call()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+async def latency_pair(
+    name: str,
+    dialer: Callable[[], Awaitable[Any]],
+    baseline: Callable[[], Awaitable[Any]],
+    n: int,
+    reps: int,
+    extra: dict[str, Callable[[], Awaitable[Any]]] | None = None,
+) -> dict[str, Any]:
+    """Sequential latency of Dialer and its baseline, `reps` repetitions of `n` calls each,
+    alternating which goes first; the figures are medians over the repetitions."""
+    kinds = {"dialer": dialer, "baseline": baseline, **(extra or {})}
+    for call in kinds.values():  # warm-up: connections, caches, first workflow tasks
+        await timed_sequence(call, min(10, n))
+    runs: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
+    order = list(kinds)
+    for rep in range(reps):
+        for kind in order if rep % 2 == 0 else list(reversed(order)):
+            runs[kind].append(summary_ms(await timed_sequence(kinds[kind], n)))
+    result: dict[str, Any] = {"scenario": name, "n_per_rep": n, "reps": reps}
+    for kind, values in runs.items():
+        result[kind] = median_of(values)
+        result[f"{kind}_reps"] = values
+    return result
+
+
+# --- throughput ---------------------------------------------------------------------------
+
+
+async def _fan_out(total: int, concurrency: int, one: Callable[[], Awaitable[Any]]) -> list[Any]:
+    """`total` calls of `one`, `concurrency` at a time (each slot calls again as it is done)."""
+    left = total
+    out: list[Any] = []
+
+    async def slot() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            out.append(await one())
+
+    await asyncio.gather(*(slot() for _ in range(concurrency)))
+    return out
+
+
+def _count_sessions(stack: Stack, engine: Any, ids: list[uuid.UUID]) -> tuple[int, int]:
+    """(sessions recorded as success, of them the ones whose call ended)."""
+    with Session(engine) as session:
+        done = ended = 0
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = session.exec(
+                select(CallSession.status, CallSession.call_status, func.count())
+                .where(col(CallSession.id).in_(chunk))
+                .group_by(CallSession.status, CallSession.call_status)
+            ).all()
+            for status, call_status, count in rows:
+                if status == "success":
+                    done += count
+                    if call_status == "completed":
+                        ended += count
+    return done, ended
+
+
+async def wait_for_sessions(
+    stack: Stack, engine: Any, ids: list[uuid.UUID], timeout: float
+) -> tuple[float, float]:
+    """Monotonic times at which every session was `success`, and every call had ended."""
+    deadline = time.monotonic() + timeout
+    all_success = None
+    while time.monotonic() < deadline:
+        done, ended = await asyncio.to_thread(_count_sessions, stack, engine, ids)
+        now = time.monotonic()
+        if all_success is None and done >= len(ids):
+            all_success = now
+        if ended >= len(ids):
+            return all_success or now, now
+        stack.check_alive()
+        await asyncio.sleep(POLL_INTERVAL)
+    raise TimeoutError(f"sessions not all done within {timeout:.0f}s: {done}/{len(ids)} success")
+
+
+async def dialer_throughput(callers: Callers, engine: Any, n: int, concurrency: int) -> dict:
+    started = time.monotonic()
+    ids = await _fan_out(n, concurrency, lambda: callers.dialer("accepted", allow_pending=True))
+    submitted = time.monotonic()
+    success_at, ended_at = await wait_for_sessions(
+        callers.stack, engine, [uuid.UUID(i) for i in ids], timeout=max(120.0, n / 2)
+    )
+    return {
+        "calls_per_second": round(n / (success_at - started), 2),
+        "ended_calls_per_second": round(n / (ended_at - started), 2),
+        "submit_seconds": round(submitted - started, 2),
+    }
+
+
+async def raw_throughput(callers: Callers, n: int, concurrency: int) -> dict:
+    client = callers.client
+
+    async def start() -> Any:
+        wid = f"raw-tp-{uuid.uuid4()}"
+        return await client.start_workflow(
+            ThroughputWorkflow.run, wid, id=wid, task_queue=RAW_TASK_QUEUE
+        )
+
+    started = time.monotonic()
+    handles = await _fan_out(n, concurrency, start)
+    submitted = time.monotonic()
+    gate = asyncio.Semaphore(RESULT_WAITERS)
+
+    async def result(handle: Any) -> None:
+        async with gate:
+            await handle.result()
+
+    await asyncio.gather(*(result(h) for h in handles))
+    done = time.monotonic()
+    return {
+        "calls_per_second": round(n / (done - started), 2),
+        "submit_seconds": round(submitted - started, 2),
+    }
+
+
+async def throughput(
+    callers: Callers, engine: Any, n: int, concurrencies: list[int], reps: int
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"scenario": "throughput", "n_per_rep": n, "reps": reps, "points": []}
+    for concurrency in concurrencies:
+        dialer_runs, raw_runs = [], []
+        for rep in range(reps):
+            pair = [
+                ("dialer", lambda c=concurrency: dialer_throughput(callers, engine, n, c)),
+                ("raw", lambda c=concurrency: raw_throughput(callers, n, c)),
+            ]
+            for kind, run in pair if rep % 2 == 0 else list(reversed(pair)):
+                (dialer_runs if kind == "dialer" else raw_runs).append(await run())
+        out["points"].append(
+            {
+                "concurrency": concurrency,
+                "dialer": median_of(dialer_runs),
+                "baseline": median_of(raw_runs),
+                "dialer_reps": dialer_runs,
+                "baseline_reps": raw_runs,
+            }
+        )
+    best_d = max(p["dialer"]["calls_per_second"] for p in out["points"])
+    best_r = max(p["baseline"]["calls_per_second"] for p in out["points"])
+    out["best"] = {"dialer": best_d, "baseline": best_r}
+    return out
+
+
+# --- campaigns ----------------------------------------------------------------------------
+
+
+def campaign_numbers(count: int) -> list[str]:
+    """Distinct, valid, non-magic US numbers (area codes 212, 312, 415, ...)."""
+    numbers = []
+    for area in (212, 312, 415, 617, 713, 305):
+        for line in range(10_000):
+            numbers.append(f"+1{area}555{line:04d}")
+            if len(numbers) == count:
+                return numbers
+    raise ValueError("too many recipients asked for")
+
+
+def _dial_times(engine: Any, campaign_id: str) -> list[datetime]:
+    with Session(engine) as session:
+        ids = select(CallSession.id).where(CallSession.campaign_id == uuid.UUID(campaign_id))
+        rows = session.exec(
+            select(SimulatedCall.created_at).where(col(SimulatedCall.session_id).in_(ids))
+        ).all()
+    return sorted(rows)
+
+
+def _campaign_counts(engine: Any, campaign_id: str) -> tuple[int, int]:
+    with Session(engine) as session:
+        rows = session.exec(
+            select(CallSession.status, func.count())
+            .where(CallSession.campaign_id == uuid.UUID(campaign_id))
+            .group_by(CallSession.status)
+        ).all()
+    counts = dict(rows)
+    return counts.get("success", 0), sum(counts.values())
+
+
+def window_stats(times: list[datetime]) -> dict[str, float]:
+    """Rate of the dials from first to last, and the most dials in any one-second window."""
+    secs = [t.timestamp() for t in times]
+    worst, j = 0, 0
+    for i in range(len(secs)):
+        while secs[i] - secs[j] >= 1.0:
+            j += 1
+        worst = max(worst, i - j + 1)
+    span = secs[-1] - secs[0] if len(secs) > 1 else 0.0
+    return {
+        "dials": len(secs),
+        "dial_rate": round((len(secs) - 1) / span, 2) if span else 0.0,
+        "worst_one_second_window": worst,
+    }
+
+
+async def run_campaign(
+    callers: Callers, engine: Any, size: int, calls_per_second: float, max_concurrency: int
+) -> dict[str, Any]:
+    body = {
+        "batch_name": f"bench {size} at {calls_per_second}/s",
+        "agent_id": callers.stack.agent_id,
+        "recipients": [{"phone_number": n} for n in campaign_numbers(size)],
+        "options": {"calls_per_second": calls_per_second, "max_concurrency": max_concurrency},
+    }
+    started = time.monotonic()
+    resp = await callers.http.post(
+        "/api/v1/batch-call/create", json=body, headers=callers.stack.headers, timeout=300
+    )
+    if resp.status_code not in (200, 201):
+        raise RuntimeError(f"batch-call/create answered {resp.status_code}: {resp.text[:500]}")
+    campaign_id = resp.json()["campaign"]["id"]
+    created = time.monotonic()
+    deadline = created + max(300.0, size / max(1.0, calls_per_second) * 3)
+    while True:
+        success, total = await asyncio.to_thread(_campaign_counts, engine, campaign_id)
+        if success >= size:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"campaign: {success}/{size} success after the deadline")
+        callers.stack.check_alive()
+        await asyncio.sleep(0.2)
+    done = time.monotonic()
+    stats = window_stats(await asyncio.to_thread(_dial_times, engine, campaign_id))
+    return {
+        "recipients": size,
+        "calls_per_second_option": calls_per_second,
+        "max_concurrency": max_concurrency,
+        "create_seconds": round(created - started, 2),
+        # From the request until every recipient's session is `success`, creation included.
+        "calls_per_second": round(size / (done - started), 2),
+        "calls_per_second_after_create": round(size / (done - created), 2),
+        **stats,
+    }
+
+
+# --- sustained load -----------------------------------------------------------------------
+
+
+async def sustained(
+    callers: Callers, seconds: float, concurrency: int, settle: float = 5.0
+) -> dict[str, Any]:
+    """create_call (wait=accepted) at `concurrency` for `seconds`; resident memory of the API
+    and the worker just before, and after the load (once the calls have ended)."""
+    sampler = callers.stack.sampler
+    assert sampler is not None
+    before = sampler.now()
+    sampler.reset()
+    stop_at = time.monotonic() + seconds
+    count = 0
+
+    async def slot() -> None:
+        nonlocal count
+        while time.monotonic() < stop_at:
+            await callers.dialer("accepted")
+            count += 1
+
+    await asyncio.gather(*(slot() for _ in range(concurrency)))
+    await asyncio.sleep(settle)
+    after = sampler.now()
+    return {
+        "seconds": seconds,
+        "concurrency": concurrency,
+        "calls": count,
+        "calls_per_second": round(count / seconds, 2),
+        "rss_before_mb": {k: round(v / 2**20, 1) for k, v in before.items()},
+        "rss_after_mb": {k: round(v / 2**20, 1) for k, v in after.items()},
+        "rss_growth": {k: round(after[k] / before[k] - 1, 4) for k in before if k in after},
+        "peak_rss_mb": {k: round(v / 2**20, 1) for k, v in sampler.peaks().items()},
+    }

@@ -1,0 +1,354 @@
+"""The processes of one bench run, all on free ports with a temporary data dir: the Temporal
+dev server (the temporal CLI of dialer.binaries, search attributes registered), `dialer worker`,
+`dialer api`, the raw floor's worker (bench.raw) and the plain FastAPI baseline
+(bench.plain_api). Resident memory of each process is sampled in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from temporalio.client import Client
+
+from dialer.config import Settings
+from dialer.stack import dev_server_command
+from store import crud
+from store.db import make_engine, session_scope
+from store.migrate import upgrade
+from store.models import PhoneNumber
+
+ROOT = Path(__file__).resolve().parent.parent
+STARTUP_TIMEOUT = 90.0
+RAW_TASK_QUEUE = "bench-raw"
+
+# Dialer under load: simulated carrier with no latency whose calls end at once, no rate
+# limits in the way (the bench measures the machinery, not the policy).
+DIALER_BENCH_ENV = {
+    "DIALER_LOG_LEVEL": "WARNING",
+    "DIALER_SIMULATED_LATENCY_MS": "0",
+    "DIALER_SIMULATED_RING_SECONDS": "0",
+    "DIALER_SIMULATED_ANSWER_SECONDS": "0",
+    "DIALER_SIMULATED_TALK_SECONDS": "0",
+    "DIALER_DIAL_RATE_PER_SECOND": "100000",
+    "DIALER_RATE_LIMIT_PER_MINUTE": "100000000",
+    "DIALER_RATE_LIMIT_BURST": "1000000",
+    "DIALER_SHUTDOWN_DRAIN_SECONDS": "0",
+    "DIALER_API_GRACEFUL_SHUTDOWN_SECONDS": "2",
+    "DIALER_WORKER_GRACEFUL_SHUTDOWN_SECONDS": "2",
+}
+
+
+def bench_server_command(settings: Settings) -> list[str]:
+    """`dialer run`'s dev server command, in memory and headless: with its SQLite file the
+    dev server spends most of its time syncing it, and measures the disk, not Temporal
+    (4 against 18 raw workflows/s here). Both Dialer and the raw floor use this server."""
+    cmd = dev_server_command(settings)
+    at = cmd.index("--db-filename")
+    del cmd[at : at + 2]
+    return [*cmd, "--headless"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def clean_env(values: dict[str, Any]) -> dict[str, str]:
+    """This environment without any DIALER_* setting, plus `values`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIALER_")}
+    env.update({k: str(v) for k, v in values.items()})
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, chars: int = 3000) -> str:
+        try:
+            return f"--- {self.name} ---\n" + self.log.read_text(errors="replace")[-chars:]
+        except FileNotFoundError:
+            return f"--- {self.name}: no log ---"
+
+    def stop(self) -> None:
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(10)
+
+
+def spawn(name: str, args: list[str], env: dict[str, str], cwd: Path) -> Proc:
+    log = cwd / f"{name}.log"
+    with log.open("ab") as out:
+        popen = subprocess.Popen(
+            args, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return Proc(name=name, popen=popen, log=log)
+
+
+class RssSampler:
+    """Samples the resident set size of named processes every `interval` seconds; `peaks()`
+    gives the maximum seen since the last `reset()`."""
+
+    def __init__(self, pids: dict[str, int], interval: float = 0.25) -> None:
+        self._procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self._interval = interval
+        self._peak: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def now(self) -> dict[str, int]:
+        found = {}
+        for name, proc in self._procs.items():
+            try:
+                found[name] = proc.memory_info().rss
+            except psutil.Error:
+                continue
+        return found
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            sample = self.now()
+            with self._lock:
+                for name, rss in sample.items():
+                    self._peak[name] = max(self._peak.get(name, 0), rss)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._peak = self.now()
+
+    def peaks(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._peak)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+@dataclass
+class Stack:
+    work: Path
+    settings: Settings
+    temporal_address: str
+    api_url: str
+    plain_url: str
+    key: str
+    agent_id: str
+    procs: dict[str, Proc] = field(default_factory=dict)
+    client: Client | None = None
+    sampler: RssSampler | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"x-api-key": self.key}
+
+    def engine(self):  # type: ignore[no-untyped-def]
+        return make_engine(self.settings.db_url)
+
+    def logs(self) -> str:
+        return "\n".join(p.tail() for p in self.procs.values())
+
+    def check_alive(self) -> None:
+        dead = [p for p in self.procs.values() if not p.alive()]
+        if dead:
+            raise RuntimeError("a bench process exited:\n" + "\n".join(p.tail() for p in dead))
+
+    def stop(self) -> None:
+        if self.sampler is not None:
+            self.sampler.stop()
+        order = ["api", "plain", "worker", "raw_worker", "temporal"]
+        for name in order:
+            proc = self.procs.get(name)
+            if proc is not None and proc.alive():
+                proc.popen.send_signal(signal.SIGTERM)
+        for name in order:
+            proc = self.procs.get(name)
+            if proc is not None:
+                proc.stop()
+
+
+async def _wait(what: str, check, stack: Stack, timeout: float = STARTUP_TIMEOUT) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stack.check_alive()
+        if await check():
+            return
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"{what} did not come up within {timeout:.0f}s\n{stack.logs()}")
+
+
+async def _http_up(url: str) -> bool:
+    try:
+        async with httpx.AsyncClient(timeout=2) as http:
+            return (await http.get(f"{url}/health")).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _seed(settings: Settings) -> tuple[str, str]:
+    """Migrations, a user with an agent mapped to an active simulated line, and a key."""
+    upgrade(settings.db_url)
+    engine = make_engine(settings.db_url)
+    try:
+        demo = crud.seed_demo(engine=engine)
+        key = crud.create_key(engine=engine, user=demo.user, secret=settings.secret_key)
+        with session_scope(engine) as session:
+            assert session.get(PhoneNumber, demo.line.id) is not None
+        return key, str(demo.agent.id)
+    finally:
+        engine.dispose()
+
+
+async def start_stack(work: Path, extra_env: dict[str, str] | None = None) -> Stack:
+    """Everything on free ports under `work`; stopped by Stack.stop()."""
+    work.mkdir(parents=True, exist_ok=True)
+    temporal_port, api_port, plain_port = free_port(), free_port(), free_port()
+    values: dict[str, Any] = {
+        **DIALER_BENCH_ENV,
+        "DIALER_DATA_DIR": work / "dialer",
+        "DIALER_API_PORT": api_port,
+        "DIALER_TEMPORAL_PORT": temporal_port,
+        "DIALER_TEMPORAL_UI_PORT": free_port(),
+        "DIALER_TEMPORAL_ADDRESS": f"127.0.0.1:{temporal_port}",
+        "DIALER_TASK_QUEUE": "bench-dialer",
+        "DIALER_DIAL_TASK_QUEUE": "bench-dialer-dial",
+        **(extra_env or {}),
+    }
+    env = clean_env(values)
+    settings = Settings(_env_file=None, **{k[7:].lower(): v for k, v in values.items()})  # type: ignore[call-arg]
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    plain_values = {**values, "DIALER_DATA_DIR": work / "plain", "DIALER_API_PORT": plain_port}
+    plain_settings = Settings(_env_file=None, data_dir=work / "plain")  # type: ignore[call-arg]
+    plain_settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+    stack = Stack(
+        work=work,
+        settings=settings,
+        temporal_address=f"127.0.0.1:{temporal_port}",
+        api_url=f"http://127.0.0.1:{api_port}",
+        plain_url=f"http://127.0.0.1:{plain_port}",
+        key="",
+        agent_id="",
+    )
+    try:
+        dev = Settings(  # type: ignore[call-arg]
+            _env_file=None,
+            data_dir=work,
+            temporal_port=temporal_port,
+            temporal_ui_port=values["DIALER_TEMPORAL_UI_PORT"],
+        )
+        stack.procs["temporal"] = spawn("temporal", bench_server_command(dev), env, work)
+        stack.key, stack.agent_id = _seed(settings)
+        # The plain baseline's key is the same user's, in its own database.
+        _seed_same_key(plain_settings, stack.key)
+
+        async def temporal_up() -> bool:
+            return port_open(temporal_port)
+
+        await _wait("Temporal dev server", temporal_up, stack)
+        dialer = [str(Path(sys.executable).parent / "dialer")]
+        stack.procs["worker"] = spawn("worker", [*dialer, "worker"], env, work)
+        stack.procs["api"] = spawn("api", [*dialer, "api"], env, work)
+        stack.procs["raw_worker"] = spawn(
+            "raw_worker",
+            [sys.executable, "-m", "bench.raw", stack.temporal_address, RAW_TASK_QUEUE],
+            env,
+            work,
+        )
+        stack.procs["plain"] = spawn(
+            "plain", [sys.executable, "-m", "bench.plain_api"], clean_env(plain_values), work
+        )
+        stack.client = await Client.connect(stack.temporal_address)
+        await _wait("Dialer API", lambda: _http_up(stack.api_url), stack)
+        await _wait("plain API", lambda: _http_up(stack.plain_url), stack)
+        await _wait("workers", lambda: _workers_polling(stack), stack)
+        stack.sampler = RssSampler({n: stack.procs[n].pid for n in ("api", "worker")})
+        stack.sampler.start()
+        return stack
+    except BaseException:
+        stack.stop()
+        raise
+
+
+def _seed_same_key(settings: Settings, key: str) -> None:
+    """The plain baseline authenticates with the same key, stored in its own database."""
+    from dialer.security import hash_key, key_prefix
+    from store.models import ApiKey
+
+    upgrade(settings.db_url)
+    engine = make_engine(settings.db_url)
+    try:
+        demo = crud.seed_demo(engine=engine)
+        prefix = key_prefix(key)
+        assert prefix is not None
+        with session_scope(engine) as session:
+            session.add(
+                ApiKey(
+                    id=uuid.uuid4(),
+                    user_id=demo.user.id,
+                    prefix=prefix,
+                    key_hash=hash_key(key, settings.secret_key),
+                )
+            )
+    finally:
+        engine.dispose()
+
+
+async def _workers_polling(stack: Stack) -> bool:
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    assert stack.client is not None
+    queues = [
+        (stack.settings.task_queue, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
+        (stack.settings.dial_task_queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
+        (RAW_TASK_QUEUE, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
+    ]
+    for queue, kind in queues:
+        resp = await stack.client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=stack.client.namespace,
+                task_queue=TaskQueue(name=queue),
+                task_queue_type=kind,
+            )
+        )
+        if not resp.pollers:
+            return False
+    return True
