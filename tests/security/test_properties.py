@@ -16,6 +16,7 @@ from sqlmodel import Session
 from dialer.phone import InvalidNumber, normalize
 from store import calls as store_calls
 from store.db import make_engine
+from store.lifecycle import record_call_status
 from store.migrate import upgrade
 from store.models import CallSession
 from telephony.status import FINAL, advances, is_final, normalize_status, rank
@@ -25,8 +26,10 @@ from workflows.dto import (
     FAILED,
     SUCCESS,
     TERMINAL,
+    CallStatusUpdate,
     CreateCallInput,
     PersistSessionInput,
+    RecordCallStatusInput,
     RecordOutcomeInput,
     ValidationResult,
 )
@@ -193,3 +196,36 @@ def test_session_status_terminal_is_final(db, outcomes, replay_persist: bool, ok
     assert len(set(seen[terminal_from:])) == 1
     expected = seen[0] if seen[0] in TERMINAL else outcomes[0][0]
     assert seen[-1] == expected
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(batches=st.lists(st.lists(st.sampled_from(PROVIDER_STATUSES), max_size=4), max_size=8))
+def test_stored_call_status_never_moves_backwards(db, batches: list[list[str]]):  # type: ignore[no-untyped-def]
+    """The same rule on the database, through the one writer of call statuses (workflow
+    activity and webhook alike), with reports arriving in batches in any order."""
+    engine, user_id = db
+    sid = uuid.uuid4()
+    call = CreateCallInput(
+        call_session_id=str(sid),
+        request_id=str(uuid.uuid4()),
+        user_id=str(user_id),
+        phone_number="+12025550100",
+        request_hash="h",
+    )
+    validation = ValidationResult(ok=True, target_number="+12025550100")
+    store_calls.persist_session(engine, PersistSessionInput(call=call, validation=validation))
+    previous: str | None = None
+    for batch in batches:
+        current = record_call_status(
+            engine,
+            RecordCallStatusInput(
+                call_session_id=str(sid),
+                updates=[CallStatusUpdate(status=s, telephony_leg_id="SM1") for s in batch],
+            ),
+        )
+        assert rank(current) >= rank(previous)
+        if is_final(previous):
+            assert current == previous
+        previous = current
