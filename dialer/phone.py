@@ -22,7 +22,12 @@ def normalize(raw: str, default_region: str = "US") -> str:
         raise InvalidNumber(f"phone number could not be parsed: {exc._msg}") from exc
     if not phonenumbers.is_valid_number(parsed):
         raise InvalidNumber("phone number is not a valid, dialable number")
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    # The metadata accepts a few national numbers longer than E.164 allows (15 digits); no
+    # carrier dials those, and the provider would refuse them after a dial attempt.
+    if len(e164) - 1 > 15:
+        raise InvalidNumber("phone number is too long for E.164 (at most 15 digits)")
+    return e164
 
 
 def mask(number: str | None) -> str:
