@@ -58,7 +58,9 @@ async def heartbeat_loop(
             except Exception:
                 healthy = False
             if healthy:
-                await asyncio.to_thread(write_heartbeat, path, queues)
+                # Synchronous on purpose (a few bytes): a write in a thread could land after
+                # the shutdown removed the file, and the worker would look healthy again.
+                write_heartbeat(path, queues)
             else:
                 log.warning("Temporal did not answer the health check; heartbeat skipped")
         await asyncio.sleep(settings.worker_heartbeat_interval_seconds)
