@@ -20,7 +20,14 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from store import campaigns
 from store.campaigns import CallPolicies
-from workflows.campaign_dto import CampaignConfig, LoadCampaignInput, TickInput, TickResult
+from workflows.campaign_dto import (
+    CampaignConfig,
+    LoadCampaignInput,
+    Pacing,
+    TickInput,
+    TickResult,
+    pacing,
+)
 from workflows.create_call import CreateCallWorkflow, search_attributes_for, summary_for
 from workflows.dto import CreateCallInput
 
@@ -76,6 +83,17 @@ class CampaignActivities:
         self._launcher = launcher
         self._policies = policies
 
+    async def _start_paced(self, calls: list[CreateCallInput], pace: Pacing) -> None:
+        """Start the calls in groups, each group one spacing after the one before (a group
+        that took longer only delays the next: starts are never closer than the spacing)."""
+        due = time.monotonic()
+        for i in range(0, len(calls), pace.group):
+            wait = due - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            due = time.monotonic() + pace.spacing
+            await self._launcher.start(calls[i : i + pace.group])
+
     @activity.defn(name="load_campaign")
     async def load_campaign(self, input: LoadCampaignInput) -> CampaignConfig:
         return await asyncio.to_thread(campaigns.load_config, self._engine, input.campaign_id)
@@ -85,7 +103,7 @@ class CampaignActivities:
         began = time.monotonic()
         plan = await asyncio.to_thread(campaigns.prepare_tick, self._engine, input, self._policies)
         if plan.calls:
-            await self._launcher.start(plan.calls)
+            await self._start_paced(plan.calls, pacing(input.calls_per_second))
             await asyncio.to_thread(campaigns.mark_calling, self._engine, plan.recipient_ids)
             log.info(
                 "campaign calls started",

@@ -98,7 +98,7 @@ def call_ids(campaign_id: uuid.UUID, recipient_id: uuid.UUID, attempt: int) -> t
 
 
 def campaign_workflow_id(campaign_id: uuid.UUID | str) -> str:
-    return f"campaign-{campaign_id}"
+    return str(campaign_id)
 
 
 # --- creation -------------------------------------------------------------------------------

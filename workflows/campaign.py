@@ -33,12 +33,11 @@ with workflow.unsafe.imports_passed_through():
         LoadCampaignInput,
         TickInput,
         TickResult,
+        pacing,
     )
 
 WORKFLOW_NAME = "CampaignWorkflow"
 
-# Calls started by one tick at most (a second's worth at up to this rate).
-MAX_BATCH = 200
 # How often calls in flight are checked for their outcome.
 POLL_INTERVAL = timedelta(seconds=1)
 # A paused campaign with nothing in flight looks at its row this often, in case a resume
@@ -51,11 +50,6 @@ TICK_TIMEOUT = timedelta(seconds=120)
 DB_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10)
 )
-
-
-def batch_size(calls_per_second: float) -> int:
-    """Calls started per tick: a second's worth, at least one."""
-    return max(1, min(MAX_BATCH, int(calls_per_second)))
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -93,12 +87,14 @@ class CampaignWorkflow:
         cps = config.calls_per_second
         while True:
             await self._respect_pacing()
+            tick_started = workflow.now()
             result: TickResult = await workflow.execute_local_activity(
                 "campaign_tick",
                 TickInput(
                     campaign_id=input.campaign_id,
                     now=workflow.now(),
-                    limit=batch_size(cps),
+                    limit=pacing(cps).batch,
+                    calls_per_second=cps,
                     begin=True,
                 ),
                 result_type=TickResult,
@@ -112,11 +108,12 @@ class CampaignWorkflow:
                 return self._progress
             now = workflow.now()
             if result.started:
-                # The next batch waits for this one's share of time, counted from the end of
-                # its starts: no one-second window can hold more than calls_per_second starts.
-                self._not_before = now + timedelta(
-                    seconds=result.elapsed_seconds + result.started / cps
-                )
+                # The tick spread its starts one spacing apart; the next tick's first start
+                # comes one spacing after its last, so no one-second window ever holds more
+                # than calls_per_second starts. (Whether the clock moved during the local
+                # activity depends on how long it ran: count from the later of the two.)
+                ended = max(now, tick_started + timedelta(seconds=result.elapsed_seconds))
+                self._not_before = ended + timedelta(seconds=pacing(cps).spacing)
             if self._history_is_long():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(

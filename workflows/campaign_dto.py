@@ -40,6 +40,42 @@ IN_FLIGHT = (QUEUED, CALLING)
 REDIAL_OUTCOMES = (BUSY, NO_ANSWER)
 
 
+# Calls started by one tick cover at most this many seconds of the campaign's rate: long enough
+# to spread a tick's own cost over many starts, short enough that pause and cancel (which take
+# effect between ticks) stay prompt.
+TICK_SECONDS = 3.0
+MAX_BATCH = 300
+# Starts within a tick go out in groups at most this often, so that a high rate does not need
+# one start request every few milliseconds.
+MAX_GROUPS_PER_SECOND = 20
+# Spacing is this much wider than the exact rate: a start (and the dial behind it) lands a few
+# milliseconds early or late, and a window must still never see one call too many.
+SPACING_MARGIN = 1.02
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """How a campaign's rate turns into starts: `group` calls every `spacing` seconds, at most
+    `batch` per tick. Groups are never closer than `spacing`, also from one tick to the next,
+    so any one-second window holds at most calls_per_second starts, even with a few
+    milliseconds of jitter."""
+
+    group: int
+    spacing: float
+    batch: int
+
+
+def pacing(calls_per_second: float) -> Pacing:
+    if calls_per_second <= MAX_GROUPS_PER_SECOND:
+        group, per_second = 1, calls_per_second
+    else:
+        group = -(-int(calls_per_second) // MAX_GROUPS_PER_SECOND)  # ceil
+        per_second = float(int(calls_per_second // group))
+    spacing = SPACING_MARGIN / per_second
+    batch = max(1, min(MAX_BATCH, int(calls_per_second * TICK_SECONDS)))
+    return Pacing(group=group, spacing=spacing, batch=batch)
+
+
 @dataclass
 class CampaignCarry:
     """What one run hands to the next on continue-as-new."""
@@ -84,6 +120,7 @@ class TickInput:
     campaign_id: str
     now: datetime  # the workflow's clock, so a retried tick decides the same way
     limit: int  # calls this tick may start (pacing); 0 = only bring states up to date
+    calls_per_second: float = 1.0  # how the tick spreads its starts
     begin: bool = False  # scheduled -> running
 
 
@@ -98,8 +135,8 @@ class TickResult:
     calls_per_second: float = 1.0
     max_concurrency: int = 1
     done: bool = False
-    # How long the tick took: its starts are spread over that time, so pacing counts from
-    # its end (the workflow's clock does not move while a local activity runs).
+    # How long the tick took (its starts are spread over it): the next tick's first group
+    # waits one spacing after it (the workflow's clock does not move in a local activity).
     elapsed_seconds: float = 0.0
 
 
