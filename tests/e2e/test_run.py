@@ -76,7 +76,13 @@ class RunningStack:
             os.killpg(self.proc.pid, signal.SIGINT)
         else:
             self.proc.popen.send_signal(signal.SIGINT)
-        await wait_until(lambda: not self.proc.alive(), timeout=45, interval=0.2)
+        try:
+            await wait_until(lambda: not self.proc.alive(), timeout=60, interval=0.2)
+        except AssertionError:
+            alive = [pid for pid in children if process_alive(pid)]
+            raise AssertionError(
+                f"still running; children alive: {alive}\n{self.proc.tail()}"
+            ) from None
         assert self.proc.popen.returncode == 0, self.proc.tail()
         assert not [pid for pid in children if process_alive(pid)], self.proc.tail()
         assert not [port for port in ports if port_open(port)]
@@ -107,7 +113,6 @@ async def test_dialer_run_prints_a_working_curl_and_ctrl_c_stops_everything(
     }
     env = clean_env(
         DIALER_DATA_DIR=tmp_path / "data",
-        DIALER_LOG_LEVEL="WARNING",
         DIALER_SHUTDOWN_DRAIN_SECONDS=0,
         **ports,
     )
