@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -86,7 +87,7 @@ class Postgres:
     """A PostgreSQL instance the scenario owns: initdb into a temporary directory, pg_ctl on a
     free port. Run as the `postgres` system user when we are root (initdb refuses root)."""
 
-    root: Path
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="dialer-chaos-pg-")))
     port: int = field(default_factory=free_port)
 
     @staticmethod
@@ -112,6 +113,8 @@ class Postgres:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
     def init(self) -> None:
+        # Its own directory under /tmp: the `postgres` user cannot enter the scenario's 0700
+        # temporary directory.
         self.root.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres", "postgres")
@@ -126,6 +129,9 @@ class Postgres:
 
     def stop(self, mode: str = "fast") -> None:
         self._run(self._bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 @dataclass

@@ -57,21 +57,28 @@ def scenarios(scale: float) -> dict[str, Callable[[Path], Awaitable[Row]]]:
 async def main_async(only: list[str], scale: float) -> int:
     table = scenarios(scale)
     rows: list[Row] = []
+    failed = False
     sys.stdout.write(HEADER + "\n|" + "---|" * 8 + "\n")
     sys.stdout.flush()
     for key in only:
         if key == "3" and not Postgres.available():
             sys.stdout.write("| 3 database down + back | skipped: no initdb found |\n")
             continue
-        with tempfile.TemporaryDirectory(prefix=f"dialer-chaos-{key}-") as tmp:
-            row = await table[key](Path(tmp))
+        try:
+            with tempfile.TemporaryDirectory(prefix=f"dialer-chaos-{key}-") as tmp:
+                row = await table[key](Path(tmp))
+        except Exception as exc:  # one broken scenario must not hide the others' figures
+            logging.exception("scenario %s could not run", key)
+            sys.stdout.write(f"| scenario {key} | could not run: {type(exc).__name__} |\n")
+            failed = True
+            continue
         rows.append(row)
         sys.stdout.write(format_row(row) + "\n")
         sys.stdout.flush()
     for row in rows:
         for note in row.notes:
             sys.stdout.write(f"- {row.scenario}: {note}\n")
-    return 0 if all(r.ok for r in rows) else 1
+    return 0 if all(r.ok for r in rows) and not failed else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -273,7 +273,7 @@ async def scenario_temporal_kill(root: Path, calls: int = 60, rate: float = 10) 
 
 
 async def scenario_database_down(root: Path, calls: int = 60, rate: float = 10) -> Row:
-    pg = Postgres(root / "pg")
+    pg = Postgres()
     await asyncio.to_thread(pg.init)
     await asyncio.to_thread(pg.start)
     try:
@@ -287,6 +287,7 @@ async def scenario_database_down(root: Path, calls: int = 60, rate: float = 10) 
         )
     finally:
         await asyncio.to_thread(pg.stop, "fast")
+        pg.remove()
     return row
 
 
