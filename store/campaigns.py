@@ -275,8 +275,10 @@ def delete_campaign(engine: Engine, campaign_id: uuid.UUID) -> None:
 # --- reading and control --------------------------------------------------------------------
 
 
-def get_owned(session: Session, campaign_id: uuid.UUID, user_id: uuid.UUID) -> Campaign:
-    row = session.get(Campaign, campaign_id)
+def get_owned(
+    session: Session, campaign_id: uuid.UUID, user_id: uuid.UUID, *, lock: bool = False
+) -> Campaign:
+    row = session.get(Campaign, campaign_id, with_for_update=lock)
     if row is None or row.user_id != user_id:
         raise CampaignNotFound("campaign not found")
     return row
@@ -316,7 +318,8 @@ def transition(engine: Engine, campaign_id: uuid.UUID, user_id: uuid.UUID, targe
     """pause / resume / cancel, written before the workflow is told (the row is the truth)."""
     allowed, message = _TRANSITIONS[target]
     with session_scope(engine) as session:
-        row = get_owned(session, campaign_id, user_id)
+        # Row lock (PostgreSQL): a tick finishing the campaign and this request serialize.
+        row = get_owned(session, campaign_id, user_id, lock=True)
         if row.state == target:
             return row  # repeating a control request is harmless
         if row.state not in allowed:
@@ -484,7 +487,7 @@ def prepare_tick(engine: Engine, input: TickInput, policies: CallPolicies) -> Ti
     (marked `queued` with their call id before any call is started), and count."""
     now = input.now
     with session_scope(engine) as session:
-        campaign = session.get(Campaign, uuid.UUID(input.campaign_id))
+        campaign = session.get(Campaign, uuid.UUID(input.campaign_id), with_for_update=True)
         if campaign is None:
             return TickPlan(TickResult(state=CANCELED, done=True), [], [])
         if input.begin and campaign.state == SCHEDULED:

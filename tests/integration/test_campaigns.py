@@ -70,7 +70,8 @@ async def test_thousand_recipients_one_dial_each(stack) -> None:  # type: ignore
     body = resp.json()
     assert (body["accepted"], body["skipped"], body["rejected"]) == (1000, 0, [])
     campaign_id = body["campaign"]["id"]
-    await wait_until(finished(stack.engine, campaign_id), timeout=240, interval=0.5)
+    # Minutes on a busy shared machine: the bound is generous, the assertions are not.
+    await wait_until(finished(stack.engine, campaign_id), timeout=600, interval=0.5)
 
     status = (
         await stack.http.get(f"/api/v1/batch-call/{campaign_id}/status", headers=account.headers)
