@@ -197,7 +197,8 @@ async def run_with_fault(
         await asyncio.sleep(calls / rate / 3)
         repaired = await fault(stack, row)
         probe = Load(stack.base_url, account, row, wait="dialed")
-        row.recover_seconds = await probe_recovery(probe, repaired)
+        if fault is not no_fault:  # nothing to recover from when the fault never stops
+            row.recover_seconds = await probe_recovery(probe, repaired)
         await traffic
         count(engine, session_ids(account, load.keys + probe.keys), row)
     finally:
