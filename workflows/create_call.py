@@ -189,8 +189,13 @@ class CreateCallWorkflow:
                 updates = [polled] if polled else []
                 before = self._state.call_status
                 await self._record_statuses(self._fresh(updates, leg_id))
-                if self._state.call_status == before:
-                    quiet = min(quiet * 2, policy.poll_max_seconds)
+                # The call moved: ask again soon. Nothing changed: wait twice as long.
+                changed = self._state.call_status != before
+                quiet = (
+                    policy.poll_after_seconds
+                    if changed
+                    else min(quiet * 2, policy.poll_max_seconds)
+                )
                 continue
             await self._record_statuses(self._fresh(updates, leg_id))
         status = self._state.call_status or SUCCESS
