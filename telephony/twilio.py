@@ -159,16 +159,19 @@ class TwilioProvider:
         since: datetime | None = None,
     ) -> ProviderCall | None:
         """Find a call this session placed: Twilio does not return a call's callback URL, so
-        the search is by To, From and start time (from just before the first attempt)."""
+        the search is by To, From and start time (from just before the first attempt), plus
+        the calls still queued, which have no start time yet."""
         since = (since or datetime.now(UTC) - timedelta(hours=1)) - LOOKUP_CLOCK_SKEW
 
         def find() -> list[Any]:
-            return self._client.api.account.calls.list(
-                to=to_number,
-                from_=from_number,
-                start_time_after=since.date(),
-                limit=LOOKUP_LIMIT,
+            calls = self._client.api.account.calls
+            started = calls.list(
+                to=to_number, from_=from_number, start_time_after=since.date(), limit=LOOKUP_LIMIT
             )
+            queued = calls.list(
+                to=to_number, from_=from_number, status="queued", limit=LOOKUP_LIMIT
+            )
+            return list({c.sid: c for c in [*started, *queued]}.values())
 
         try:
             calls = await asyncio.to_thread(find)

@@ -2,7 +2,8 @@
 the real `twilio` client to talk to it, with faults that can be injected per request.
 
 - `POST /2010-04-01/Accounts/{sid}/Calls.json` (form-encoded, HTTP basic auth),
-- `GET  /2010-04-01/Accounts/{sid}/Calls.json?To=&From=&StartTime>=` (newest first),
+- `GET  /2010-04-01/Accounts/{sid}/Calls.json?To=&From=&Status=&StartTime>=` (newest first;
+  as at Twilio, a queued call has no start time, so a StartTime filter leaves it out),
 - `GET  /2010-04-01/Accounts/{sid}/Calls/{CallSid}.json`,
 - errors in Twilio's JSON shape `{code, message, more_info, status}`.
 
@@ -70,7 +71,8 @@ class FakeCall:
             "status": self.status,
             "date_created": rfc2822(self.date_created),
             "date_updated": rfc2822(self.end_time or self.date_created),
-            "start_time": rfc2822(self.date_created),
+            # Like Twilio: a call still queued has not started.
+            "start_time": None if self.status == "queued" else rfc2822(self.date_created),
             "end_time": rfc2822(self.end_time),
             "duration": str(self.duration) if self.duration is not None else None,
             "answered_by": self.answered_by,
@@ -250,7 +252,8 @@ class _Handler(BaseHTTPRequestHandler):
             for c in self.fake.calls.values()
             if ("To" not in query or c.to == query["To"][0])
             and ("From" not in query or c.from_ == query["From"][0])
-            and (since is None or c.date_created.date() >= since)
+            and ("Status" not in query or c.status == query["Status"][0])
+            and (since is None or (c.status != "queued" and c.date_created.date() >= since))
         ]
         found.sort(key=lambda c: c.date_created, reverse=True)
         size = int(query.get("PageSize", ["50"])[0])

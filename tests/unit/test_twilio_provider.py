@@ -202,3 +202,22 @@ async def test_fetch_call_reports_status_and_duration(fake: FakeTwilio) -> None:
     assert fetched.ended_at is not None
 
     assert await provider.fetch_call("CA" + "f" * 32) is None
+
+
+@pytest.mark.parametrize("status", ["queued", "ringing", "completed"])
+async def test_lookup_finds_the_call_whether_queued_or_started(
+    fake: FakeTwilio, status: str
+) -> None:
+    # Twilio gives a queued call no start time, so the StartTime filter alone would miss it.
+    provider = provider_for(fake)
+    since = datetime.now(UTC)
+    fake.inject(Fault("drop_after_create"))
+    with pytest.raises(Ambiguous):
+        await provider.create_call(request())
+    (placed,) = fake.calls_for(SESSION)
+    if status != "queued":
+        fake.set_status(placed.sid, status)
+    found = await provider.lookup_call(
+        call_session_id=SESSION, attempts=[1], to_number=TO, from_number=FROM, since=since
+    )
+    assert found is not None and found.sid == placed.sid and found.status == status
