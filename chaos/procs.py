@@ -185,13 +185,15 @@ class Stack:
         )
 
     def migrate(self) -> None:
-        subprocess.run(
+        done = subprocess.run(
             [sys.executable, "-m", "dialer.cli", "db", "upgrade"],
             env=self.env(),
-            check=True,
             capture_output=True,
+            text=True,
             timeout=120,
         )
+        if done.returncode != 0:
+            raise RuntimeError(f"dialer db upgrade failed: {done.stderr[-2000:]}")
 
     def start_temporal(self) -> None:
         cmd = [

@@ -168,6 +168,59 @@ def count(engine: Engine, ids: list[uuid.UUID], row: Row) -> None:
     row.second_dials = sum(n - 1 for _, n in dials if n > 1)
 
 
+async def start_campaign(base_url: str, account: Account, recipients: int) -> str:
+    """A campaign paced slowly enough to be running when the fault hits."""
+    numbers = [f"+1202555{110 + i:04d}" for i in range(recipients)]  # plain "accepted" numbers
+    async with httpx.AsyncClient(base_url=base_url, timeout=30.0) as client:
+        agent = await client.post(
+            "/api/v1/agents", json={"name": "chaos agent"}, headers=account.headers
+        )
+        agent.raise_for_status()
+        resp = await client.post(
+            "/api/v1/batch-call/create",
+            json={
+                "batch_name": "chaos",
+                "agent_id": agent.json()["id"],
+                "recipients": [{"phone_number": n} for n in numbers],
+                "options": {"calls_per_second": 3, "max_concurrency": 5},
+            },
+            headers=account.headers,
+        )
+        resp.raise_for_status()
+        return resp.json()["campaign"]["id"]
+
+
+def count_campaign(engine: Engine, campaign_id: str, recipients: int, row: Row) -> None:
+    """Every recipient ends in one terminal session with at most one dial."""
+    cid = uuid.UUID(campaign_id)
+
+    def sessions() -> list[CallSession]:
+        with Session(engine) as session:
+            return list(session.exec(select(CallSession).where(CallSession.campaign_id == cid)))
+
+    def done() -> bool:
+        rows = sessions()
+        return len(rows) >= recipients and all(r.status in TERMINAL for r in rows)
+
+    try:
+        wait_for("every campaign call terminal", done, SETTLE_SECONDS)
+    except RuntimeError as exc:
+        row.notes.append(str(exc))
+    rows = sessions()
+    terminal = sum(1 for r in rows if r.status in TERMINAL)
+    row.requested += recipients
+    row.terminal += terminal
+    row.lost += recipients - terminal
+    with Session(engine) as session:
+        dials = session.exec(
+            select(SimulatedCall.session_id, func.count())
+            .where(col(SimulatedCall.session_id).in_([r.id for r in rows]))
+            .group_by(col(SimulatedCall.session_id))
+        ).all()
+    row.second_dials += sum(n - 1 for _, n in dials if n > 1)
+    row.notes.append(f"campaign of {recipients} recipients included: {terminal} terminal")
+
+
 Fault = Callable[[Stack, Row], Awaitable[float]]
 
 
@@ -181,6 +234,7 @@ async def run_with_fault(
     database_url: str | None = None,
     extra_env: dict[str, str] | None = None,
     wait: str = "accepted",
+    campaign: int = 0,
 ) -> Row:
     """Start a stack, send `calls` at `rate`/s, run `fault` a third of the way in (it returns
     the moment of repair), measure recovery and count."""
@@ -193,6 +247,7 @@ async def run_with_fault(
     try:
         account = make_account(engine)
         load = Load(stack.base_url, account, row, wait=wait)
+        campaign_id = await start_campaign(stack.base_url, account, campaign) if campaign else None
         traffic = asyncio.create_task(load.run(name, calls, rate))
         await asyncio.sleep(calls / rate / 3)
         repaired = await fault(stack, row)
@@ -201,6 +256,8 @@ async def run_with_fault(
             row.recover_seconds = await probe_recovery(probe, repaired)
         await traffic
         count(engine, session_ids(account, load.keys + probe.keys), row)
+        if campaign_id is not None:
+            count_campaign(engine, campaign_id, campaign, row)
     finally:
         engine.dispose()
         stack.stop()
@@ -261,9 +318,16 @@ async def no_fault(_stack: Stack, _row: Row) -> float:
 # --- the scenarios -----------------------------------------------------------------------------
 
 
-async def scenario_worker_kill(root: Path, calls: int = 60, rate: float = 10) -> Row:
+async def scenario_worker_kill(
+    root: Path, calls: int = 60, rate: float = 10, campaign: int = 20
+) -> Row:
     return await run_with_fault(
-        "1 worker SIGKILL + restart", root, calls=calls, rate=rate, fault=kill_worker
+        "1 worker SIGKILL + restart",
+        root,
+        calls=calls,
+        rate=rate,
+        fault=kill_worker,
+        campaign=campaign,
     )
 
 

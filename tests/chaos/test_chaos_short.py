@@ -36,6 +36,6 @@ async def test_api_killed_mid_request_client_retries_with_the_same_key(tmp_path:
 
 
 async def test_worker_killed_mid_load_and_restarted(tmp_path: Path) -> None:
-    row = await scenario_worker_kill(tmp_path, calls=15, rate=6)
+    row = await scenario_worker_kill(tmp_path, calls=15, rate=6, campaign=6)
     assert_promise(row)
     assert row.recover_seconds is not None
