@@ -166,6 +166,17 @@ def count(engine: Engine, ids: list[uuid.UUID], row: Row) -> None:
             .group_by(col(SimulatedCall.session_id))
         ).all()
     row.second_dials = sum(n - 1 for _, n in dials if n > 1)
+    with Session(engine) as session:
+        unavailable = session.exec(
+            select(func.count())
+            .select_from(CallSession)
+            .where(
+                col(CallSession.id).in_(unique),
+                CallSession.failure_code == "orchestrator_unavailable",
+            )
+        ).one()
+    if unavailable:
+        row.notes.append(f"{unavailable} calls answered 200 orchestrator_unavailable (recorded)")
 
 
 async def start_campaign(base_url: str, account: Account, recipients: int) -> str:
