@@ -15,6 +15,7 @@ from activities.calls import CallActivities
 from activities.campaigns import CampaignActivities, TemporalCallLauncher
 from activities.dialing import DialActivities
 from activities.lifecycle import LifecycleActivities
+from dialer.bytecode import keep_bytecode_cache
 from dialer.call_status import CallStatusSink
 from dialer.config import Settings, get_settings
 from dialer.health import clear_heartbeat, heartbeat_loop
@@ -137,6 +138,8 @@ def build_workers(
 
 async def run_worker(settings: Settings | None = None) -> None:
     settings = settings or get_settings()
+    # Each workflow run re-imports its module in the sandbox: never compile it every time.
+    keep_bytecode_cache()
     configure_tracing(settings, "dialer-worker")
     client = await connect(settings, runtime=metrics_runtime(settings))
     workers = build_workers(client, settings, get_engine(settings))

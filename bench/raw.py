@@ -20,6 +20,8 @@ from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from dialer.bytecode import keep_bytecode_cache
+
 TIMEOUT = timedelta(seconds=30)
 
 
@@ -76,6 +78,9 @@ WORKFLOWS = [AcceptedWorkflow, DialedWorkflow, ThroughputWorkflow]
 
 
 async def serve(address: str, task_queue: str) -> None:
+    # The same bytecode cache as Dialer's worker (dialer.bytecode): the floor must not pay
+    # for compiling its workflow module on every run either.
+    keep_bytecode_cache()
     client = await Client.connect(address)
     worker = Worker(client, task_queue=task_queue, workflows=WORKFLOWS, activities=[noop])
     stop = asyncio.Event()

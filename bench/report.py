@@ -29,6 +29,27 @@ def _ratio(a: float, b: float) -> float | None:
     return round(a / b, 2) if b else None
 
 
+def _cpu_rows(fig: dict[str, Any], label: str) -> list[Row]:
+    """CPU per call: Dialer's API + worker + the bench's HTTP client, against the raw worker +
+    the bench's SDK client; and the Temporal server's share of each."""
+    d = fig.get("dialer_cpu_ms_per_call")
+    b = fig.get("baseline_cpu_ms_per_call")
+    if not d or not b:
+        return []
+    ours = round(d.get("api", 0) + d.get("worker", 0) + d.get("bench", 0), 2)
+    floor = round(b.get("raw_worker", 0) + b.get("bench", 0), 2)
+    return [
+        Row(f"{label} CPU per call, client side + worker", ours, floor, "ms", _ratio(ours, floor)),
+        Row(
+            f"{label} CPU per call, Temporal server",
+            d.get("temporal", 0),
+            b.get("temporal", 0),
+            "ms",
+            _ratio(d.get("temporal", 0), b.get("temporal", 0)),
+        ),
+    ]
+
+
 def _latency_rows(name: str, fig: dict[str, Any], label: str, baseline: str) -> list[Row]:
     rows = []
     for q in ("p50", "p90", "p99"):
@@ -37,7 +58,7 @@ def _latency_rows(name: str, fig: dict[str, Any], label: str, baseline: str) -> 
         target = f"<= {LATENCY_TARGET}x" if q == "p50" else ""
         met = (r is not None and r <= LATENCY_TARGET) if q == "p50" else None
         rows.append(Row(f"{label} {q} vs {baseline}", d, b, "ms", r, target, met))
-    return rows
+    return rows + _cpu_rows(fig, label)
 
 
 def rows_for(name: str, fig: dict[str, Any], raw_best: float | None = None) -> list[Row]:

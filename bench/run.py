@@ -86,7 +86,9 @@ class Profiler:
     def __init__(self, stack: Stack, out: Path, enabled: bool) -> None:
         self._stack = stack
         self._out = out
-        self._enabled = enabled and shutil.which("py-spy") is not None
+        beside = Path(sys.executable).parent / "py-spy"
+        self._pyspy = str(beside) if beside.exists() else shutil.which("py-spy")
+        self._enabled = enabled and self._pyspy is not None
         self._procs: list[subprocess.Popen[bytes]] = []
 
     def start(self, label: str) -> None:
@@ -98,7 +100,7 @@ class Profiler:
             self._procs.append(
                 subprocess.Popen(
                     [
-                        "py-spy",
+                        str(self._pyspy),
                         "record",
                         "--pid",
                         str(self._stack.procs[name].pid),
@@ -182,6 +184,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 async def _scenario(name: str, callers: sc.Callers, engine: Any, args: argparse.Namespace) -> Any:
     if name == "latency_accepted":
         return await sc.latency_pair(
+            callers.stack,
             name,
             lambda: callers.dialer("accepted"),
             callers.raw_accepted,
@@ -190,11 +193,17 @@ async def _scenario(name: str, callers: sc.Callers, engine: Any, args: argparse.
         )
     if name == "latency_dialed":
         return await sc.latency_pair(
-            name, lambda: callers.dialer("dialed"), callers.raw_dialed, args.latency_n, args.reps
+            callers.stack,
+            name,
+            lambda: callers.dialer("dialed"),
+            callers.raw_dialed,
+            args.latency_n,
+            args.reps,
         )
     if name == "plain":
         # Dialer's wait=dialed against the plain endpoint (which also answers after the dial).
         return await sc.latency_pair(
+            callers.stack,
             name,
             lambda: callers.dialer("dialed"),
             callers.plain_call,

@@ -139,6 +139,17 @@ class RssSampler:
                 continue
         return found
 
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds (user + system) each process has used so far."""
+        found = {}
+        for name, proc in self._procs.items():
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            found[name] = times.user + times.system
+        return found
+
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
             sample = self.now()
@@ -298,7 +309,9 @@ async def start_stack(work: Path, extra_env: dict[str, str] | None = None) -> St
         await _wait("Dialer API", lambda: _http_up(stack.api_url), stack)
         await _wait("plain API", lambda: _http_up(stack.plain_url), stack)
         await _wait("workers", lambda: _workers_polling(stack), stack)
-        stack.sampler = RssSampler({n: stack.procs[n].pid for n in ("api", "worker")})
+        stack.sampler = RssSampler(
+            {**{n: p.pid for n, p in stack.procs.items()}, "bench": os.getpid()}
+        )
         stack.sampler.start()
         return stack
     except BaseException:
