@@ -178,26 +178,22 @@ class CreateCallWorkflow:
                     f"stopped following after {policy.max_age_seconds:.0f} s "
                     f"(last status: {self._state.call_status or 'none'})",
                 )
+            polled = False
             try:
                 await workflow.wait_condition(
                     lambda: bool(self._inbox), timeout=timedelta(seconds=min(quiet, remaining))
                 )
                 updates, self._inbox = self._inbox, []
-                quiet = policy.poll_after_seconds
             except TimeoutError:
-                polled = await self._poll(leg_id, provider)
-                updates = [polled] if polled else []
-                before = self._state.call_status
-                await self._record_statuses(self._fresh(updates, leg_id))
-                # The call moved: ask again soon. Nothing changed: wait twice as long.
-                changed = self._state.call_status != before
-                quiet = (
-                    policy.poll_after_seconds
-                    if changed
-                    else min(quiet * 2, policy.poll_max_seconds)
-                )
-                continue
+                polled = True
+                update = await self._poll(leg_id, provider)
+                updates = [update] if update else []
+            before = self._state.call_status
             await self._record_statuses(self._fresh(updates, leg_id))
+            if self._state.call_status != before:
+                quiet = policy.poll_after_seconds  # the call moves: ask again soon
+            elif polled:
+                quiet = min(quiet * 2, policy.poll_max_seconds)  # nothing new: wait longer
         status = self._state.call_status or SUCCESS
         details = status
         if self._state.duration_seconds is not None:

@@ -173,6 +173,10 @@ async def finish(env: WorkflowEnvironment, handle: WorkflowHandle) -> CallState:
         return await asyncio.wait_for(handle.result(), 20)
 
 
+async def _eq(value: object, expected: object) -> bool:
+    return (await value) == expected  # type: ignore[misc]
+
+
 async def current(handle: WorkflowHandle) -> CallState:
     return await handle.query(CreateCallWorkflow.state)
 
@@ -188,8 +192,13 @@ async def test_dialed_answers_at_once_then_signals_carry_the_call_to_its_end(ts_
         await signal(handle, "initiated")
         await signal(handle, "ringing")
         await wait_until(lambda: "ringing" in fakes.statuses)
-        desc = await handle.describe()
-        assert desc.typed_search_attributes.get(SA_CALL_STATUS) == "ringing"
+
+        async def search_attribute() -> str | None:
+            desc = await handle.describe()
+            return desc.typed_search_attributes.get(SA_CALL_STATUS)
+
+        # The search attribute follows once the workflow task that recorded it completes.
+        assert await wait_until(lambda: _eq(search_attribute(), "ringing"), timeout=10)
         await signal(handle, "in-progress", occurred_at="2026-11-27T10:00:05+00:00")
         await signal(handle, "completed", duration_seconds=43)
         result = await finish(ts_env, handle)
