@@ -60,8 +60,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     full = args.full
     args.reps = args.reps or (5 if full else 3)
-    args.latency_n = args.latency_n or (300 if full else 100)
-    args.throughput_n = args.throughput_n or (1000 if full else 300)
+    args.latency_n = args.latency_n or (300 if full else 60)
+    args.throughput_n = args.throughput_n or (1000 if full else 200)
     args.concurrency = [int(c) for c in (args.concurrency or "4,16,64").split(",")]
     args.paced_seconds = args.paced_seconds or (60.0 if full else 20.0)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
