@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from typing import Protocol
 
 from sqlalchemy.engine import Engine
@@ -33,6 +34,8 @@ from workflows.dto import CreateCallInput
 
 log = logging.getLogger(__name__)
 
+# A tick that would have to wait longer than this for its first start claims nobody.
+MAX_EARLY_SECONDS = 5.0
 # Starts in flight at once from one tick: enough to keep up with a high rate, few enough to
 # stay far from the server's limits.
 START_CONCURRENCY = 20
@@ -83,16 +86,26 @@ class CampaignActivities:
         self._launcher = launcher
         self._policies = policies
 
-    async def _start_paced(self, calls: list[CreateCallInput], pace: Pacing) -> None:
-        """Start the calls in groups, each group one spacing after the one before (a group
-        that took longer only delays the next: starts are never closer than the spacing)."""
-        due = time.monotonic()
+    async def _start_paced(
+        self, calls: list[CreateCallInput], pace: Pacing, previous: float | None
+    ) -> float:
+        """Start the calls in groups on a grid `spacing` apart that continues from the
+        previous tick's last group; a late group never brings the next one closer than
+        `min_gap` (the exact rate). Wall clock, because ticks may run in other processes.
+        Returns when the last group started."""
+        # On the grid after the previous tick's last group, or now if that is past already.
+        due = time.time() if previous is None else max(previous + pace.spacing, time.time())
+        last = previous
         for i in range(0, len(calls), pace.group):
-            wait = due - time.monotonic()
+            target = due if last is None else max(due, last + pace.min_gap)
+            wait = target - time.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            due = time.monotonic() + pace.spacing
+            last = time.time()
             await self._launcher.start(calls[i : i + pace.group])
+            due += pace.spacing
+        assert last is not None
+        return last
 
     @activity.defn(name="load_campaign")
     async def load_campaign(self, input: LoadCampaignInput) -> CampaignConfig:
@@ -101,9 +114,18 @@ class CampaignActivities:
     @activity.defn(name="campaign_tick")
     async def campaign_tick(self, input: TickInput) -> TickResult:
         began = time.monotonic()
+        pace = pacing(input.calls_per_second)
+        if input.last_start_wall is not None:
+            early = input.last_start_wall + pace.spacing - time.time()
+            if early > MAX_EARLY_SECONDS:
+                # Woken long before the next start is due (a signal): only bring states up
+                # to date, claim nobody.
+                input = replace(input, limit=0)
         plan = await asyncio.to_thread(campaigns.prepare_tick, self._engine, input, self._policies)
         if plan.calls:
-            await self._start_paced(plan.calls, pacing(input.calls_per_second))
+            plan.result.last_start_wall = await self._start_paced(
+                plan.calls, pace, input.last_start_wall
+            )
             await asyncio.to_thread(campaigns.mark_calling, self._engine, plan.recipient_ids)
             log.info(
                 "campaign calls started",

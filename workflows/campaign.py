@@ -46,6 +46,9 @@ PAUSED_RECHECK = timedelta(seconds=60)
 # Continue as new well before a run's history gets large (a tick costs about 6 events).
 HISTORY_LIMIT = 4_000
 
+# How much earlier than the next start a tick is begun, for its database work.
+PREP_LEAD = timedelta(milliseconds=300)
+
 TICK_TIMEOUT = timedelta(seconds=120)
 DB_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10)
@@ -59,6 +62,7 @@ class CampaignWorkflow:
         carry = input.carry or CampaignCarry()
         self._run = carry.run
         self._not_before: datetime | None = carry.not_before
+        self._last_start_wall: float | None = carry.last_start_wall
         self._wake = False
         self._progress = CampaignProgress(
             campaign_id=input.campaign_id,
@@ -95,6 +99,7 @@ class CampaignWorkflow:
                     now=workflow.now(),
                     limit=pacing(cps).batch,
                     calls_per_second=cps,
+                    last_start_wall=self._last_start_wall,
                     begin=True,
                 ),
                 result_type=TickResult,
@@ -112,8 +117,11 @@ class CampaignWorkflow:
                 # comes one spacing after its last, so no one-second window ever holds more
                 # than calls_per_second starts. (Whether the clock moved during the local
                 # activity depends on how long it ran: count from the later of the two.)
+                # The tick itself keeps to the exact grid (it waits for it after its database
+                # work): wake it a little early so that work does not slow the rate down.
                 ended = max(now, tick_started + timedelta(seconds=result.elapsed_seconds))
-                self._not_before = ended + timedelta(seconds=pacing(cps).spacing)
+                self._not_before = ended + timedelta(seconds=pacing(cps).spacing) - PREP_LEAD
+                self._last_start_wall = result.last_start_wall
             if self._history_is_long():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
@@ -123,6 +131,7 @@ class CampaignWorkflow:
                             started_total=self._progress.started_total,
                             not_before=self._not_before,
                             run=self._run + 1,
+                            last_start_wall=self._last_start_wall,
                         ),
                     )
                 )

@@ -56,13 +56,14 @@ SPACING_MARGIN = 1.02
 @dataclass(frozen=True)
 class Pacing:
     """How a campaign's rate turns into starts: `group` calls every `spacing` seconds, at most
-    `batch` per tick. Groups are never closer than `spacing`, also from one tick to the next,
-    so any one-second window holds at most calls_per_second starts, even with a few
-    milliseconds of jitter."""
+    `batch` per tick. Groups follow a grid `spacing` apart (also from one tick to the next) and
+    are never closer than `min_gap` (the exact rate), so any one-second window holds at most
+    calls_per_second starts."""
 
     group: int
     spacing: float
     batch: int
+    min_gap: float
 
 
 def pacing(calls_per_second: float) -> Pacing:
@@ -73,7 +74,7 @@ def pacing(calls_per_second: float) -> Pacing:
         per_second = float(int(calls_per_second // group))
     spacing = SPACING_MARGIN / per_second
     batch = max(1, min(MAX_BATCH, int(calls_per_second * TICK_SECONDS)))
-    return Pacing(group=group, spacing=spacing, batch=batch)
+    return Pacing(group=group, spacing=spacing, batch=batch, min_gap=1.0 / per_second)
 
 
 @dataclass
@@ -84,6 +85,7 @@ class CampaignCarry:
     # Pacing survives continue-as-new: the next run does not start calls before this instant.
     not_before: datetime | None = None
     run: int = 0
+    last_start_wall: float | None = None
 
 
 @dataclass
@@ -121,6 +123,9 @@ class TickInput:
     now: datetime  # the workflow's clock, so a retried tick decides the same way
     limit: int  # calls this tick may start (pacing); 0 = only bring states up to date
     calls_per_second: float = 1.0  # how the tick spreads its starts
+    # When the previous tick started its last group (wall clock, epoch seconds): this tick's
+    # first group keeps to the grid after it.
+    last_start_wall: float | None = None
     begin: bool = False  # scheduled -> running
 
 
@@ -138,6 +143,7 @@ class TickResult:
     # How long the tick took (its starts are spread over it): the next tick's first group
     # waits one spacing after it (the workflow's clock does not move in a local activity).
     elapsed_seconds: float = 0.0
+    last_start_wall: float | None = None  # when this tick started its last group
 
 
 @dataclass

@@ -4,6 +4,7 @@ recipients (fake activities)."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -101,7 +102,17 @@ async def test_pacing_five_per_second(harness: Harness) -> None:
     campaign_id = make_campaign(
         harness.engine, harness.user_id, numbers, calls_per_second=5.0, max_concurrency=100
     )
-    result: CampaignProgress = await (await harness.start(campaign_id)).result()
+    # Pacing is about real seconds: the clock runs in real time here (no skipping), and each
+    # start is stamped from the monotonic clock at the instant the launcher is called (a read
+    # of the server's clock would add its own round trip's jitter to every stamp).
+    base, origin = datetime.now(UTC), time.monotonic()
+
+    async def precise_clock() -> datetime:
+        return base + timedelta(seconds=time.monotonic() - origin)
+
+    harness.launcher.clock = precise_clock
+    with harness.env.auto_time_skipping_disabled():
+        result: CampaignProgress = await (await harness.start(campaign_id)).result()
 
     assert result.state == "completed"
     times = [t for t, _ in harness.launcher.starts]
