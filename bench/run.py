@@ -51,6 +51,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--throughput-n", type=int, default=None, help="calls per throughput run")
     p.add_argument("--concurrency", default=None, help="throughput concurrencies, e.g. 4,16,64")
     p.add_argument("--campaign-size", type=int, default=10_000)
+    p.add_argument(
+        "--campaign-budget",
+        type=float,
+        default=None,
+        help="seconds the 10,000-recipient campaign may take before its rate so far is "
+        "reported and the rest canceled (default 300, full 1800)",
+    )
     p.add_argument("--paced-seconds", type=float, default=None, help="length of the 20/s run")
     p.add_argument("--sustained-seconds", type=float, default=60.0)
     p.add_argument("--name", default="latest", help="results file name (bench/results/<name>.*)")
@@ -64,6 +71,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.throughput_n = args.throughput_n or (1000 if full else 200)
     args.concurrency = [int(c) for c in (args.concurrency or "4,16,64").split(",")]
     args.paced_seconds = args.paced_seconds or (60.0 if full else 20.0)
+    args.campaign_budget = args.campaign_budget or (1800.0 if full else 300.0)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.only) - set(SCENARIOS)
     if unknown:
@@ -217,12 +225,17 @@ async def _scenario(name: str, callers: sc.Callers, engine: Any, args: argparse.
         )
     if name == "campaign":
         return await sc.run_campaign(
-            callers, engine, args.campaign_size, calls_per_second=100, max_concurrency=1000
+            callers,
+            engine,
+            args.campaign_size,
+            calls_per_second=100,
+            max_concurrency=1000,
+            budget=args.campaign_budget,
         )
     if name == "campaign_paced":
         size = int(20 * args.paced_seconds)
         return await sc.run_campaign(
-            callers, engine, size, calls_per_second=20, max_concurrency=1000
+            callers, engine, size, calls_per_second=20, max_concurrency=1000, budget=300.0
         )
     if name == "sustained":
         return await sc.sustained(callers, args.sustained_seconds, concurrency=8)
