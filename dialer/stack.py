@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -96,6 +97,14 @@ def _wait_for(what: str, check, timeout: float, procs: list[subprocess.Popen]) -
     raise RuntimeError(f"{what} did not come up within {timeout:.0f}s")
 
 
+def _worker_beats(settings: Settings, pid: int) -> bool:
+    """Whether the worker process `pid` wrote the heartbeat file (see dialer/health.py)."""
+    try:
+        return json.loads(settings.heartbeat_path.read_text()).get("pid") == pid
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def demo_key(settings: Settings) -> str:
     """The demo key, kept under the data dir so a second `make run` prints the same key."""
     engine = get_engine(settings)
@@ -154,7 +163,8 @@ def run_stack(settings: Settings) -> int:
             )
         key = demo_key(settings)
         me = [sys.executable, "-m", "dialer.cli"]
-        procs.append(subprocess.Popen([*me, "worker"], env=env))
+        worker = subprocess.Popen([*me, "worker"], env=env)
+        procs.append(worker)
         procs.append(subprocess.Popen([*me, "api"], env=env))
         base = f"http://127.0.0.1:{settings.api_port}"
 
@@ -165,6 +175,9 @@ def run_stack(settings: Settings) -> int:
                 return False
 
         _wait_for("API", api_up, 60, procs)
+        # The printed curl must place a call, not answer `pending` because the worker is
+        # still starting: wait for this worker's first heartbeat (it beats once it polls).
+        _wait_for("worker", lambda: _worker_beats(settings, worker.pid), 60, procs)
         _banner(settings, key, base)
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)

@@ -121,11 +121,24 @@ class Proc:
         self.popen.wait(10)
 
 
+# Runs the command with SIGINT at its default, as in a terminal: a test runner started in the
+# background inherits SIGINT ignored, and Python would then never raise KeyboardInterrupt.
+_SIGINT_DEFAULT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
 def spawn(name: str, args: list[str], env: dict[str, str], cwd: Path) -> Proc:
     log = cwd / f"{name}-{uuid.uuid4().hex[:6]}.log"
     with log.open("wb") as out:
         popen = subprocess.Popen(
-            args, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            [sys.executable, "-c", _SIGINT_DEFAULT, *args],
+            env=env,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     return Proc(name=name, popen=popen, log=log)
 
