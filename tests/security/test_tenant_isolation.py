@@ -51,7 +51,8 @@ class Probe:
     intruder: Account
 
     async def send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        return await self.stack.http.request(method, url, headers=self.intruder.headers, **kwargs)
+        headers = {**self.intruder.headers, **kwargs.pop("headers", {})}
+        return await self.stack.http.request(method, url, headers=headers, **kwargs)
 
     async def same_as_missing(
         self,
@@ -61,11 +62,12 @@ class Probe:
         *,
         params_for: Callable[[str], dict[str, Any]] | None = None,
         json_for: Callable[[str], Any] | None = None,
+        **fixed: Any,
     ) -> httpx.Response:
         missing_id = _missing_like(foreign_id)
         answers = []
         for value in (foreign_id, missing_id):
-            kwargs: dict[str, Any] = {}
+            kwargs: dict[str, Any] = dict(fixed)
             if params_for:
                 kwargs["params"] = params_for(value)
             if json_for:
@@ -278,7 +280,23 @@ async def _campaign_for_foreign_agent(probe: Probe) -> None:
     assert resp.status_code == 404
 
 
+async def _provider_callback(probe: Probe) -> None:
+    """The webhook is not behind API keys but behind the provider's signature: without it,
+    an existing session and a made-up one get the same refusal (no existence leak)."""
+    owned = await _owner_call(probe)
+    for headers in ({}, {"X-Twilio-Signature": "bm90IGEgc2lnbmF0dXJl"}):
+        resp = await probe.same_as_missing(
+            "POST",
+            lambda v: f"/telephony/twilio/status?call_session_id={v}&attempt={v}.1",
+            owned["call_session_id"],
+            data={"CallSid": "CA00", "CallStatus": "completed"},
+            headers=headers,
+        )
+        assert resp.status_code == 403
+
+
 COVERAGE: dict[tuple[str, str, str], Check] = {
+    ("POST", "/telephony/twilio/status", "call_session_id"): _provider_callback,
     ("GET", "/api/v1/batch-call/{campaign_id}/status", "campaign_id"): _campaign_route(
         "GET", "status"
     ),
