@@ -215,7 +215,8 @@ class Stack:
     def start_api(self) -> None:
         self.api = self._dialer("api", "api")
         self.api.start()
-        wait_for("API", self.api_up, 60)
+        # Generous: on a busy machine a Python process takes a while to import and bind.
+        wait_for("API", self.api_up, 180)
 
     def api_up(self) -> bool:
         try:

@@ -159,6 +159,16 @@ def count(engine: Engine, ids: list[uuid.UUID], row: Row) -> None:
     row.requested = len(unique)
     row.terminal = terminal()
     row.lost = row.requested - row.terminal
+    if row.lost:
+        # Say what the unfinished ones are doing: slow (attempts, a status) or missing.
+        with Session(engine) as session:
+            open_rows = session.exec(
+                select(CallSession).where(
+                    col(CallSession.id).in_(unique), col(CallSession.status).not_in(TERMINAL)
+                )
+            ).all()
+        states = [f"{r.status}/attempts={r.attempts}" for r in open_rows]
+        row.notes.append(f"not terminal: {states}; without a row: {row.lost - len(open_rows)}")
     with Session(engine) as session:
         dials = session.exec(
             select(SimulatedCall.session_id, func.count())

@@ -30,12 +30,12 @@ async def test_one_idempotency_key_fifty_concurrent_requests(tmp_path: Path) -> 
 
 
 async def test_api_killed_mid_request_client_retries_with_the_same_key(tmp_path: Path) -> None:
-    row = await scenario_api_kill(tmp_path, calls=12, rate=6)
+    row = await scenario_api_kill(tmp_path, calls=6, rate=4)
     assert_promise(row)
     assert row.recover_seconds is not None
 
 
 async def test_worker_killed_mid_load_and_restarted(tmp_path: Path) -> None:
-    row = await scenario_worker_kill(tmp_path, calls=15, rate=6, campaign=6)
+    row = await scenario_worker_kill(tmp_path, calls=8, rate=4, campaign=3)
     assert_promise(row)
     assert row.recover_seconds is not None
