@@ -417,11 +417,16 @@ async def sustained(
     stop_at = time.monotonic() + seconds
     count = 0
 
+    refused = 0
+
     async def slot() -> None:
-        nonlocal count
+        nonlocal count, refused
         while time.monotonic() < stop_at:
-            await callers.dialer("accepted")
-            count += 1
+            try:
+                await callers.dialer("accepted", allow_pending=True)
+                count += 1
+            except RuntimeError:
+                refused += 1
 
     await asyncio.gather(*(slot() for _ in range(concurrency)))
     await asyncio.sleep(settle)
@@ -430,6 +435,7 @@ async def sustained(
         "seconds": seconds,
         "concurrency": concurrency,
         "calls": count,
+        "refused": refused,
         "calls_per_second": round(count / seconds, 2),
         "rss_before_mb": {k: round(v / 2**20, 1) for k, v in before.items()},
         "rss_after_mb": {k: round(v / 2**20, 1) for k, v in after.items()},
