@@ -49,14 +49,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=None, help="repetitions (default 3, full 5)")
     p.add_argument("--latency-n", type=int, default=None, help="calls per latency repetition")
     p.add_argument("--throughput-n", type=int, default=None, help="calls per throughput run")
-    p.add_argument("--concurrency", default=None, help="throughput concurrencies, e.g. 4,16,64")
+    p.add_argument("--concurrency", default=None, help="throughput concurrencies, e.g. 2,16,64")
     p.add_argument("--campaign-size", type=int, default=10_000)
     p.add_argument(
         "--campaign-budget",
         type=float,
         default=None,
         help="seconds the 10,000-recipient campaign may take before its rate so far is "
-        "reported and the rest canceled (default 300, full 1800)",
+        "reported and the rest canceled (default 180, full 1800)",
     )
     p.add_argument("--paced-seconds", type=float, default=None, help="length of the 20/s run")
     p.add_argument("--sustained-seconds", type=float, default=60.0)
@@ -67,11 +67,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     full = args.full
     args.reps = args.reps or (5 if full else 3)
-    args.latency_n = args.latency_n or (300 if full else 60)
-    args.throughput_n = args.throughput_n or (1000 if full else 200)
-    args.concurrency = [int(c) for c in (args.concurrency or "4,16,64").split(",")]
-    args.paced_seconds = args.paced_seconds or (60.0 if full else 20.0)
-    args.campaign_budget = args.campaign_budget or (1800.0 if full else 300.0)
+    args.latency_n = args.latency_n or (300 if full else 40)
+    args.throughput_n = args.throughput_n or (1000 if full else 120)
+    args.concurrency = [int(c) for c in (args.concurrency or "2,16,64").split(",")]
+    args.paced_seconds = args.paced_seconds or (60.0 if full else 15.0)
+    args.campaign_budget = args.campaign_budget or (1800.0 if full else 180.0)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.only) - set(SCENARIOS)
     if unknown:
