@@ -225,3 +225,18 @@ def markdown(result: dict[str, Any]) -> str:
     if NOTES.exists():
         lines += ["", NOTES.read_text().rstrip()]
     return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Rewrite <name>.md from <name>.json (e.g. after editing notes.md)."""
+    import json
+    import sys
+
+    for name in argv if argv is not None else sys.argv[1:]:
+        path = Path(name)
+        path.with_suffix(".md").write_text(markdown(json.loads(path.read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
