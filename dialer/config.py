@@ -77,14 +77,6 @@ class Settings(BaseSettings):
     # Account-wide cap on dials per second, enforced by the server on the dial task queue.
     dial_rate_per_second: float = 10.0
 
-    # Limits of the HTTP edge (api/limits.py). The rate limit is a token bucket per API key
-    # held in each API process: with N replicas a key gets up to N times the rate.
-    rate_limit_per_minute: int = Field(default=600, ge=1)
-    rate_limit_burst: int = Field(default=60, ge=1)
-    max_request_bytes: int = Field(default=1_048_576, ge=1024)
-    max_upload_bytes: int = Field(default=20_971_520, ge=1024)
-    max_campaign_recipients: int = Field(default=100_000, ge=1)
-
     # Twilio (DIALER_TELEPHONY_PROVIDER=twilio). The auth token has no default: it signs
     # every request to Twilio and checks the signature of every status callback.
     twilio_account_sid: str | None = None
