@@ -40,10 +40,11 @@ IN_FLIGHT = (QUEUED, CALLING)
 REDIAL_OUTCOMES = (BUSY, NO_ANSWER)
 
 
-# Calls started by one tick cover at most this many seconds of the campaign's rate: long enough
-# to spread a tick's own cost over many starts, short enough that pause and cancel (which take
-# effect between ticks) stay prompt.
-TICK_SECONDS = 3.0
+# Calls started by one tick cover at most this many seconds of the campaign's rate. A tick is a
+# local activity inside a workflow task: short ticks keep that task far from its timeout on a
+# loaded machine, and pause and cancel (which take effect between ticks) prompt. (The tick's
+# database work overlaps the wait for the next start, so short ticks cost no rate.)
+TICK_SECONDS = 1.0
 MAX_BATCH = 300
 # Starts within a tick go out in groups at most this often, so that a high rate does not need
 # one start request every few milliseconds.

@@ -279,7 +279,7 @@ class FakeCampaign:
             started=n,
             pending=pending,
             due=pending,
-            calls_per_second=20,
+            calls_per_second=100,
             max_concurrency=500,
             done=pending == 0 and n == 0,
         )
