@@ -8,6 +8,7 @@ import json
 import uuid
 from typing import Any
 
+from sqlalchemy import case, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -240,21 +241,29 @@ def record_attempt(engine: Engine, input: RecordAttemptInput) -> None:
 
 def record_outcome(engine: Engine, input: RecordOutcomeInput) -> None:
     sid = uuid.UUID(input.call_session_id)
+    now = utcnow()
     with session_scope(engine) as session:
-        row = session.get(CallSession, sid, with_for_update=True)
-        if row is None:
+        if session.get(CallSession, sid) is None:
             raise LookupError(f"session {sid} does not exist")
-        if row.status not in TERMINAL:
-            now = utcnow()
-            row.status = input.status
-            row.attempts = max(row.attempts, input.attempts)
-            row.telephony_leg_id = input.telephony_leg_id
-            row.failure_code = input.failure_code
-            row.failure_reason = input.failure_reason
-            row.provider_error_code = input.provider_error_code
-            row.updated_at = now
-            if input.telephony_leg_id:
-                row.dialed_at = now
+        # One conditional UPDATE: the first terminal outcome wins whole, on every database
+        # (a read-then-write would let a racing writer mix its fields into the winner's row).
+        session.exec(  # type: ignore[call-overload]
+            update(CallSession)
+            .where(col(CallSession.id) == sid, col(CallSession.status).not_in(TERMINAL))
+            .values(
+                status=input.status,
+                attempts=case(
+                    (col(CallSession.attempts) > input.attempts, col(CallSession.attempts)),
+                    else_=input.attempts,
+                ),
+                telephony_leg_id=input.telephony_leg_id,
+                failure_code=input.failure_code,
+                failure_reason=input.failure_reason,
+                provider_error_code=input.provider_error_code,
+                updated_at=now,
+                dialed_at=now if input.telephony_leg_id else None,
+            )
+        )
         add_event(
             session,
             sid,
