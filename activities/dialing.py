@@ -3,6 +3,7 @@ retries are the workflow's decision, because a blind retry could call a person t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 
@@ -17,6 +18,10 @@ from workflows.create_call import DIAL_AMBIGUOUS, DIAL_NOT_PLACED
 from workflows.dto import DialInput, DialResult, ReconcileInput, ReconcileResult
 
 log = logging.getLogger(__name__)
+
+DEFAULT_DIAL_DEADLINE = 15.0
+# Leaves time to report the ambiguous outcome before the server's start-to-close timeout.
+DEADLINE_MARGIN = 1.0
 
 
 def _note_dial(input: DialInput, result: str) -> None:
@@ -36,6 +41,13 @@ def _note_dial(input: DialInput, result: str) -> None:
     counter.add(1, {"provider": input.provider, "result": result})
 
 
+def _own_deadline() -> float:
+    timeout = activity.info().start_to_close_timeout
+    if timeout is None:
+        return DEFAULT_DIAL_DEADLINE
+    return max(timeout.total_seconds() - DEADLINE_MARGIN, timeout.total_seconds() / 2)
+
+
 class DialActivities:
     def __init__(self, providers: ProviderRegistry) -> None:
         self._providers = providers
@@ -51,7 +63,18 @@ class DialActivities:
             from_number=input.from_number,
         )
         try:
-            call = await provider.create_call(request)
+            # End the attempt ourselves before Temporal times it out: once the workflow sees a
+            # timeout it reconciles and may dial again, so a request still running here then
+            # could place a second call.
+            call = await asyncio.wait_for(provider.create_call(request), _own_deadline())
+        except TimeoutError as exc:
+            _note_dial(input, "ambiguous")
+            raise ApplicationError(
+                "no answer from the provider within the attempt's deadline",
+                None,
+                type=DIAL_AMBIGUOUS,
+                non_retryable=True,
+            ) from exc
         except Rejected as exc:
             _note_dial(input, "rejected")
             return DialResult(placed=False, provider_error_code=exc.code, reason=exc.message)
