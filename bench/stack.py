@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ import psutil
 from temporalio.client import Client
 
 from dialer.config import Settings
+from dialer.net import free_port, port_open
 from dialer.stack import dev_server_command
 from store import crud
 from store.db import make_engine, session_scope
@@ -58,18 +58,6 @@ def bench_server_command(settings: Settings) -> list[str]:
     at = cmd.index("--db-filename")
     del cmd[at : at + 2]
     return [*cmd, "--headless"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def clean_env(values: dict[str, Any]) -> dict[str, str]:

@@ -8,7 +8,6 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,21 +19,10 @@ from pathlib import Path
 import httpx
 
 from dialer.binaries import temporal_cli
+from dialer.net import free_port, port_open
 from workflows.create_call import SEARCH_ATTRIBUTES
 
 SECRET = "chaos-secret-key-for-a-throwaway-stack-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.3)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> float:

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from sqlalchemy.engine import make_url
 from dialer.binaries import temporal_cli
 from dialer.codec import local_codec_token, local_keys
 from dialer.config import Settings
+from dialer.net import port_open
 from store import crud
 from store.db import get_engine
 from store.migrate import upgrade
@@ -77,12 +77,6 @@ def operator_env(settings: Settings) -> dict[str, str]:
         ),
         "DIALER_WORKER_METRICS_PORT": str(settings.worker_metrics_port or WORKER_METRICS_PORT),
     }
-
-
-def _port_open(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
 
 
 def _wait_for(what: str, check, timeout: float, procs: list[subprocess.Popen]) -> None:  # type: ignore[no-untyped-def]
@@ -146,7 +140,7 @@ def run_stack(settings: Settings) -> int:
 
     try:
         if settings.temporal_address is None:
-            if _port_open("127.0.0.1", settings.temporal_port):
+            if port_open(settings.temporal_port):
                 raise RuntimeError(
                     f"port {settings.temporal_port} is taken: stop what runs there or set "
                     "DIALER_TEMPORAL_PORT (or DIALER_TEMPORAL_ADDRESS to use that server)"
@@ -157,7 +151,7 @@ def run_stack(settings: Settings) -> int:
             )
             _wait_for(
                 "Temporal dev server",
-                lambda: _port_open("127.0.0.1", settings.temporal_port),
+                lambda: port_open(settings.temporal_port),
                 60,
                 procs,
             )

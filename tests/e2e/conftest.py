@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -28,6 +27,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from dialer.config import Settings
+from dialer.net import free_port, port_open
 from dialer.stack import dev_server_command
 from store.db import make_engine
 from store.models import CallSession, SimulatedCall
@@ -36,18 +36,6 @@ from workflows.dto import TERMINAL
 
 STARTUP_TIMEOUT = 60.0
 KEY_PATTERN = re.compile(r"dk_[0-9a-f]{8}_[A-Za-z0-9_-]+")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def dialer_command() -> list[str]:
