@@ -6,11 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-pytest.importorskip("psutil")
-
-from bench.report import all_rows, markdown  # noqa: E402
-from bench.scenarios import campaign_numbers, percentile, summary_ms, window_stats  # noqa: E402
-from dialer.phone import normalize  # noqa: E402
+from bench.report import all_rows, markdown
+from bench.scenarios import campaign_numbers, percentile, summary_ms, window_stats
+from dialer.phone import normalize
 
 
 def test_percentiles_are_nearest_rank() -> None:
