@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -23,6 +22,7 @@ from temporalio.client import Client
 
 from dialer.config import Settings
 from dialer.net import free_port, port_open
+from dialer.procs import Proc, clean_env, spawn
 from dialer.stack import dev_server_command
 from store import crud
 from store.db import make_engine, session_scope
@@ -58,52 +58,6 @@ def bench_server_command(settings: Settings) -> list[str]:
     at = cmd.index("--db-filename")
     del cmd[at : at + 2]
     return [*cmd, "--headless"]
-
-
-def clean_env(values: dict[str, Any]) -> dict[str, str]:
-    """This environment without any DIALER_* setting, plus `values`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIALER_")}
-    env.update({k: str(v) for k, v in values.items()})
-    env["PYTHONPATH"] = str(ROOT)
-    return env
-
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def tail(self, chars: int = 3000) -> str:
-        try:
-            return f"--- {self.name} ---\n" + self.log.read_text(errors="replace")[-chars:]
-        except FileNotFoundError:
-            return f"--- {self.name}: no log ---"
-
-    def stop(self) -> None:
-        if self.alive():
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(10)
-
-
-def spawn(name: str, args: list[str], env: dict[str, str], cwd: Path) -> Proc:
-    log = cwd / f"{name}.log"
-    with log.open("ab") as out:
-        popen = subprocess.Popen(
-            args, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    return Proc(name=name, popen=popen, log=log)
 
 
 class RssSampler:
@@ -249,7 +203,7 @@ async def start_stack(work: Path, extra_env: dict[str, str] | None = None) -> St
         "DIALER_DIAL_TASK_QUEUE": "bench-dialer-dial",
         **(extra_env or {}),
     }
-    env = clean_env(values)
+    env = clean_env(values, PYTHONPATH=ROOT)
     settings = Settings(_env_file=None, **{k[7:].lower(): v for k, v in values.items()})  # type: ignore[call-arg]
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     plain_values = {**values, "DIALER_DATA_DIR": work / "plain", "DIALER_API_PORT": plain_port}
@@ -291,7 +245,10 @@ async def start_stack(work: Path, extra_env: dict[str, str] | None = None) -> St
             work,
         )
         stack.procs["plain"] = spawn(
-            "plain", [sys.executable, "-m", "bench.plain_api"], clean_env(plain_values), work
+            "plain",
+            [sys.executable, "-m", "bench.plain_api"],
+            clean_env(plain_values, PYTHONPATH=ROOT),
+            work,
         )
         stack.client = await Client.connect(stack.temporal_address)
         await _wait("Dialer API", lambda: _http_up(stack.api_url), stack)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ import httpx
 
 from dialer.binaries import temporal_cli
 from dialer.net import free_port, port_open
+from dialer.procs import Proc, clean_env
 from workflows.create_call import SEARCH_ATTRIBUTES
 
 SECRET = "chaos-secret-key-for-a-throwaway-stack-0123456789"
@@ -33,41 +33,6 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> flo
             raise RuntimeError(f"{what} not reached within {timeout:.0f}s")
         time.sleep(0.1)
     return time.monotonic() - start
-
-
-@dataclass
-class Proc:
-    name: str
-    cmd: list[str]
-    env: dict[str, str]
-    log: Path
-    popen: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.popen = subprocess.Popen(
-                self.cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT
-            )
-
-    @property
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown hook runs, like a crash or an OOM kill."""
-        if self.alive:
-            assert self.popen is not None
-            self.popen.send_signal(signal.SIGKILL)
-            self.popen.wait(10)
-
-    def stop(self) -> None:
-        if self.alive:
-            assert self.popen is not None
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @dataclass
@@ -140,8 +105,7 @@ class Stack:
         return f"http://127.0.0.1:{self.api_port}"
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DIALER_")}
-        env.update(
+        return clean_env(
             {
                 "DIALER_DATA_DIR": str(self.root),
                 "DIALER_DATABASE_URL": self.database_url,
@@ -162,10 +126,9 @@ class Stack:
                 "DIALER_SIMULATED_RING_SECONDS": "0.2",
                 "DIALER_SIMULATED_ANSWER_SECONDS": "0.3",
                 "DIALER_SIMULATED_TALK_SECONDS": "0.5",
-            }
+            },
+            **self.extra_env,
         )
-        env.update(self.extra_env)
-        return env
 
     def _dialer(self, name: str, *args: str) -> Proc:
         return Proc(

@@ -4,7 +4,6 @@ a user and key made with the CLI, everything driven over HTTP."""
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -26,8 +25,10 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
+import dialer.procs
 from dialer.config import Settings
 from dialer.net import free_port, port_open
+from dialer.procs import Proc, clean_env
 from dialer.stack import dev_server_command
 from store.db import make_engine
 from store.models import CallSession, SimulatedCall
@@ -44,22 +45,6 @@ def dialer_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "dialer.cli"]
 
 
-def clean_env(**values: Any) -> dict[str, str]:
-    """This process's environment without any DIALER_* setting, plus `values`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIALER_")}
-    env.update({k: str(v) for k, v in values.items()})
-    return env
-
-
-def process_alive(pid: int) -> bool:
-    """True while `pid` runs (a zombie, dead but not reaped, counts as gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state != "Z"
-
-
 def children_of(pid: int) -> list[int]:
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
@@ -70,65 +55,10 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
-@dataclass
-class Proc:
-    """A subprocess in its own process group, its output in a log file."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def tail(self, chars: int = 3000) -> str:
-        try:
-            return f"--- {self.name} log ---\n" + self.log.read_text(errors="replace")[-chars:]
-        except FileNotFoundError:
-            return f"--- {self.name}: no log ---"
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
-        if self.alive():
-            self.popen.send_signal(sig)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill_group()
-        return self.popen.returncode
-
-    def kill_group(self) -> None:
-        """SIGKILL the process and anything it started (its own process group)."""
-        try:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.popen.wait(10)
-
-
-# Runs the command with SIGINT at its default, as in a terminal: a test runner started in the
-# background inherits SIGINT ignored, and Python would then never raise KeyboardInterrupt.
-_SIGINT_DEFAULT = (
-    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-    "os.execv(sys.argv[1], sys.argv[1:])"
-)
-
-
 def spawn(name: str, args: list[str], env: dict[str, str], cwd: Path) -> Proc:
-    log = cwd / f"{name}-{uuid.uuid4().hex[:6]}.log"
-    with log.open("wb") as out:
-        popen = subprocess.Popen(
-            [sys.executable, "-c", _SIGINT_DEFAULT, *args],
-            env=env,
-            cwd=cwd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return Proc(name=name, popen=popen, log=log)
+    """A process as a user starts it from a terminal (Ctrl-C works), with a log of its own:
+    a test may start several processes of one name in one directory."""
+    return dialer.procs.spawn(name, args, env, cwd, unique_log=True, sigint_default=True)
 
 
 @pytest.fixture(scope="session")
@@ -307,7 +237,7 @@ async def running_processes(
     values.update(overrides)
     db_url = postgres_url or f"sqlite:///{data / 'dialer.db'}"
     procs = DialerProcesses(
-        env=clean_env(**values),
+        env=clean_env(values),
         cwd=tmp_path,
         db_url=db_url,
         api_port=api_port,

@@ -67,7 +67,7 @@ async def test_campaign_survives_a_sigkilled_worker_without_dialing_twice(
                 ).one()
 
         await wait_until(lambda: calls_started() >= 30, timeout=120, interval=0.1)
-        procs.workers[0].kill_group()  # SIGKILL: no shutdown, tasks and local activities lost
+        procs.workers[0].kill()  # SIGKILL: no shutdown, tasks and local activities lost
         assert calls_started() < RECIPIENTS, "the kill came too late to prove anything"
 
         replacement = procs.start_worker()

@@ -14,19 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dialer.net import free_port, port_open
+from dialer.procs import Proc, clean_env, process_alive
 from tests.conftest import wait_until
-from tests.e2e.conftest import (
-    KEY_PATTERN,
-    STARTUP_TIMEOUT,
-    Proc,
-    children_of,
-    clean_env,
-    dialer_command,
-    free_port,
-    port_open,
-    process_alive,
-    spawn,
-)
+from tests.e2e.conftest import KEY_PATTERN, STARTUP_TIMEOUT, children_of, dialer_command, spawn
 
 
 @dataclass
@@ -89,7 +80,7 @@ class RunningStack:
 
     def kill(self) -> None:
         if self.proc.alive():
-            self.proc.kill_group()
+            self.proc.kill()
 
 
 async def _call(banner: Banner, **extra: str) -> dict:

@@ -64,7 +64,7 @@ async def test_sigkill_worker_mid_flight_loses_nothing_and_never_dials_twice(
         # Kill as soon as the carrier placed a call: the others are mid-dial or between attempts.
         await wait_until(lambda: sum(procs.dials_by_session().values()) >= 1, timeout=60)
         old = procs.workers[0]
-        old.kill_group()
+        old.kill()
         finished_before_kill = sum(
             r.status in ("success", "failed") for r in procs.sessions(ids).values()
         )
