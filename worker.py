@@ -111,8 +111,7 @@ def build_workers(
         task_queue=settings.task_queue,
         workflows=[CreateCallWorkflow, CampaignWorkflow],
         activities=[
-            calls.validate_call,
-            calls.persist_session,
+            calls.prepare_call,
             calls.record_attempt,
             calls.record_outcome,
             lifecycle.record_call_status,

@@ -8,15 +8,15 @@ from dataclasses import replace
 from sqlalchemy.engine import Engine
 from temporalio import activity
 
-from store import calls
+from store import calls, lifecycle
 from telephony.registry import ProviderRegistry
 from workflows.dto import (
     CreateCallInput,
     PersistSessionInput,
-    PersistSessionResult,
+    PrepareCallResult,
     RecordAttemptInput,
+    RecordCallStatusInput,
     RecordOutcomeInput,
-    ValidationResult,
 )
 
 
@@ -26,16 +26,18 @@ class CallActivities:
         self._providers = providers
         self._region = default_region
 
-    @activity.defn(name="validate_call")
-    async def validate_call(self, input: CreateCallInput) -> ValidationResult:
-        result = await asyncio.to_thread(calls.validate_call, self._engine, input, self._region)
-        if result.provider is not None:
-            result = replace(result, provider=self._providers.name_for(result.provider))
-        return result
+    @activity.defn(name="prepare_call")
+    async def prepare_call(self, input: CreateCallInput) -> PrepareCallResult:
+        """Validate the request and store its session, in one worker thread: the first
+        workflow task of every call runs this, so it is one local activity, not two."""
+        return await asyncio.to_thread(self._prepare, input)
 
-    @activity.defn(name="persist_session")
-    async def persist_session(self, input: PersistSessionInput) -> PersistSessionResult:
-        return await asyncio.to_thread(calls.persist_session, self._engine, input)
+    def _prepare(self, input: CreateCallInput) -> PrepareCallResult:
+        validation = calls.validate_call(self._engine, input, self._region)
+        if validation.provider is not None:
+            validation = replace(validation, provider=self._providers.name_for(validation.provider))
+        stored = calls.persist_session(self._engine, PersistSessionInput(input, validation))
+        return PrepareCallResult(validation=validation, stored=stored)
 
     @activity.defn(name="record_attempt")
     async def record_attempt(self, input: RecordAttemptInput) -> None:
@@ -43,4 +45,10 @@ class CallActivities:
 
     @activity.defn(name="record_outcome")
     async def record_outcome(self, input: RecordOutcomeInput) -> None:
-        await asyncio.to_thread(calls.record_outcome, self._engine, input)
+        await asyncio.to_thread(self._record_outcome, input)
+
+    def _record_outcome(self, input: RecordOutcomeInput) -> None:
+        calls.record_outcome(self._engine, input)
+        if input.statuses:
+            statuses = RecordCallStatusInput(input.call_session_id, updates=input.statuses)
+            lifecycle.record_call_status(self._engine, statuses)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
 
 from sqlalchemy.engine import Engine
@@ -46,12 +46,18 @@ class CallStatusSink:
         self._client = client
         self._engine = engine
 
-    async def __call__(self, event: StatusEvent) -> Delivery:
-        update = to_update(event)
+    async def __call__(self, events: Sequence[StatusEvent]) -> Delivery:
+        """Deliver reports about one session's call, in one signal."""
+        if not events:
+            raise ValueError("no status report to deliver")
+        session_id = events[0].call_session_id
+        if any(e.call_session_id != session_id for e in events):
+            raise ValueError("status reports of one delivery must be about one session")
+        updates = [to_update(e) for e in events]
         client = await self._client()
-        handle = client.get_workflow_handle(event.call_session_id)
+        handle = client.get_workflow_handle(session_id)
         try:
-            await handle.signal(CreateCallWorkflow.call_status, update)
+            await handle.signal(CreateCallWorkflow.call_statuses, updates)
             return Delivery.SIGNALED
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
@@ -60,9 +66,9 @@ class CallStatusSink:
             await asyncio.to_thread(
                 lifecycle.record_call_status,
                 self._engine,
-                RecordCallStatusInput(call_session_id=event.call_session_id, updates=[update]),
+                RecordCallStatusInput(call_session_id=session_id, updates=updates),
             )
         except LookupError:
-            log.info("status report for an unknown session", extra={"status": event.status})
+            log.info("status report for an unknown session", extra={"status": events[-1].status})
             return Delivery.UNKNOWN_SESSION
         return Delivery.RECORDED

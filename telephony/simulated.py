@@ -119,23 +119,33 @@ class SimulatedProvider:
         task.add_done_callback(self._emitting.discard)
 
     async def _emit(self, call_session_id: str, sid: str, to_number: str, placed: datetime) -> None:
+        """Each status at its time on the timeline; the ones due together (all of them, when
+        the timeline is zero) go out as one delivery, as a real carrier would batch them."""
         assert self._sink is not None
-        started = asyncio.get_running_loop().time()
-        for offset, status in self._timeline.steps(to_number):
-            delay = offset - (asyncio.get_running_loop().time() - started)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        steps = self._timeline.steps(to_number)
+        while steps:
+            delay = steps[0][0] - (loop.time() - started)
             if delay > 0:
                 await asyncio.sleep(delay)
-            event = StatusEvent(
-                call_session_id=call_session_id,
-                sid=sid,
-                status=status,
-                occurred_at=_utc(placed) + timedelta(seconds=offset),
-                duration_seconds=self._timeline.duration_seconds
-                if status == st.COMPLETED
-                else None,
-            )
+            elapsed = loop.time() - started
+            due = [step for step in steps if step[0] <= elapsed]
+            steps = steps[len(due) :]
+            events = [
+                StatusEvent(
+                    call_session_id=call_session_id,
+                    sid=sid,
+                    status=status,
+                    occurred_at=_utc(placed) + timedelta(seconds=offset),
+                    duration_seconds=self._timeline.duration_seconds
+                    if status == st.COMPLETED
+                    else None,
+                )
+                for offset, status in due
+            ]
             try:
-                await self._sink(event)
+                await self._sink(events)
             except Exception:
                 # A lost callback, as with a real carrier: the workflow polls fetch_call.
                 log.warning("simulated status callback failed", exc_info=True)

@@ -5,7 +5,7 @@ replayed report can never move a call backwards, and a final status is final."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -61,4 +61,5 @@ class StatusEvent:
 
 
 # Where a provider's status reports go: the workflow of the session (dialer/call_status.py).
-StatusSink = Callable[[StatusEvent], Awaitable[object]]
+# One delivery carries the reports about one session that were ready at the same time.
+StatusSink = Callable[[Sequence[StatusEvent]], Awaitable[object]]

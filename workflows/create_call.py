@@ -5,7 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair
+from temporalio.common import (
+    RetryPolicy,
+    SearchAttributeKey,
+    SearchAttributePair,
+    SearchAttributeUpdate,
+)
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -27,14 +32,12 @@ with workflow.unsafe.imports_passed_through():
         FetchCallStatusInput,
         FetchCallStatusResult,
         FollowPolicy,
-        PersistSessionInput,
-        PersistSessionResult,
+        PrepareCallResult,
         ReconcileInput,
         ReconcileResult,
         RecordAttemptInput,
         RecordCallStatusInput,
         RecordOutcomeInput,
-        ValidationResult,
         WaitForStageInput,
     )
 
@@ -91,31 +94,27 @@ class CreateCallWorkflow:
         self._inbox: list[CallStatusUpdate] = []
         self._seen_statuses: set[str] = set()
         self._first_dial_at: datetime | None = None
+        # Search attributes wanted, and as last upserted (the start set the first values).
+        self._attributes: dict[str, SearchAttributeUpdate] = {}
+        self._upserted: dict[str, object] = {SA_CALL_STATUS.name: "validating"}
 
     @workflow.run
     async def run(self, input: CreateCallInput) -> CallState:
+        # DialerCallStatus starts as "validating" (set when the run is started).
         self._status("validating", "validating")
-        validation: ValidationResult = await workflow.execute_local_activity(
-            "validate_call",
+        prepared: PrepareCallResult = await workflow.execute_local_activity(
+            "prepare_call",
             input,
-            result_type=ValidationResult,
+            result_type=PrepareCallResult,
             start_to_close_timeout=DB_TIMEOUT,
             retry_policy=DB_RETRY,
-            summary="validate mappings and number",
+            summary="validate mappings and number, persist session",
         )
+        validation, stored = prepared.validation, prepared.stored
         self._state.target_number = validation.target_number
         self._state.from_phone_number = validation.from_number
         if validation.provider:
-            workflow.upsert_search_attributes([SA_PROVIDER.value_set(validation.provider)])
-
-        stored: PersistSessionResult = await workflow.execute_local_activity(
-            "persist_session",
-            PersistSessionInput(call=input, validation=validation),
-            result_type=PersistSessionResult,
-            start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=DB_RETRY,
-            summary="persist session",
-        )
+            self._attributes[SA_PROVIDER.name] = SA_PROVIDER.value_set(validation.provider)
         if stored.already_terminal:
             # Someone recorded this session as finished before this run got to it.
             self._state.status = stored.status
@@ -141,6 +140,11 @@ class CreateCallWorkflow:
             provider=validation.provider,
         )
         outcome = await self._dial_safely(dial, input.policy)
+        placed = outcome.status == SUCCESS and outcome.telephony_leg_id is not None
+        if placed:
+            # Reports the carrier sent while the dial was in flight are recorded with it.
+            assert outcome.telephony_leg_id
+            outcome.statuses = self._fresh(self._take_inbox(), outcome.telephony_leg_id)
         await workflow.execute_local_activity(
             "record_outcome",
             outcome,
@@ -154,10 +158,12 @@ class CreateCallWorkflow:
         self._state.failure_reason = outcome.failure_reason
         self._state.provider_error_code = outcome.provider_error_code
         self._state.attempts = outcome.attempts
-        if outcome.status == SUCCESS and outcome.telephony_leg_id:
+        if placed:
+            assert outcome.telephony_leg_id
             # create_call waiting for "dialed" gets its answer now, not at the end of the call.
             self._reach(STAGE_DIALED)
             self._status(SUCCESS, f"dialed after {outcome.attempts} attempt(s)")
+            self._applied(outcome.statuses)
             return await self._follow(outcome.telephony_leg_id, dial.provider, input.follow)
         if outcome.status == SUCCESS:
             return await self._finish(SUCCESS, f"dialed after {outcome.attempts} attempt(s)")
@@ -179,11 +185,12 @@ class CreateCallWorkflow:
                     f"(last status: {self._state.call_status or 'none'})",
                 )
             polled = False
+            self._flush_status()
             try:
                 await workflow.wait_condition(
                     lambda: bool(self._inbox), timeout=timedelta(seconds=min(quiet, remaining))
                 )
-                updates, self._inbox = self._inbox, []
+                updates = self._take_inbox()
             except TimeoutError:
                 polled = True
                 update = await self._poll(leg_id, provider)
@@ -229,6 +236,10 @@ class CreateCallWorkflow:
             retry_policy=DB_RETRY,
             summary="record " + ", ".join(u.status for u in updates) if updates else "give up",
         )
+        self._applied(updates)
+
+    def _applied(self, updates: list[CallStatusUpdate]) -> None:
+        """The state after `updates` (already written to the database)."""
         for update in updates:
             status = normalize_status(update.status)
             assert status is not None
@@ -239,6 +250,10 @@ class CreateCallWorkflow:
                     self._state.duration_seconds = update.duration_seconds
         if updates and self._state.call_status:
             self._status(self._state.call_status, self._state.call_status)
+
+    def _take_inbox(self) -> list[CallStatusUpdate]:
+        updates, self._inbox = self._inbox, []
+        return updates
 
     async def _poll(self, leg_id: str, provider: str) -> CallStatusUpdate | None:
         try:
@@ -268,6 +283,7 @@ class CreateCallWorkflow:
         for attempt in range(1, max_attempts + 1):
             self._status("dialing", f"dialing attempt {attempt} of {max_attempts}")
             dial.attempt = attempt
+            self._flush_status()
             try:
                 result: DialResult = await workflow.execute_activity(
                     "dial",
@@ -349,6 +365,7 @@ class CreateCallWorkflow:
         self, dial: DialInput, attempt: int, task_queue: str
     ) -> ReconcileResult | None:
         self._status("dialing", f"reconciling attempt {attempt}")
+        self._flush_status()
         try:
             found: ReconcileResult = await workflow.execute_activity(
                 "reconcile_dial",
@@ -391,6 +408,7 @@ class CreateCallWorkflow:
 
     async def _finish(self, status: str, details: str) -> CallState:
         self._status(status, details)
+        self._flush_status()
         for stage in STAGES:
             self._reach(stage)
         # Let waiting create_call requests receive their answer before the run closes.
@@ -398,19 +416,37 @@ class CreateCallWorkflow:
         return self._state
 
     def _status(self, status: str, details: str) -> None:
-        workflow.upsert_search_attributes([SA_CALL_STATUS.value_set(status)])
+        """The call's status for operators: the UI's current details at once, the
+        DialerCallStatus search attribute at the next wait (_flush_status)."""
+        self._attributes[SA_CALL_STATUS.name] = SA_CALL_STATUS.value_set(status)
         workflow.set_current_details(details)
+
+    def _flush_status(self) -> None:
+        """Upsert the search attributes that changed since the last wait, in one command.
+        Called before every wait on the server (activity, timer, signal): what an operator
+        can see while the run waits is current, and a workflow task that moves the status
+        several times (e.g. success, then the call's whole lifecycle at once) writes the
+        visibility store once, not once per step."""
+        changed = [
+            update
+            for name, update in self._attributes.items()
+            if self._upserted.get(name) != update.value
+        ]
+        if changed:
+            workflow.upsert_search_attributes(changed)
+            self._upserted.update({u.key.name: u.value for u in changed})
 
     def _reach(self, stage: str) -> None:
         self._stages_reached.add(stage)
         self._state.stage = stage
 
-    @workflow.signal(name="call_status")
-    def call_status(self, update: CallStatusUpdate) -> None:
-        """A provider status report (webhook or simulated carrier), processed in order of
-        the lifecycle: a late or repeated report never moves the call backwards."""
-        if len(self._inbox) < MAX_PENDING_STATUSES:
-            self._inbox.append(update)
+    @workflow.signal(name="call_statuses")
+    def call_statuses(self, updates: list[CallStatusUpdate]) -> None:
+        """Provider status reports (webhook or simulated carrier; every report a carrier had
+        ready at once comes in one signal), processed in order of the lifecycle: a late or
+        repeated report never moves the call backwards."""
+        room = MAX_PENDING_STATUSES - len(self._inbox)
+        self._inbox.extend(updates[: max(room, 0)])
 
     @workflow.update
     async def wait_for_stage(self, req: WaitForStageInput) -> CallState:

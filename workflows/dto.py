@@ -127,6 +127,14 @@ class PersistSessionResult:
 
 
 @dataclass
+class PrepareCallResult:
+    """validate_call and persist_session in one local activity (one marker, one thread hop)."""
+
+    validation: ValidationResult
+    stored: PersistSessionResult
+
+
+@dataclass
 class DialInput:
     call_session_id: str
     request_id: str
@@ -170,6 +178,19 @@ class RecordAttemptInput:
 
 
 @dataclass
+class CallStatusUpdate:
+    """One provider status report about the session's call (the `call_statuses` signal
+    carries a list of them: every report a carrier had ready at once, in one signal)."""
+
+    status: str  # provider vocabulary; normalized by telephony.status
+    telephony_leg_id: str | None = None
+    occurred_at: str | None = None  # ISO 8601, the provider's time when it has one
+    duration_seconds: int | None = None
+    source: str = "callback"  # callback | poll
+    answered_by: str | None = None
+
+
+@dataclass
 class RecordOutcomeInput:
     call_session_id: str
     status: str
@@ -178,18 +199,9 @@ class RecordOutcomeInput:
     failure_code: str | None = None
     failure_reason: str | None = None
     provider_error_code: str | None = None
-
-
-@dataclass
-class CallStatusUpdate:
-    """The `call_status` signal: one provider status report about the session's call."""
-
-    status: str  # provider vocabulary; normalized by telephony.status
-    telephony_leg_id: str | None = None
-    occurred_at: str | None = None  # ISO 8601, the provider's time when it has one
-    duration_seconds: int | None = None
-    source: str = "callback"  # callback | poll
-    answered_by: str | None = None
+    # Status reports that arrived with the dial's result, recorded in the same local activity
+    # (with a fast carrier the call is often over before the workflow sees its leg id).
+    statuses: list[CallStatusUpdate] = field(default_factory=list)
 
 
 @dataclass

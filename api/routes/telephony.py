@@ -162,7 +162,7 @@ async def twilio_status(
     )
     sink = CallStatusSink(temporal.client, engine)
     try:
-        await sink(event)
+        await sink([event])
     except (TemporalUnavailable, RPCError) as exc:
         # Not delivered: 503 lets Twilio retry; the workflow's polling recovers it anyway.
         raise HTTPException(503, "the call orchestrator is unreachable; retry") from exc

@@ -94,7 +94,7 @@ async def test_one_trace_links_request_workflow_and_activities(
         "RunWorkflow:CreateCallWorkflow",
         "StartActivity:dial",
         "RunActivity:dial",
-        "RunActivity:validate_call",
+        "RunActivity:prepare_call",
     ):
         assert expected in names, sorted(names)
     [dial] = [s for s in spans.spans if s.name == "RunActivity:dial"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Sequence
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -10,7 +12,8 @@ from sqlmodel import Session, select
 
 from store.models import SimulatedCall
 from telephony.base import Ambiguous, DialRequest, NotPlaced, Rejected, attempt_tag
-from telephony.simulated import SimulatedProvider
+from telephony.simulated import SimulatedProvider, SimulatedTimeline
+from telephony.status import StatusEvent, is_final
 
 FROM = "+12025550199"
 
@@ -166,3 +169,41 @@ async def test_fetch_call_reads_the_ledger(carrier: SimulatedProvider) -> None:
     fetched = await carrier.fetch_call(call.sid)
     assert fetched is not None and fetched.sid == call.sid
     assert await carrier.fetch_call("SMdoesnotexist") is None
+
+
+async def _deliveries(engine: Engine, timeline: SimulatedTimeline, to: str) -> list[list[str]]:
+    """The carrier's status deliveries for one call, each as its list of statuses."""
+    deliveries: list[list[StatusEvent]] = []
+    done = asyncio.Event()
+
+    async def sink(events: Sequence[StatusEvent]) -> None:
+        deliveries.append(list(events))
+        if is_final(events[-1].status):
+            done.set()
+
+    carrier = SimulatedProvider(engine, latency_ms=0, timeline=timeline, status_sink=sink)
+    req = request(to, 1)
+    call = await carrier.create_call(req)
+    await asyncio.wait_for(done.wait(), 5)
+    for events in deliveries:
+        assert all(e.call_session_id == req.call_session_id and e.sid == call.sid for e in events)
+    return [[e.status for e in events] for events in deliveries]
+
+
+async def test_statuses_due_together_go_out_in_one_delivery(engine: Engine) -> None:
+    """A carrier whose call is over at once reports the whole lifecycle in one delivery (one
+    signal to the workflow, not four)."""
+    instant = SimulatedTimeline(ring_seconds=0, answer_seconds=0, talk_seconds=0)
+    assert await _deliveries(engine, instant, "+12025550100") == [
+        ["initiated", "ringing", "answered", "completed"]
+    ]
+    assert await _deliveries(engine, instant, "+12025550101") == [["initiated", "ringing", "busy"]]
+
+
+async def test_statuses_due_apart_go_out_apart_in_order(engine: Engine) -> None:
+    spaced = SimulatedTimeline(ring_seconds=0.05, answer_seconds=0.05, talk_seconds=0)
+    assert await _deliveries(engine, spaced, "+12025550100") == [
+        ["initiated"],
+        ["ringing"],
+        ["answered", "completed"],
+    ]

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from activities.calls import CallActivities
 from store import calls, crud
 from store.db import session_scope
 from store.models import (
@@ -24,7 +25,10 @@ from store.models import (
     SuppressedNumber,
     User,
 )
+from telephony.registry import ProviderRegistry
+from telephony.simulated import SimulatedProvider
 from workflows.dto import (
+    CallStatusUpdate,
     CreateCallInput,
     FailureCode,
     PersistSessionInput,
@@ -543,3 +547,60 @@ def test_writes_for_an_unknown_session_fail_loudly(engine: Engine, write) -> Non
     with pytest.raises(LookupError):
         write(engine, sid)
     assert sessions(engine, sid) == [] and events(engine, sid) == []
+
+
+# --- the local activities that wrap these writes ---------------------------------------------
+
+
+def activities(engine: Engine) -> CallActivities:
+    carrier = SimulatedProvider(engine, latency_ms=0)
+    providers = ProviderRegistry({"simulated": carrier}, "simulated")
+    return CallActivities(engine, providers, "US")
+
+
+async def test_prepare_call_validates_then_persists_once(me: Owner) -> None:
+    me.line("+12025550199", provider="legacy-carrier")  # not configured: the default dials
+    call = me.call("(202) 555-0100")
+    first = await activities(me.engine).prepare_call(call)
+    again = await activities(me.engine).prepare_call(call)
+    for prepared in (first, again):
+        assert prepared.validation.ok and prepared.validation.target_number == TARGET
+        assert prepared.validation.provider == "simulated"
+        assert (prepared.stored.status, prepared.stored.already_terminal) == ("accepted", False)
+    stored = row(me.engine, call.call_session_id)
+    assert (stored.target_number, stored.provider) == (TARGET, "simulated")
+    assert [e.type for e in events(me.engine, call.call_session_id)] == ["created"]
+
+
+async def test_prepare_call_persists_a_refused_call_as_failed(me: Owner) -> None:
+    call = me.call()  # the user has no line at all
+    prepared = await activities(me.engine).prepare_call(call)
+    assert not prepared.validation.ok
+    assert prepared.validation.failure_code == FailureCode.NO_ACTIVE_LINE
+    assert row(me.engine, call.call_session_id).status == "failed"
+
+
+async def test_record_outcome_writes_the_statuses_that_came_with_the_dial(
+    me: Owner, accepted: str
+) -> None:
+    outcome = RecordOutcomeInput(
+        call_session_id=accepted,
+        status="success",
+        attempts=1,
+        telephony_leg_id="LEG-1",
+        statuses=[
+            CallStatusUpdate(status=s, telephony_leg_id="LEG-1", duration_seconds=d)
+            for s, d in (("initiated", None), ("ringing", None), ("completed", 12))
+        ],
+    )
+    await activities(me.engine).record_outcome(outcome)
+    await activities(me.engine).record_outcome(outcome)  # a retry writes nothing twice
+    stored = row(me.engine, accepted)
+    assert (stored.status, stored.call_status, stored.duration_seconds) == (
+        "success",
+        "completed",
+        12,
+    )
+    assert [e.type for e in events(me.engine, accepted)] == ["created", "success"] + [
+        "call_status"
+    ] * 3

@@ -38,6 +38,7 @@ from workflows.dto import (
     DialResult,
     PersistSessionInput,
     PersistSessionResult,
+    PrepareCallResult,
     ReconcileInput,
     ReconcileResult,
     RecordAttemptInput,
@@ -163,15 +164,12 @@ class Fakes:
 
     # -- activities (names as registered by worker.py) --
 
-    @activity.defn(name="validate_call")
-    async def validate_call(self, input: CreateCallInput) -> ValidationResult:
+    @activity.defn(name="prepare_call")
+    async def prepare_call(self, input: CreateCallInput) -> PrepareCallResult:
+        # Like the real one: validate, then persist the session with what validation found.
         self.validations.append(input)
-        return self.validation
-
-    @activity.defn(name="persist_session")
-    async def persist_session(self, input: PersistSessionInput) -> PersistSessionResult:
-        self.persists.append(input)
-        return self.persisted
+        self.persists.append(PersistSessionInput(call=input, validation=self.validation))
+        return PrepareCallResult(validation=self.validation, stored=self.persisted)
 
     @activity.defn(name="record_attempt")
     async def record_attempt(self, input: RecordAttemptInput) -> None:
@@ -366,8 +364,7 @@ async def running(
         task_queue=run.task_queue,
         workflows=[CreateCallWorkflow],
         activities=[
-            fakes.validate_call,
-            fakes.persist_session,
+            fakes.prepare_call,
             fakes.record_attempt,
             fakes.record_outcome,
             fakes.record_call_status,

@@ -33,8 +33,8 @@ from workflows.dto import (
     FetchCallStatusInput,
     FetchCallStatusResult,
     FollowPolicy,
-    PersistSessionInput,
     PersistSessionResult,
+    PrepareCallResult,
     RecordAttemptInput,
     RecordCallStatusInput,
     RecordOutcomeInput,
@@ -51,21 +51,20 @@ class Fakes:
     # What each poll answers, in order; the last one repeats. None: the provider knows nothing.
     polls: list[str | None] = field(default_factory=lambda: [None])
     recorded: list[RecordCallStatusInput] = field(default_factory=list)
+    outcomes: list[RecordOutcomeInput] = field(default_factory=list)
+    report_during_dial: list[str] = field(default_factory=list)
     fetches: int = 0
 
-    @activity.defn(name="validate_call")
-    async def validate_call(self, input: CreateCallInput) -> ValidationResult:
-        return ValidationResult(
+    @activity.defn(name="prepare_call")
+    async def prepare_call(self, input: CreateCallInput) -> PrepareCallResult:
+        validation = ValidationResult(
             ok=True,
             target_number="+12025550100",
             from_number="+12025550199",
             phone_number_id=str(uuid.uuid4()),
             provider="simulated",
         )
-
-    @activity.defn(name="persist_session")
-    async def persist_session(self, input: PersistSessionInput) -> PersistSessionResult:
-        return PersistSessionResult(status="accepted")
+        return PrepareCallResult(validation, PersistSessionResult(status="accepted"))
 
     @activity.defn(name="record_attempt")
     async def record_attempt(self, input: RecordAttemptInput) -> None:
@@ -73,10 +72,17 @@ class Fakes:
 
     @activity.defn(name="record_outcome")
     async def record_outcome(self, input: RecordOutcomeInput) -> None:
-        return None
+        self.outcomes.append(input)
 
     @activity.defn(name="dial")
     async def dial(self, input: DialInput) -> DialResult:
+        if self.report_during_dial:
+            # A fast carrier: the whole lifecycle is reported before the dial returns.
+            handle = activity.client().get_workflow_handle(input.call_session_id)
+            await handle.signal(
+                CreateCallWorkflow.call_statuses,
+                [CallStatusUpdate(status=s, telephony_leg_id=LEG) for s in self.report_during_dial],
+            )
         if self.dial_placed:
             return DialResult(placed=True, telephony_leg_id=LEG)
         return DialResult(placed=False, provider_error_code="21211", reason="invalid")
@@ -131,8 +137,7 @@ async def started(
         task_queue=queue,
         workflows=[CreateCallWorkflow],
         activities=[
-            fakes.validate_call,
-            fakes.persist_session,
+            fakes.prepare_call,
             fakes.record_attempt,
             fakes.record_outcome,
             fakes.record_call_status,
@@ -161,8 +166,8 @@ async def started(
 
 async def signal(handle: WorkflowHandle, status: str, leg: str = LEG, **extra: object) -> None:
     await handle.signal(
-        CreateCallWorkflow.call_status,
-        CallStatusUpdate(status=status, telephony_leg_id=leg, **extra),  # type: ignore[arg-type]
+        CreateCallWorkflow.call_statuses,
+        [CallStatusUpdate(status=status, telephony_leg_id=leg, **extra)],  # type: ignore[arg-type]
     )
 
 
@@ -209,6 +214,32 @@ async def test_dialed_answers_at_once_then_signals_carry_the_call_to_its_end(ts_
     assert desc.typed_search_attributes.get(SA_CALL_STATUS) == "completed"
     history = await handle.fetch_history()
     assert len(history.events) < 80, len(history.events)
+
+
+def _events(history, kind: EventType.ValueType) -> int:  # type: ignore[no-untyped-def]
+    return sum(1 for e in history.events if e.event_type == kind)
+
+
+async def test_a_lifecycle_reported_during_the_dial_is_recorded_with_the_outcome(ts_env) -> None:
+    """One signal carries the whole lifecycle; it is written with the dial's outcome (one
+    local activity), and DialerCallStatus is upserted once per workflow task, not per step."""
+    fakes = Fakes(report_during_dial=["initiated", "ringing", "in-progress", "completed"])
+    async with started(ts_env, fakes) as (handle, state):
+        assert state.stage == "dialed"
+        result = await finish(ts_env, handle)
+
+    assert result.call_status == "completed"
+    [outcome] = fakes.outcomes
+    assert [u.status for u in outcome.statuses] == fakes.report_during_dial
+    assert fakes.recorded == []  # nothing left for a separate record_call_status
+    desc = await handle.describe()
+    assert desc.typed_search_attributes.get(SA_CALL_STATUS) == "completed"
+    history = await handle.fetch_history()
+    # prepare_call and record_outcome; one upsert before the dial (provider + "dialing"),
+    # one at the end ("completed": "success" and the steps between never reach visibility).
+    assert _events(history, EventType.EVENT_TYPE_MARKER_RECORDED) == 2
+    assert _events(history, EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES) == 2
+    assert _events(history, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED) == 1
 
 
 async def test_out_of_order_and_replayed_statuses_never_move_the_call_backwards(ts_env) -> None:
