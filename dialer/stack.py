@@ -27,6 +27,9 @@ log = logging.getLogger("dialer.run")
 
 # The worker's Prometheus endpoint under `dialer run` when DIALER_WORKER_METRICS_PORT is unset.
 WORKER_METRICS_PORT = 9464
+# After Ctrl-C, beyond the longest graceful shutdown a child was given: its interpreter still
+# has to close connections and exit once its own budget is spent.
+STOP_MARGIN_SECONDS = 10.0
 
 
 def dev_server_command(settings: Settings) -> list[str]:
@@ -118,6 +121,30 @@ def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
+def stop_deadline_seconds(settings: Settings, api_drain_seconds: float) -> float:
+    """How long `dialer run` waits for its children after Ctrl-C before it kills them: the
+    longest shutdown a child was configured for (the worker's grace for running activities,
+    the API's drain plus its grace for in-flight requests), plus a margin. Killing sooner
+    would cut short the very work those settings protect."""
+    api = api_drain_seconds + settings.api_graceful_shutdown_seconds
+    return max(settings.worker_graceful_shutdown_seconds, api) + STOP_MARGIN_SECONDS
+
+
+def stop_processes(procs: list[subprocess.Popen], timeout: float) -> None:
+    """SIGTERM to all (last started first), then wait for them side by side for up to
+    `timeout` seconds in total; SIGKILL whichever is still running after that."""
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in reversed(procs):
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 def run_stack(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -126,17 +153,7 @@ def run_stack(settings: Settings) -> int:
     env = {**os.environ, "DIALER_DATA_DIR": str(settings.data_dir), **operator_env(settings)}
     # No load balancer to drain on one machine: Ctrl-C stops the API at once.
     env.setdefault("DIALER_SHUTDOWN_DRAIN_SECONDS", "0")
-
-    def stop(*_: object) -> None:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for proc in reversed(procs):
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    stop_timeout = stop_deadline_seconds(settings, float(env["DIALER_SHUTDOWN_DRAIN_SECONDS"]))
 
     try:
         if settings.temporal_address is None:
@@ -180,7 +197,7 @@ def run_stack(settings: Settings) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        stop()
+        stop_processes(procs, stop_timeout)
 
 
 def _banner(settings: Settings, key: str, base: str) -> None:
