@@ -88,7 +88,7 @@ class SimulatedProvider:
         if to == RATE_LIMITED_ONCE and attempt == 1:
             raise NotPlaced("Too Many Requests", code="20429", retry_after=1.0)
         call = await asyncio.to_thread(self._place, request)
-        self._send_callbacks(request.call_session_id, call)
+        await self._send_callbacks(request.call_session_id, call)
         if to == AMBIGUOUS_ONCE and attempt == 1:
             # The carrier placed the call, but its answer never reaches us.
             raise Ambiguous("timed out waiting for the carrier's response")
@@ -108,23 +108,31 @@ class SimulatedProvider:
             sid=row.sid, status=row.status, to_number=row.to_number, created_at=row.created_at
         )
 
-    def _send_callbacks(self, call_session_id: str, call: ProviderCall) -> None:
-        """Report the call's lifecycle like a carrier's status callbacks, in the background."""
+    async def _send_callbacks(self, call_session_id: str, call: ProviderCall) -> None:
+        """Report the call's lifecycle like a carrier's status callbacks. What is due at
+        once (at least `initiated`) is delivered before the dial returns, as a carrier's
+        first callback can beat its API response: the workflow then learns it together with
+        the dial's result, in one workflow task. The rest follows in the background."""
         if self._sink is None or call.to_number is None or call.created_at is None:
             return
-        task = asyncio.get_running_loop().create_task(
-            self._emit(call_session_id, call.sid, call.to_number, call.created_at)
-        )
-        self._emitting.add(task)
-        task.add_done_callback(self._emitting.discard)
+        steps = self._timeline.steps(call.to_number)
+        now = [step for step in steps if step[0] <= 0]
+        await self._deliver(call_session_id, call.sid, call.created_at, now)
+        later = steps[len(now) :]
+        if later:
+            task = asyncio.get_running_loop().create_task(
+                self._emit(call_session_id, call.sid, call.created_at, later)
+            )
+            self._emitting.add(task)
+            task.add_done_callback(self._emitting.discard)
 
-    async def _emit(self, call_session_id: str, sid: str, to_number: str, placed: datetime) -> None:
-        """Each status at its time on the timeline; the ones due together (all of them, when
-        the timeline is zero) go out as one delivery, as a real carrier would batch them."""
-        assert self._sink is not None
+    async def _emit(
+        self, call_session_id: str, sid: str, placed: datetime, steps: list[tuple[float, str]]
+    ) -> None:
+        """Each status at its time on the timeline; the ones due together go out as one
+        delivery, as a real carrier would batch them."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        steps = self._timeline.steps(to_number)
         while steps:
             delay = steps[0][0] - (loop.time() - started)
             if delay > 0:
@@ -132,23 +140,31 @@ class SimulatedProvider:
             elapsed = loop.time() - started
             due = [step for step in steps if step[0] <= elapsed]
             steps = steps[len(due) :]
-            events = [
-                StatusEvent(
-                    call_session_id=call_session_id,
-                    sid=sid,
-                    status=status,
-                    occurred_at=_utc(placed) + timedelta(seconds=offset),
-                    duration_seconds=self._timeline.duration_seconds
-                    if status == st.COMPLETED
-                    else None,
-                )
-                for offset, status in due
-            ]
-            try:
-                await self._sink(events)
-            except Exception:
-                # A lost callback, as with a real carrier: the workflow polls fetch_call.
-                log.warning("simulated status callback failed", exc_info=True)
+            await self._deliver(call_session_id, sid, placed, due)
+
+    async def _deliver(
+        self, call_session_id: str, sid: str, placed: datetime, due: list[tuple[float, str]]
+    ) -> None:
+        assert self._sink is not None
+        if not due:
+            return
+        events = [
+            StatusEvent(
+                call_session_id=call_session_id,
+                sid=sid,
+                status=status,
+                occurred_at=_utc(placed) + timedelta(seconds=offset),
+                duration_seconds=self._timeline.duration_seconds
+                if status == st.COMPLETED
+                else None,
+            )
+            for offset, status in due
+        ]
+        try:
+            await self._sink(events)
+        except Exception:
+            # A lost callback, as with a real carrier: the workflow polls fetch_call.
+            log.warning("simulated status callback failed", exc_info=True)
 
     def _derive(self, row: SimulatedCall) -> ProviderCall:
         """The call's status now, from when it was placed (see SimulatedTimeline)."""
