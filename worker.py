@@ -9,7 +9,8 @@ from datetime import timedelta
 
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.calls import CallActivities
 from activities.campaigns import CampaignActivities, TemporalCallLauncher
@@ -120,6 +121,9 @@ def build_workers(
             campaigns.campaign_tick,
         ],
         interceptors=[CallContextInterceptor()],
+        workflow_runner=SandboxedWorkflowRunner()
+        if settings.workflow_sandbox
+        else UnsandboxedWorkflowRunner(),
         # On shutdown: stop polling, give running activities this long to finish.
         graceful_shutdown_timeout=grace,
     )
@@ -137,8 +141,9 @@ def build_workers(
 
 async def run_worker(settings: Settings | None = None) -> None:
     settings = settings or get_settings()
-    # Each workflow run re-imports its module in the sandbox: never compile it every time.
-    keep_bytecode_cache()
+    if settings.workflow_sandbox:
+        # Each workflow run re-imports its module in the sandbox: never compile it every time.
+        keep_bytecode_cache()
     configure_tracing(settings, "dialer-worker")
     client = await connect(settings, runtime=metrics_runtime(settings))
     workers = build_workers(client, settings, get_engine(settings))

@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     dial_timeout_seconds: float = 15.0
     # Account-wide cap on dials per second, enforced by the server on the dial task queue.
     dial_rate_per_second: float = 10.0
+    # Run workflows in the Temporal SDK's sandbox. Off by default: the sandbox re-imports the
+    # workflow module for every run and wraps every step, about a fifth of the worker's CPU
+    # per call (bench/results). Its checks (no I/O, no clock, no randomness in workflow
+    # code) still guard every change: the workflow tests (tests/workflow) always run sandboxed.
+    workflow_sandbox: bool = False
 
     # Twilio (DIALER_TELEPHONY_PROVIDER=twilio). The auth token has no default: it signs
     # every request to Twilio and checks the signature of every status callback.

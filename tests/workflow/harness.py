@@ -22,6 +22,7 @@ from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, W
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from workflows.create_call import (
     DIAL_AMBIGUOUS,
@@ -363,6 +364,8 @@ async def running(
         env.client,
         task_queue=run.task_queue,
         workflows=[CreateCallWorkflow],
+        # Always sandboxed here: the worker runs unsandboxed unless DIALER_WORKFLOW_SANDBOX.
+        workflow_runner=SandboxedWorkflowRunner(),
         activities=[
             fakes.prepare_call,
             fakes.record_attempt,

@@ -16,6 +16,7 @@ from temporalio.client import WithStartWorkflowOperation, WorkflowHandle
 from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from tests.conftest import wait_until
 from workflows.create_call import (
@@ -136,6 +137,8 @@ async def started(
         env.client,
         task_queue=queue,
         workflows=[CreateCallWorkflow],
+        # Always sandboxed here: the worker runs unsandboxed unless DIALER_WORKFLOW_SANDBOX.
+        workflow_runner=SandboxedWorkflowRunner(),
         activities=[
             fakes.prepare_call,
             fakes.record_attempt,

@@ -18,6 +18,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.campaigns import CampaignActivities
 from dialer.windows import Window, is_open, next_open, zone
@@ -80,6 +81,8 @@ async def harness(ts_env: WorkflowEnvironment, engine: Engine) -> AsyncIterator[
         ts_env.client,
         task_queue=task_queue,
         workflows=[CampaignWorkflow],
+        # Always sandboxed here: the worker runs unsandboxed unless DIALER_WORKFLOW_SANDBOX.
+        workflow_runner=SandboxedWorkflowRunner(),
         activities=[acts.load_campaign, acts.campaign_tick],
     ):
         yield Harness(ts_env, engine, launcher, task_queue, user.id)
@@ -293,6 +296,8 @@ async def test_100k_recipients_continue_as_new(ts_env: WorkflowEnvironment) -> N
         ts_env.client,
         task_queue=task_queue,
         workflows=[CampaignWorkflow],
+        # Always sandboxed here: the worker runs unsandboxed unless DIALER_WORKFLOW_SANDBOX.
+        workflow_runner=SandboxedWorkflowRunner(),
         activities=[fake.load_campaign, fake.campaign_tick],
     ):
         handle = await ts_env.client.start_workflow(
