@@ -1,8 +1,9 @@
 """Inputs and results of CampaignWorkflow and its activities. Recipients never appear here:
 they stay in the database, so history holds counts and ids only."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: with string annotations the Temporal data
+# converter evaluates every type hint again on each decode, three times slower
+# (bench/notes.md; tests/unit/test_dto.py).
 from dataclasses import dataclass
 from datetime import datetime
 

@@ -1,8 +1,9 @@
 """Inputs and results of workflows and activities: one dataclass each, so fields can be added
 without breaking running workflows."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: with string annotations the Temporal data
+# converter evaluates every type hint again on each decode, three times slower
+# (bench/notes.md; tests/unit/test_dto.py).
 from dataclasses import dataclass, field
 
 # Session statuses. `success` and `failed` are terminal.
