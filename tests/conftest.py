@@ -41,8 +41,7 @@ def pg_available() -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
+async def start_ts_env() -> WorkflowEnvironment:
     """The time-skipping test server, with the Dialer search attributes registered."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=temporal_test_server()
@@ -55,6 +54,12 @@ async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
             },
         )
     )
+    return env
+
+
+@pytest.fixture(scope="session")
+async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await start_ts_env()
     yield env
     await env.shutdown()
 
