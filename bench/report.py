@@ -69,7 +69,20 @@ def rows_for(name: str, fig: dict[str, Any], raw_best: float | None = None) -> l
     if name == "latency_accepted":
         return _latency_rows(name, fig, "create_call wait=accepted", "raw update-with-start")
     if name == "latency_dialed":
-        return _latency_rows(name, fig, "create_call wait=dialed", "raw LA + activity")
+        rows = _latency_rows(name, fig, "create_call wait=dialed", "raw LA + activity")
+        if "baseline_own_queue" in fig:
+            # Not a target: what Dialer's own dial queue costs, apart from Dialer's code.
+            d, b = fig["dialer"]["p50"], fig["baseline_own_queue"]["p50"]
+            rows.append(
+                Row(
+                    "wait=dialed p50 vs raw LA + activity on its own rate-limited queue",
+                    d,
+                    b,
+                    "ms",
+                    _ratio(d, b),
+                )
+            )
+        return rows
     if name == "plain":
         rows = []
         for q in ("p50", "p90", "p99"):

@@ -207,6 +207,7 @@ async def _scenario(name: str, callers: sc.Callers, engine: Any, args: argparse.
             callers.raw_dialed,
             args.latency_n,
             args.reps,
+            extra={"baseline_own_queue": callers.raw_dialed_own_queue},
         )
     if name == "plain":
         # Dialer's wait=dialed against the plain endpoint (which also answers after the dial).

@@ -18,7 +18,7 @@ from sqlmodel import Session, col, select
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 
-from bench.raw import AcceptedWorkflow, DialedWorkflow, ThroughputWorkflow
+from bench.raw import AcceptedWorkflow, DialedWorkflow, ThroughputWorkflow, own_queue
 from bench.stack import RAW_TASK_QUEUE, Stack
 from store.models import CallSession, SimulatedCall
 
@@ -97,14 +97,14 @@ class Callers:
             raise RuntimeError(f"plain answered {resp.status_code}: {resp.text}")
         return resp.json()["call_session_id"]
 
-    async def raw_update_with_start(self, workflow: Any) -> str:
+    async def raw_update_with_start(self, workflow: Any, value: str = "") -> str:
         wid = f"raw-{uuid.uuid4()}"
         await self.client.execute_update_with_start_workflow(
             workflow.wait,
             wid,
             start_workflow_operation=WithStartWorkflowOperation(
                 workflow.run,
-                wid,
+                value,
                 id=wid,
                 task_queue=RAW_TASK_QUEUE,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -117,6 +117,9 @@ class Callers:
 
     async def raw_dialed(self) -> str:
         return await self.raw_update_with_start(DialedWorkflow)
+
+    async def raw_dialed_own_queue(self) -> str:
+        return await self.raw_update_with_start(DialedWorkflow, own_queue(RAW_TASK_QUEUE))
 
 
 async def timed_sequence(call: Callable[[], Awaitable[Any]], n: int) -> list[float]:

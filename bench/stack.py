@@ -20,6 +20,7 @@ import httpx
 import psutil
 from temporalio.client import Client
 
+from bench.raw import BENCH_DIAL_RATE, own_queue
 from dialer.config import Settings
 from dialer.net import free_port, port_open
 from dialer.procs import Proc, clean_env, spawn
@@ -41,7 +42,7 @@ DIALER_BENCH_ENV = {
     "DIALER_SIMULATED_RING_SECONDS": "0",
     "DIALER_SIMULATED_ANSWER_SECONDS": "0",
     "DIALER_SIMULATED_TALK_SECONDS": "0",
-    "DIALER_DIAL_RATE_PER_SECOND": "100000",
+    "DIALER_DIAL_RATE_PER_SECOND": str(BENCH_DIAL_RATE),
     "DIALER_RATE_LIMIT_PER_MINUTE": "100000000",
     "DIALER_RATE_LIMIT_BURST": "1000000",
     "DIALER_SHUTDOWN_DRAIN_SECONDS": "0",
@@ -298,6 +299,7 @@ async def _workers_polling(stack: Stack) -> bool:
         (stack.settings.task_queue, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
         (stack.settings.dial_task_queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
         (RAW_TASK_QUEUE, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
+        (own_queue(RAW_TASK_QUEUE), TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
     ]
     for queue, kind in queues:
         resp = await stack.client.workflow_service.describe_task_queue(
