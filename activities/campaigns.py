@@ -24,18 +24,20 @@ from store.campaigns import CallPolicies
 from workflows.campaign_dto import (
     CampaignConfig,
     LoadCampaignInput,
-    Pacing,
     TickInput,
     TickResult,
     pacing,
 )
 from workflows.create_call import CreateCallWorkflow, search_attributes_for, summary_for
-from workflows.dto import CreateCallInput
+from workflows.dto import CreateCallInput, DialSlot
 
 log = logging.getLogger(__name__)
 
 # A tick that would have to wait longer than this for its first start claims nobody.
 MAX_EARLY_SECONDS = 5.0
+# The first tick's first dial slot is this far ahead, so its call is started and prepared
+# before its slot (later ticks begin PREP_LEAD before theirs, see workflows/campaign.py).
+FIRST_SLOT_LEAD = 0.5
 # Starts in flight at once from one tick: enough to keep up with a high rate, few enough to
 # stay far from the server's limits.
 START_CONCURRENCY = 20
@@ -87,25 +89,32 @@ class CampaignActivities:
         self._policies = policies
 
     async def _start_paced(
-        self, calls: list[CreateCallInput], pace: Pacing, previous: float | None
+        self,
+        calls: list[CreateCallInput],
+        key: str,
+        calls_per_second: float,
+        previous: float | None,
     ) -> float:
-        """Start the calls in groups on a grid `spacing` apart that continues from the
-        previous tick's last group; a late group never brings the next one closer than
-        `min_gap` (the exact rate). Wall clock, because ticks may run in other processes.
-        Returns when the last group started."""
-        # On the grid after the previous tick's last group, or now if that is past already.
-        due = time.time() if previous is None else max(previous + pace.spacing, time.time())
-        last = previous
-        for i in range(0, len(calls), pace.group):
-            target = due if last is None else max(due, last + pace.min_gap)
-            wait = target - time.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            last = time.time()
-            await self._launcher.start(calls[i : i + pace.group])
-            due += pace.spacing
-        assert last is not None
-        return last
+        """Give the calls dial slots, in groups on a grid `spacing` apart that continues from
+        the previous tick's last slot (the first tick's grid begins FIRST_SLOT_LEAD from
+        now), start them all at once ahead of their slots (the dial activity holds each
+        request until its slot), and return the last slot, where the next tick's grid
+        continues. Pacing the dials rather than the starts keeps the rate however long a
+        start takes. Wall clock, because ticks and dials may run in other processes."""
+        pace = pacing(calls_per_second)
+        now = time.time()
+        first = now + FIRST_SLOT_LEAD if previous is None else max(previous + pace.spacing, now)
+        # Just over the exact rate, so a dial's own timestamp a moment after the pacer's
+        # check can never make two dials look closer than 1 / calls_per_second.
+        min_gap = 1.01 / calls_per_second
+        slots = [
+            DialSlot(at=first + (i // pace.group) * pace.spacing, key=key, min_gap=min_gap)
+            for i in range(len(calls))
+        ]
+        await self._launcher.start(
+            [replace(call, dial_slot=slot) for call, slot in zip(calls, slots, strict=True)]
+        )
+        return slots[-1].at
 
     @activity.defn(name="load_campaign")
     async def load_campaign(self, input: LoadCampaignInput) -> CampaignConfig:
@@ -113,7 +122,6 @@ class CampaignActivities:
 
     @activity.defn(name="campaign_tick")
     async def campaign_tick(self, input: TickInput) -> TickResult:
-        began = time.monotonic()
         pace = pacing(input.calls_per_second)
         if input.last_start_wall is not None:
             early = input.last_start_wall + pace.spacing - time.time()
@@ -124,12 +132,11 @@ class CampaignActivities:
         plan = await asyncio.to_thread(campaigns.prepare_tick, self._engine, input, self._policies)
         if plan.calls:
             plan.result.last_start_wall = await self._start_paced(
-                plan.calls, pace, input.last_start_wall
+                plan.calls, input.campaign_id, input.calls_per_second, input.last_start_wall
             )
             await asyncio.to_thread(campaigns.mark_calling, self._engine, plan.recipient_ids)
             log.info(
                 "campaign calls started",
                 extra={"campaign_id": input.campaign_id, "count": len(plan.calls)},
             )
-            plan.result.elapsed_seconds = time.monotonic() - began
         return plan.result

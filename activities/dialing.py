@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import datetime
 
 from temporalio import activity
@@ -15,7 +16,7 @@ from dialer.phone import mask
 from telephony.base import Ambiguous, DialRequest, NotPlaced, Rejected
 from telephony.registry import ProviderRegistry
 from workflows.create_call import DIAL_AMBIGUOUS, DIAL_NOT_PLACED
-from workflows.dto import DialInput, DialResult, ReconcileInput, ReconcileResult
+from workflows.dto import DialInput, DialResult, DialSlot, ReconcileInput, ReconcileResult
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,46 @@ def _own_deadline() -> float:
     return max(timeout.total_seconds() - DEADLINE_MARGIN, timeout.total_seconds() / 2)
 
 
+# Campaigns whose last dial here is older than this are forgotten by the pacer.
+PACER_MEMORY_SECONDS = 60.0
+
+
+class DialPacer:
+    """Holds a campaign's dials until their slots, and keeps any two dials of one campaign
+    from this worker at least `min_gap` apart, measured when they actually go out: a dial
+    woken late by a busy event loop pushes the next one back instead of bunching with it.
+    (Dials of one campaign from different worker processes are only paced by their slots.)"""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+
+    async def hold(self, slot: DialSlot | None, budget: float) -> float:
+        """Wait until the dial may go; at most `budget` seconds (the provider must keep the
+        rest of the attempt's deadline). Returns the time held."""
+        if slot is None:
+            return 0.0
+        began = time.time()
+        while True:
+            now = time.time()
+            due = max(slot.at, self._last.get(slot.key, 0.0) + slot.min_gap)
+            left = min(due, began + budget) - now
+            if left <= 0:
+                break
+            await asyncio.sleep(left)
+        # No await between the check above and this: the next dial of the campaign sees it.
+        self._last[slot.key] = now
+        self._forget_before(now - PACER_MEMORY_SECONDS)
+        return now - began
+
+    def _forget_before(self, horizon: float) -> None:
+        if len(self._last) > 100:
+            self._last = {k: t for k, t in self._last.items() if t >= horizon}
+
+
 class DialActivities:
     def __init__(self, providers: ProviderRegistry) -> None:
         self._providers = providers
+        self._pacer = DialPacer()
 
     @activity.defn(name="dial")
     async def dial(self, input: DialInput) -> DialResult:
@@ -62,11 +100,13 @@ class DialActivities:
             to_number=input.to_number,
             from_number=input.from_number,
         )
+        deadline = _own_deadline()
+        deadline -= await self._pacer.hold(input.slot, deadline / 2)
         try:
             # End the attempt ourselves before Temporal times it out: once the workflow sees a
             # timeout it reconciles and may dial again, so a request still running here then
             # could place a second call.
-            call = await asyncio.wait_for(provider.create_call(request), _own_deadline())
+            call = await asyncio.wait_for(provider.create_call(request), deadline)
         except TimeoutError as exc:
             _note_dial(input, "ambiguous")
             raise ApplicationError(

@@ -87,15 +87,18 @@ class SimulatedProvider:
             raise NotPlaced("connection refused by the carrier gateway", code="connect")
         if to == RATE_LIMITED_ONCE and attempt == 1:
             raise NotPlaced("Too Many Requests", code="20429", retry_after=1.0)
-        call = await asyncio.to_thread(self._place, request)
+        # Placed when the request reaches the carrier, not when a worker thread is free to
+        # write the ledger (a busy thread pool would blur a campaign's pacing).
+        call = await asyncio.to_thread(self._place, request, datetime.now(UTC))
         await self._send_callbacks(request.call_session_id, call)
         if to == AMBIGUOUS_ONCE and attempt == 1:
             # The carrier placed the call, but its answer never reaches us.
             raise Ambiguous("timed out waiting for the carrier's response")
         return call
 
-    def _place(self, request: DialRequest) -> ProviderCall:
+    def _place(self, request: DialRequest, at: datetime) -> ProviderCall:
         row = SimulatedCall(
+            created_at=at,
             sid="SM" + secrets.token_hex(16),
             session_id=uuid.UUID(request.call_session_id),
             attempt_tag=request.attempt_tag,

@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 from store import campaigns
 from store.db import session_scope
 from store.models import CallSession, CampaignRecipient
-from workflows.dto import SUCCESS, CreateCallInput
+from workflows.dto import SUCCESS, CreateCallInput, DialSlot
 
 # Only fictional numbers: the 555-0100..0199 block, which US numbering reserves for fiction.
 # One area code gives 100 of them; bigger campaigns take the same block in other US area codes
@@ -83,12 +83,14 @@ class RecordingLauncher:
     clock: Callable[[], Awaitable[datetime]]
     hold: Callable[[CreateCallInput], bool] = lambda _call: False
     starts: list[tuple[datetime, str]] = field(default_factory=list)
+    slots: dict[str, DialSlot | None] = field(default_factory=dict)  # by call_session_id
     held: list[str] = field(default_factory=list)
     number_of: dict[str, str] = field(default_factory=dict)  # call_session_id -> number
 
     async def start(self, calls: list[CreateCallInput]) -> None:
         for call in calls:
             self.starts.append((await self.clock(), call.call_session_id))
+            self.slots[call.call_session_id] = call.dial_slot
             self.number_of[call.call_session_id] = call.phone_number
             if self.hold(call):
                 self.held.append(call.call_session_id)

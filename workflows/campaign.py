@@ -4,8 +4,10 @@ The campaign's recipients and options live in the database; this workflow holds 
 campaign id and a few counters. Each tick (a local activity) brings recipients up to date from
 their sessions and claims and starts the next calls; the workflow decides when to tick:
 
-- pacing: a tick that started n calls is followed by at least n / calls_per_second seconds
-  without starts, so no one-second window holds more than calls_per_second starts;
+- pacing: each call gets a dial slot on a grid 1.04 / calls_per_second apart, continued from
+  tick to tick; the tick starts its calls ahead of their slots and the dial activity holds
+  each request until its slot, so no one-second window holds more than calls_per_second dials
+  however long starting a call takes;
 - concurrency: the tick never lets more than max_concurrency calls be in flight;
 - calling windows and redial delays: with nothing callable, it sleeps until the next recipient
   becomes callable;
@@ -15,7 +17,7 @@ their sessions and claims and starts the next calls; the workflow decides when t
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -46,8 +48,11 @@ PAUSED_RECHECK = timedelta(seconds=60)
 # Continue as new well before a run's history gets large (a tick costs about 6 events).
 HISTORY_LIMIT = 4_000
 
-# How much earlier than the next start a tick is begun, for its database work.
-PREP_LEAD = timedelta(milliseconds=300)
+# How much earlier than its first dial slot a tick begins: for its database work and for
+# starting its calls, which the dial activity then holds until their slots. Also the margin
+# for a late timer: the dev server fires every timer shorter than a second after about one
+# second (bench/notes.md), and a tick that starts late only shortens its calls' lead.
+PREP_LEAD = timedelta(seconds=1)
 
 TICK_TIMEOUT = timedelta(seconds=120)
 DB_RETRY = RetryPolicy(
@@ -91,7 +96,6 @@ class CampaignWorkflow:
         cps = config.calls_per_second
         while True:
             await self._respect_pacing()
-            tick_started = workflow.now()
             result: TickResult = await workflow.execute_local_activity(
                 "campaign_tick",
                 TickInput(
@@ -112,15 +116,13 @@ class CampaignWorkflow:
             if result.done:
                 return self._progress
             now = workflow.now()
-            if result.started:
-                # The tick spread its starts one spacing apart; the next tick's first start
-                # comes one spacing after its last, so no one-second window ever holds more
-                # than calls_per_second starts. (Whether the clock moved during the local
-                # activity depends on how long it ran: count from the later of the two.)
-                # The tick itself keeps to the exact grid (it waits for it after its database
-                # work): wake it a little early so that work does not slow the rate down.
-                ended = max(now, tick_started + timedelta(seconds=result.elapsed_seconds))
-                self._not_before = ended + timedelta(seconds=pacing(cps).spacing) - PREP_LEAD
+            if result.started and result.last_start_wall is not None:
+                # The tick gave its calls dial slots one spacing apart, the last at
+                # last_start_wall; the next tick's first slot comes one spacing after it. Wake
+                # that tick PREP_LEAD early, to prepare and start its calls before their slots.
+                last_slot = datetime.fromtimestamp(result.last_start_wall, UTC)
+                spacing = timedelta(seconds=pacing(cps).spacing)
+                self._not_before = last_slot + spacing - PREP_LEAD
                 self._last_start_wall = result.last_start_wall
             if self._history_is_long():
                 await workflow.wait_condition(workflow.all_handlers_finished)

@@ -41,31 +41,30 @@ IN_FLIGHT = (QUEUED, CALLING)
 REDIAL_OUTCOMES = (BUSY, NO_ANSWER)
 
 
-# Calls started by one tick cover at most this many seconds of the campaign's rate. A tick is a
-# local activity inside a workflow task: short ticks keep that task far from its timeout on a
-# loaded machine, and pause and cancel (which take effect between ticks) prompt. (The tick's
-# database work overlaps the wait for the next start, so short ticks cost no rate.)
-TICK_SECONDS = 1.0
-MAX_BATCH = 300
-# Starts within a tick go out in groups at most this often, so that a high rate does not need
-# one start request every few milliseconds.
+# The dial slots given by one tick cover at most this many seconds of the campaign's rate.
+# Short enough that pause and cancel (which take effect between ticks, for the calls not yet
+# started) stay prompt; long enough that the workflow's sleep between ticks is over a second
+# (the dev server fires any shorter timer after about a second, which would cost rate).
+TICK_SECONDS = 2.0
+MAX_BATCH = 600
+# Dial slots within a tick are groups at most this often, so that a high rate does not need
+# one slot every few milliseconds.
 MAX_GROUPS_PER_SECOND = 20
-# Spacing is this much wider than the exact rate: a start (and the dial behind it) lands a few
-# milliseconds early or late, and a window must still never see one call too many.
-SPACING_MARGIN = 1.02
+# Spacing is this much wider than the exact rate: a dial lands a few milliseconds after its
+# slot, and a window must still never see one call too many.
+SPACING_MARGIN = 1.04
 
 
 @dataclass(frozen=True)
 class Pacing:
-    """How a campaign's rate turns into starts: `group` calls every `spacing` seconds, at most
-    `batch` per tick. Groups follow a grid `spacing` apart (also from one tick to the next) and
-    are never closer than `min_gap` (the exact rate), so any one-second window holds at most
-    calls_per_second starts."""
+    """How a campaign's rate turns into dial slots: `group` calls every `spacing` seconds, at
+    most `batch` per tick. Slots follow a grid `spacing` apart (also from one tick to the
+    next), a little wider than the exact rate, so any one-second window holds at most
+    calls_per_second dials."""
 
     group: int
     spacing: float
     batch: int
-    min_gap: float
 
 
 def pacing(calls_per_second: float) -> Pacing:
@@ -76,7 +75,7 @@ def pacing(calls_per_second: float) -> Pacing:
         per_second = float(int(calls_per_second // group))
     spacing = SPACING_MARGIN / per_second
     batch = max(1, min(MAX_BATCH, int(calls_per_second * TICK_SECONDS)))
-    return Pacing(group=group, spacing=spacing, batch=batch, min_gap=1.0 / per_second)
+    return Pacing(group=group, spacing=spacing, batch=batch)
 
 
 @dataclass
@@ -124,9 +123,9 @@ class TickInput:
     campaign_id: str
     now: datetime  # the workflow's clock, so a retried tick decides the same way
     limit: int  # calls this tick may start (pacing); 0 = only bring states up to date
-    calls_per_second: float = 1.0  # how the tick spreads its starts
-    # When the previous tick started its last group (wall clock, epoch seconds): this tick's
-    # first group keeps to the grid after it.
+    calls_per_second: float = 1.0  # how the tick spreads its dial slots
+    # The previous tick's last dial slot (wall clock, epoch seconds): this tick's first slot
+    # keeps to the grid after it.
     last_start_wall: float | None = None
     begin: bool = False  # scheduled -> running
 
@@ -142,10 +141,7 @@ class TickResult:
     calls_per_second: float = 1.0
     max_concurrency: int = 1
     done: bool = False
-    # How long the tick took (its starts are spread over it): the next tick's first group
-    # waits one spacing after it (the workflow's clock does not move in a local activity).
-    elapsed_seconds: float = 0.0
-    last_start_wall: float | None = None  # when this tick started its last group
+    last_start_wall: float | None = None  # this tick's last dial slot (Unix time)
 
 
 @dataclass

@@ -283,6 +283,8 @@ class CreateCallWorkflow:
         for attempt in range(1, max_attempts + 1):
             self._status("dialing", f"dialing attempt {attempt} of {max_attempts}")
             dial.attempt = attempt
+            # Only the first attempt keeps a campaign's slot; a retry goes when it is due.
+            dial.slot = self._input.dial_slot if attempt == 1 else None
             self._flush_status()
             try:
                 result: DialResult = await workflow.execute_activity(

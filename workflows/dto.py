@@ -57,6 +57,19 @@ class FollowPolicy:
 
 
 @dataclass
+class DialSlot:
+    """A campaign's pacing of one call's first dial: it reaches the provider no earlier than
+    `at` (Unix time, seconds), and no sooner than `min_gap` seconds after the previous dial
+    with the same `key` (the campaign) from the same worker. The campaign starts its calls
+    ahead of their slots, so the dials keep its calls_per_second however long starting and
+    preparing a call took, and a dial held up by a busy worker cannot bunch with the next."""
+
+    at: float
+    key: str
+    min_gap: float
+
+
+@dataclass
 class CreateCallInput:
     call_session_id: str
     request_id: str
@@ -70,6 +83,7 @@ class CreateCallInput:
     campaign_id: str | None = None
     policy: DialPolicy = field(default_factory=DialPolicy)
     follow: FollowPolicy = field(default_factory=FollowPolicy)
+    dial_slot: DialSlot | None = None  # campaigns only
 
 
 @dataclass
@@ -144,6 +158,7 @@ class DialInput:
     to_number: str
     from_number: str
     provider: str
+    slot: DialSlot | None = None  # hold the request until its slot (campaigns)
 
 
 @dataclass

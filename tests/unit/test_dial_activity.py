@@ -3,7 +3,11 @@ fake this activity; these pin the contract the fakes copy (error type, details o
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
+from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 from temporalio.exceptions import ApplicationError
@@ -13,7 +17,7 @@ from activities.dialing import DialActivities
 from telephony.base import Ambiguous, DialRequest, NotPlaced, ProviderCall, Rejected
 from telephony.registry import ProviderRegistry
 from workflows.create_call import DIAL_AMBIGUOUS, DIAL_NOT_PLACED
-from workflows.dto import DialInput, DialResult, ReconcileInput, ReconcileResult
+from workflows.dto import DialInput, DialResult, DialSlot, ReconcileInput, ReconcileResult
 
 
 class ScriptedProvider:
@@ -110,3 +114,70 @@ async def test_reconcile_asks_for_every_attempt_and_returns_the_found_leg() -> N
         ReconcileInput(call_session_id=sid, to_number="+1", from_number="+1", provider="simulated"),
     )
     assert missing == ReconcileResult(telephony_leg_id=None)
+
+
+class TimedProvider(ScriptedProvider):
+    """Notes the wall-clock moment each request reaches it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.at: list[float] = []
+
+    async def create_call(self, request: DialRequest) -> ProviderCall:
+        self.at.append(time.time())
+        return await super().create_call(request)
+
+
+def slotted(at: float, key: str = "campaign-1", min_gap: float = 0.1) -> DialInput:
+    return replace(dial_input(1), slot=DialSlot(at=at, key=key, min_gap=min_gap))
+
+
+def activities_with_timeout(provider: ScriptedProvider, seconds: float):  # type: ignore[no-untyped-def]
+    env = ActivityEnvironment()
+    env.info = replace(env.info, start_to_close_timeout=timedelta(seconds=seconds))
+    activities = DialActivities(ProviderRegistry({"simulated": provider}, default="simulated"))  # type: ignore[dict-item]
+    return env, activities
+
+
+async def test_a_campaign_slot_holds_the_request_until_then() -> None:
+    provider = TimedProvider()
+    env, activities = activities_with_timeout(provider, 15)
+    slot = time.time() + 0.3
+    result = await env.run(activities.dial, slotted(slot))
+    assert result.placed and provider.at[0] >= slot
+
+
+async def test_a_past_slot_dials_at_once() -> None:
+    provider = TimedProvider()
+    env, activities = activities_with_timeout(provider, 15)
+    began = time.time()
+    await env.run(activities.dial, slotted(began - 5))
+    assert provider.at[0] - began < 0.2
+
+
+async def test_dials_of_one_campaign_keep_their_gap_even_when_both_are_late() -> None:
+    """Two dials whose slots are past (a busy worker) go out min_gap apart, not together;
+    another campaign's dial is not held back by them."""
+    provider = TimedProvider()
+    env, activities = activities_with_timeout(provider, 15)
+    past = time.time() - 1
+    dials = [
+        slotted(past, min_gap=0.2),
+        slotted(past, min_gap=0.2),
+        slotted(past, key="campaign-2", min_gap=0.2),
+    ]
+    await asyncio.gather(*(env.run(activities.dial, d) for d in dials))
+    at = {r.call_session_id: t for r, t in zip(provider.requests, provider.at, strict=True)}
+    first, second, other = (at[d.call_session_id] for d in dials)
+    assert abs(second - first) >= 0.2
+    assert abs(other - min(first, second)) < 0.1
+
+
+async def test_the_hold_leaves_the_provider_half_the_attempts_deadline() -> None:
+    """A slot far ahead (clock skew, a stale start) never eats the whole attempt."""
+    provider = TimedProvider()
+    env, activities = activities_with_timeout(provider, 3)
+    began = time.time()
+    await env.run(activities.dial, slotted(began + 60))
+    # Own deadline 3 - 1 = 2 s: held at most 1 s.
+    assert 0.9 <= provider.at[0] - began < 1.5
