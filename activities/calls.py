@@ -15,7 +15,6 @@ from workflows.dto import (
     PersistSessionInput,
     PrepareCallResult,
     RecordAttemptInput,
-    RecordCallStatusInput,
     RecordOutcomeInput,
 )
 
@@ -45,10 +44,5 @@ class CallActivities:
 
     @activity.defn(name="record_outcome")
     async def record_outcome(self, input: RecordOutcomeInput) -> None:
-        await asyncio.to_thread(self._record_outcome, input)
-
-    def _record_outcome(self, input: RecordOutcomeInput) -> None:
-        calls.record_outcome(self._engine, input)
-        if input.statuses:
-            statuses = RecordCallStatusInput(input.call_session_id, updates=input.statuses)
-            lifecycle.record_call_status(self._engine, statuses)
+        # With the statuses that came with the dial, in the same transaction.
+        await asyncio.to_thread(lifecycle.record_outcome_and_statuses, self._engine, input)

@@ -138,22 +138,36 @@ def _mapped_line(
 
 
 def add_event(session: Session, session_id: uuid.UUID, key: str, type_: str, **detail: Any) -> None:
-    """Append a timeline event once: a retried write with the same key is absorbed.
+    """Append a timeline event once: a retried write with the same key is absorbed."""
+    add_events(session, session_id, [(key, type_, detail)])
+
+
+def add_events(
+    session: Session, session_id: uuid.UUID, events: list[tuple[str, str, dict[str, Any]]]
+) -> None:
+    """Append timeline events (key, type, detail) once each, in one statement.
 
     INSERT ... ON CONFLICT DO NOTHING on (session_id, key), so two concurrent writers of the
     same event (an activity retried while its first run still commits) cannot both insert,
     and the loser neither fails nor aborts its transaction (PostgreSQL would, on a plain
     unique violation)."""
-    clean = {k: v for k, v in detail.items() if v is not None}
-    values = {
-        "session_id": session_id,
-        "key": key,
-        "type": type_,
-        "detail": json.dumps(clean) if clean else None,
-        "created_at": utcnow(),
-    }
-    session.flush()  # the session row this event points at must be written first
-    session.execute(insert_ignoring_duplicates(session, CallEvent, values, ["session_id", "key"]))
+    if not events:
+        return
+    now = utcnow()
+    rows = []
+    for key, type_, detail in events:
+        clean = {k: v for k, v in detail.items() if v is not None}
+        rows.append(
+            {
+                "session_id": session_id,
+                "key": key,
+                "type": type_,
+                "detail": json.dumps(clean) if clean else None,
+                "created_at": now,
+            }
+        )
+    session.flush()  # the session row these events point at must be written first
+    session.execute(insert_ignoring_duplicates(session, CallEvent, rows, ["session_id", "key"]))
 
 
 def new_session_row(call: CreateCallInput, validation: ValidationResult) -> CallSession:
@@ -240,37 +254,42 @@ def record_attempt(engine: Engine, input: RecordAttemptInput) -> None:
 
 
 def record_outcome(engine: Engine, input: RecordOutcomeInput) -> None:
+    with session_scope(engine) as session:
+        write_outcome(session, input)
+
+
+def write_outcome(session: Session, input: RecordOutcomeInput) -> None:
+    """The dial's outcome, in the caller's transaction: the first terminal outcome wins."""
     sid = uuid.UUID(input.call_session_id)
     now = utcnow()
-    with session_scope(engine) as session:
-        if session.get(CallSession, sid) is None:
-            raise LookupError(f"session {sid} does not exist")
-        # One conditional UPDATE: the first terminal outcome wins whole, on every database
-        # (a read-then-write would let a racing writer mix its fields into the winner's row).
-        session.exec(  # type: ignore[call-overload]
-            update(CallSession)
-            .where(col(CallSession.id) == sid, col(CallSession.status).not_in(TERMINAL))
-            .values(
-                status=input.status,
-                attempts=case(
-                    (col(CallSession.attempts) > input.attempts, col(CallSession.attempts)),
-                    else_=input.attempts,
-                ),
-                telephony_leg_id=input.telephony_leg_id,
-                failure_code=input.failure_code,
-                failure_reason=input.failure_reason,
-                provider_error_code=input.provider_error_code,
-                updated_at=now,
-                dialed_at=now if input.telephony_leg_id else None,
-            )
-        )
-        add_event(
-            session,
-            sid,
-            f"outcome:{input.status}",
-            input.status,
-            attempts=input.attempts,
+    if session.get(CallSession, sid) is None:
+        raise LookupError(f"session {sid} does not exist")
+    # One conditional UPDATE: the first terminal outcome wins whole, on every database
+    # (a read-then-write would let a racing writer mix its fields into the winner's row).
+    session.exec(  # type: ignore[call-overload]
+        update(CallSession)
+        .where(col(CallSession.id) == sid, col(CallSession.status).not_in(TERMINAL))
+        .values(
+            status=input.status,
+            attempts=case(
+                (col(CallSession.attempts) > input.attempts, col(CallSession.attempts)),
+                else_=input.attempts,
+            ),
             telephony_leg_id=input.telephony_leg_id,
             failure_code=input.failure_code,
+            failure_reason=input.failure_reason,
             provider_error_code=input.provider_error_code,
+            updated_at=now,
+            dialed_at=now if input.telephony_leg_id else None,
         )
+    )
+    add_event(
+        session,
+        sid,
+        f"outcome:{input.status}",
+        input.status,
+        attempts=input.attempts,
+        telephony_leg_id=input.telephony_leg_id,
+        failure_code=input.failure_code,
+        provider_error_code=input.provider_error_code,
+    )

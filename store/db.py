@@ -76,15 +76,19 @@ def session_scope(engine: Engine) -> Iterator[Session]:
 
 
 def insert_ignoring_duplicates(
-    session: Session, model: type[SQLModel], values: dict[str, Any], conflict: list[str]
+    session: Session,
+    model: type[SQLModel],
+    values: dict[str, Any] | list[dict[str, Any]],
+    conflict: list[str],
 ) -> Insert:
     """INSERT ... ON CONFLICT (conflict) DO NOTHING, in the session's SQL dialect: the
-    race-free way to write a row at most once, on SQLite and PostgreSQL alike."""
+    race-free way to write a row (or several, in one statement) at most once, on SQLite and
+    PostgreSQL alike."""
     dialect = session.get_bind().dialect.name
     if dialect not in _INSERTS:
         raise NotImplementedError(f"no upsert for the {dialect} dialect: use SQLite or PostgreSQL")
     return (
         _INSERTS[dialect](model.__table__)  # type: ignore[attr-defined]
-        .values(**values)
+        .values(values)
         .on_conflict_do_nothing(index_elements=conflict)
     )
