@@ -121,6 +121,8 @@ def build_workers(
             campaigns.campaign_tick,
         ],
         interceptors=[CallContextInterceptor()],
+        # Its activities all run as local activities: no pollers for remote activity tasks.
+        no_remote_activities=True,
         workflow_runner=SandboxedWorkflowRunner()
         if settings.workflow_sandbox
         else UnsandboxedWorkflowRunner(),
