@@ -16,6 +16,7 @@ THROUGHPUT_TARGET = 0.8
 PACED_RATE = 20.0
 PACED_TOLERANCE = 0.05
 RSS_GROWTH_TARGET = 0.10
+DIALER_PROCESSES = ("api", "worker")
 
 
 @dataclass
@@ -168,6 +169,9 @@ def rows_for(name: str, fig: dict[str, Any], raw_best: float | None = None) -> l
     if name == "sustained":
         rows = []
         for proc, growth in fig["rss_growth"].items():
+            # The target is Dialer's own processes'. The others are shown for context: the
+            # in-memory dev server keeps every history it is given, so it grows with the load.
+            ours = proc in DIALER_PROCESSES
             rows.append(
                 Row(
                     f"RSS of {proc}: after / before {fig['seconds']:.0f} s of load",
@@ -175,8 +179,8 @@ def rows_for(name: str, fig: dict[str, Any], raw_best: float | None = None) -> l
                     fig["rss_before_mb"][proc],
                     "MB",
                     round(1 + growth, 3),
-                    f"<= {1 + RSS_GROWTH_TARGET:.2f}x",
-                    growth <= RSS_GROWTH_TARGET,
+                    f"<= {1 + RSS_GROWTH_TARGET:.2f}x" if ours else "",
+                    growth <= RSS_GROWTH_TARGET if ours else None,
                 )
             )
         return rows
