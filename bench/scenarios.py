@@ -26,6 +26,8 @@ NUMBER = "+12025550100"
 POLL_INTERVAL = 0.05
 # Waiting for results of raw workflows: at most this many long polls at once.
 RESULT_WAITERS = 200
+# How long a canceled campaign's calls in flight may take to finish before the next scenario.
+DRAIN_SECONDS = 300.0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -390,6 +392,10 @@ async def run_campaign(
         await asyncio.sleep(0.2)
     done = time.monotonic()
     stats = window_stats(await asyncio.to_thread(_dial_times, engine, campaign_id))
+    if not complete:
+        # Calls already started still finish after a cancel: let them, before the next
+        # scenario (not counted in this one's figures, which are taken above).
+        drained = await _wait_finished(callers, campaign_id, DRAIN_SECONDS)
     return {
         "recipients": size,
         "calls_per_second_option": calls_per_second,
@@ -401,8 +407,22 @@ async def run_campaign(
         # (or until the time budget ran out: the calls that succeeded by then).
         "calls_per_second": round(success / (done - started), 2),
         "calls_per_second_after_create": round(success / (done - created), 2),
+        **({} if complete else {"drained_before_next_scenario": drained}),
         **stats,
     }
+
+
+async def _wait_finished(callers: Callers, campaign_id: str, timeout: float) -> bool:
+    """Until the campaign reports finished_at (no call of it in flight); False on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        resp = await callers.http.get(
+            f"/api/v1/batch-call/{campaign_id}/status", headers=callers.stack.headers
+        )
+        if resp.status_code == 200 and resp.json().get("finished_at"):
+            return True
+        await asyncio.sleep(1.0)
+    return False
 
 
 # --- sustained load -----------------------------------------------------------------------
