@@ -1,6 +1,6 @@
 """Record the histories that tests/workflow/test_replay.py replays.
 
-    .venv/bin/python -m tests.workflow.record_histories
+    .venv/bin/python -m tests.workflow.record_histories [scenario ...]   # default: all
 
 Run it only when a workflow change is meant to be incompatible (nothing running needs the
 old code). For a compatible change, keep the recorded histories: they are the proof that
@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import uuid
+from datetime import timedelta
 from pathlib import Path
+
+from temporalio import activity
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from tests.conftest import start_ts_env
 from tests.workflow.harness import (
@@ -21,6 +28,14 @@ from tests.workflow.harness import (
     placed,
     rejected,
     running,
+)
+from workflows.campaign import CampaignWorkflow
+from workflows.campaign_dto import (
+    CampaignConfig,
+    CampaignInput,
+    LoadCampaignInput,
+    TickInput,
+    TickResult,
 )
 from workflows.dto import FailureCode, PersistSessionResult, ValidationResult
 
@@ -55,17 +70,101 @@ SCENARIOS = {
 }
 
 
-async def record() -> None:
+class ScriptedCampaign:
+    """A campaign's activities answering from a script: a scheduled start, two paced ticks,
+    one at the concurrency bound, one outside the calling window, then done. Every way the
+    workflow decides to wait appears in its history."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+
+    @activity.defn(name="load_campaign")
+    async def load_campaign(self, input: LoadCampaignInput) -> CampaignConfig:
+        start_at = activity.info().current_attempt_scheduled_time + timedelta(minutes=5)
+        return CampaignConfig(
+            found=True,
+            state="scheduled",
+            calls_per_second=20,
+            max_concurrency=60,
+            start_at=start_at,
+        )
+
+    @activity.defn(name="campaign_tick")
+    async def campaign_tick(self, input: TickInput) -> TickResult:
+        self.ticks += 1
+        slot = input.now.timestamp() + 1.0
+        common = dict(calls_per_second=20.0, max_concurrency=60)
+        script = {
+            1: TickResult(
+                "running",
+                started=40,
+                in_flight=40,
+                pending=60,
+                due=60,
+                last_start_wall=slot + 2,
+                **common,
+            ),
+            2: TickResult(
+                "running",
+                started=20,
+                in_flight=60,
+                pending=40,
+                due=40,
+                last_start_wall=slot + 1,
+                **common,
+            ),
+            3: TickResult(
+                "running",
+                in_flight=0,
+                pending=40,
+                due=0,
+                next_due_at=input.now + timedelta(hours=1),
+                **common,
+            ),
+            4: TickResult(
+                "running", started=40, in_flight=40, pending=0, last_start_wall=slot + 2, **common
+            ),
+        }
+        return script.get(self.ticks) or TickResult("completed", done=True, **common)
+
+
+async def record_campaign(env: WorkflowEnvironment) -> None:
+    acts = ScriptedCampaign()
+    async with Worker(
+        env.client,
+        task_queue="record-campaign",
+        workflows=[CampaignWorkflow],
+        workflow_runner=SandboxedWorkflowRunner(),
+        activities=[acts.load_campaign, acts.campaign_tick],
+    ):
+        handle = await env.client.start_workflow(
+            CampaignWorkflow.run,
+            CampaignInput(campaign_id=str(uuid.uuid4())),
+            id=f"campaign-{uuid.uuid4()}",
+            task_queue="record-campaign",
+        )
+        await handle.result()
+        history = await handle.fetch_history()
+    (HERE / "campaign-scheduled_paced_bounded_windowed.json").write_text(history.to_json())
+    sys.stdout.write(f"recorded campaign: {len(history.events)} events\n")
+
+
+async def record(only: list[str]) -> None:
+    """Record the named scenarios (`campaign` for the campaign's), or all of them."""
     HERE.mkdir(exist_ok=True)
     async with await start_ts_env() as env:
         for name, scenario in SCENARIOS.items():
+            if only and name not in only:
+                continue
             async with running(env, scenario["fakes"]) as run:  # type: ignore[arg-type]
                 await run.create(wait=scenario["wait"])  # type: ignore[arg-type]
                 await run.finish()
                 history = await run.handle.fetch_history()
             (HERE / f"create_call-{name}.json").write_text(history.to_json())
             sys.stdout.write(f"recorded {name}: {len(history.events)} events\n")
+        if not only or "campaign" in only:
+            await record_campaign(env)
 
 
 if __name__ == "__main__":
-    asyncio.run(record())
+    asyncio.run(record(sys.argv[1:]))
