@@ -27,7 +27,7 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.schemas import CreateCallResponse
 from api.temporal import TemporalGateway, TemporalUnavailable
@@ -59,6 +59,12 @@ _REQUEST_NS = uuid.UUID("6f1c8a52-5d0e-4a0b-9a55-0d6b3c1f2e02")
 _ENSURE_STARTED_TIMEOUT = 5.0
 
 IDEMPOTENCY_CONFLICT = "Idempotency-Key was already used with different parameters"
+
+# RPC failures after which the request may have reached the server (it timed out or was cut
+# off), as opposed to a server that refused it or could not be reached.
+_MAYBE_STARTED = frozenset(
+    {RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED, RPCStatusCode.UNKNOWN}
+)
 
 
 @dataclass(frozen=True)
@@ -210,8 +216,13 @@ class CallStarter:
         except WorkflowAlreadyStartedError:
             # The workflow ran and closed already: its row is the answer.
             return await self._from_row_or_pending(call)
-        except RPCError:
+        except RPCError as err:
             log.warning("Temporal RPC failed", extra={"call_session_id": call.call_session_id})
+            if err.status in _MAYBE_STARTED:
+                # An overloaded server may have started the run before the RPC gave up:
+                # starting it again is safe (same workflow id), and answers pending if it
+                # exists or can be started now; only then is it given up as unavailable.
+                return await self._start_without_waiting(client, call)
             return await self._record_unavailable(call)
         return self._from_state(state, call)
 
