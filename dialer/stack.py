@@ -30,6 +30,8 @@ WORKER_METRICS_PORT = 9464
 # After Ctrl-C, beyond the longest graceful shutdown a child was given: its interpreter still
 # has to close connections and exit once its own budget is spent.
 STOP_MARGIN_SECONDS = 10.0
+# The dev server, stopped last: it has nothing left to finish.
+SERVER_STOP_SECONDS = 15.0
 
 
 def dev_server_command(settings: Settings) -> list[str]:
@@ -146,9 +148,14 @@ def stop_processes(procs: list[subprocess.Popen], timeout: float) -> None:
 
 
 def run_stack(settings: Settings) -> int:
+    """The dev server, the worker and the API. Each child runs in its own process group, so
+    a terminal's Ctrl-C reaches only this process, which then stops them in order: the API
+    and the worker first (the worker's running activities still report their results to
+    the server), the dev server last."""
     signal.signal(signal.SIGTERM, _interrupt)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.db_url)
+    server: subprocess.Popen | None = None
     procs: list[subprocess.Popen] = []
     env = {**os.environ, "DIALER_DATA_DIR": str(settings.data_dir), **operator_env(settings)}
     # No load balancer to drain on one machine: Ctrl-C stops the API at once.
@@ -162,21 +169,25 @@ def run_stack(settings: Settings) -> int:
                     f"port {settings.temporal_port} is taken: stop what runs there or set "
                     "DIALER_TEMPORAL_PORT (or DIALER_TEMPORAL_ADDRESS to use that server)"
                 )
-            log_file = open(settings.data_dir / "temporal.log", "ab")  # noqa: SIM115
-            procs.append(
-                subprocess.Popen(dev_server_command(settings), stdout=log_file, stderr=log_file)
-            )
+            with open(settings.data_dir / "temporal.log", "ab") as log_file:
+                server = subprocess.Popen(
+                    dev_server_command(settings),
+                    stdout=log_file,
+                    stderr=log_file,
+                    process_group=0,
+                )
             _wait_for(
                 "Temporal dev server",
                 lambda: port_open(settings.temporal_port),
                 60,
-                procs,
+                [server],
             )
         key = demo_key(settings)
         me = [sys.executable, "-m", "dialer.cli"]
-        worker = subprocess.Popen([*me, "worker"], env=env)
+        worker = subprocess.Popen([*me, "worker"], env=env, process_group=0)
         procs.append(worker)
-        procs.append(subprocess.Popen([*me, "api"], env=env))
+        procs.append(subprocess.Popen([*me, "api"], env=env, process_group=0))
+        everything = [*procs, *([server] if server else [])]
         base = f"http://127.0.0.1:{settings.api_port}"
 
         def api_up() -> bool:
@@ -185,12 +196,12 @@ def run_stack(settings: Settings) -> int:
             except httpx.HTTPError:
                 return False
 
-        _wait_for("API", api_up, 60, procs)
+        _wait_for("API", api_up, 60, everything)
         # The printed curl must place a call, not answer `pending` because the worker is
         # still starting: wait for this worker's first heartbeat (it beats once it polls).
-        _wait_for("worker", lambda: _worker_beats(settings, worker.pid), 60, procs)
+        _wait_for("worker", lambda: _worker_beats(settings, worker.pid), 60, everything)
         _banner(settings, key, base)
-        while all(p.poll() is None for p in procs):
+        while all(p.poll() is None for p in everything):
             time.sleep(0.5)
         log.error("a process of the stack exited; stopping the rest")
         return 1
@@ -198,6 +209,8 @@ def run_stack(settings: Settings) -> int:
         return 0
     finally:
         stop_processes(procs, stop_timeout)
+        if server is not None:
+            stop_processes([server], SERVER_STOP_SECONDS)
 
 
 def _banner(settings: Settings, key: str, base: str) -> None:
