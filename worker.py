@@ -37,6 +37,11 @@ from workflows.dto import DialPolicy, FollowPolicy
 log = logging.getLogger("dialer.worker")
 
 
+# Dials held for their campaign slot plus dials in flight, per worker process: at the
+# highest campaign rate (100/s) about three seconds of slots, and room for create_call's.
+MAX_CONCURRENT_DIALS = 1000
+
+
 def build_providers(
     settings: Settings, engine: Engine, client: Client | None = None
 ) -> ProviderRegistry:
@@ -134,6 +139,9 @@ def build_workers(
         task_queue=settings.dial_task_queue,
         activities=[dialing.dial, dialing.reconcile_dial],
         max_task_queue_activities_per_second=settings.dial_rate_per_second,
+        # A campaign's dials wait here for their slots (up to a few seconds, a sleeping
+        # coroutine each): room for them beside the dials of create_call.
+        max_concurrent_activities=MAX_CONCURRENT_DIALS,
         interceptors=[CallContextInterceptor()],
         # On shutdown: stop polling, give running activities this long to finish.
         graceful_shutdown_timeout=grace,
