@@ -118,24 +118,30 @@ class SimulatedProvider:
         the dial's result, in one workflow task. The rest follows in the background."""
         if self._sink is None or call.to_number is None or call.created_at is None:
             return
+        started = asyncio.get_running_loop().time()
         steps = self._timeline.steps(call.to_number)
         now = [step for step in steps if step[0] <= 0]
         await self._deliver(call_session_id, call.sid, call.created_at, now)
         later = steps[len(now) :]
         if later:
             task = asyncio.get_running_loop().create_task(
-                self._emit(call_session_id, call.sid, call.created_at, later)
+                self._emit(call_session_id, call.sid, call.created_at, later, started)
             )
             self._emitting.add(task)
             task.add_done_callback(self._emitting.discard)
 
     async def _emit(
-        self, call_session_id: str, sid: str, placed: datetime, steps: list[tuple[float, str]]
+        self,
+        call_session_id: str,
+        sid: str,
+        placed: datetime,
+        steps: list[tuple[float, str]],
+        started: float,
     ) -> None:
-        """Each status at its time on the timeline; the ones due together go out as one
+        """Each status at its time on the timeline, counted from `started` (the loop's clock
+        at placement, before the first delivery); the ones due together go out as one
         delivery, as a real carrier would batch them."""
         loop = asyncio.get_running_loop()
-        started = loop.time()
         while steps:
             delay = steps[0][0] - (loop.time() - started)
             if delay > 0:
