@@ -13,17 +13,17 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.calls import CallActivities
-from activities.campaigns import CampaignActivities, TemporalCallLauncher
+from activities.campaigns import CampaignActivities
 from activities.dialing import DialActivities
 from activities.lifecycle import LifecycleActivities
-from dialer.bytecode import keep_bytecode_cache
-from dialer.call_status import CallStatusSink
-from dialer.config import Settings, get_settings
-from dialer.health import clear_heartbeat, heartbeat_loop
-from dialer.logs import CallContextInterceptor
-from dialer.temporal_client import connect, metrics_runtime
-from dialer.tracing import configure_tracing
-from store.campaigns import CallPolicies
+from core.config import Settings, get_settings
+from infra.bytecode import keep_bytecode_cache
+from infra.health import clear_heartbeat, heartbeat_loop
+from infra.interceptors import CallContextInterceptor
+from infra.temporal_client import connect, metrics_runtime
+from infra.tracing import configure_tracing
+from services.call_status import CallStatusSink
+from services.calls import TemporalCallLauncher, call_policies
 from store.db import get_engine
 from telephony.base import TelephonyProvider
 from telephony.faults import with_faults
@@ -32,7 +32,6 @@ from telephony.simulated import SimulatedProvider, SimulatedTimeline
 from telephony.twilio import provider_from_settings
 from workflows.campaign import CampaignWorkflow
 from workflows.create_call import CreateCallWorkflow
-from workflows.dto import DialPolicy, FollowPolicy
 
 log = logging.getLogger("dialer.worker")
 
@@ -78,24 +77,6 @@ def build_providers(
     return ProviderRegistry(providers, default=settings.telephony_provider)
 
 
-def call_policies(settings: Settings) -> CallPolicies:
-    """Dial and follow policies of campaign calls: the same settings as single calls."""
-    return CallPolicies(
-        dial=DialPolicy(
-            max_attempts=settings.dial_max_attempts,
-            backoff_initial_seconds=settings.dial_backoff_initial_seconds,
-            backoff_max_seconds=settings.dial_backoff_max_seconds,
-            timeout_seconds=settings.dial_timeout_seconds,
-            task_queue=settings.dial_task_queue,
-        ),
-        follow=FollowPolicy(
-            poll_after_seconds=settings.call_status_poll_seconds,
-            poll_max_seconds=settings.call_status_poll_max_seconds,
-            max_age_seconds=settings.call_max_age_seconds,
-        ),
-    )
-
-
 def build_workers(
     client: Client,
     settings: Settings,
@@ -110,7 +91,7 @@ def build_workers(
     dialing = DialActivities(providers)
     grace = timedelta(seconds=settings.worker_graceful_shutdown_seconds)
     campaigns = CampaignActivities(
-        engine, TemporalCallLauncher(client, settings.task_queue), call_policies(settings)
+        engine, TemporalCallLauncher(client, settings), call_policies(settings)
     )
     call_worker = Worker(
         client,

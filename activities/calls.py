@@ -8,15 +8,15 @@ from dataclasses import replace
 from sqlalchemy.engine import Engine
 from temporalio import activity
 
-from store import calls, lifecycle
-from telephony.registry import ProviderRegistry
-from workflows.dto import (
+from contracts.calls import (
     CreateCallInput,
     PersistSessionInput,
     PrepareCallResult,
     RecordAttemptInput,
     RecordOutcomeInput,
 )
+from store import calls, lifecycle
+from telephony.registry import ProviderRegistry
 
 
 class CallActivities:

@@ -11,25 +11,16 @@ from typing import Protocol
 
 from sqlalchemy.engine import Engine
 from temporalio import activity
-from temporalio.client import Client
-from temporalio.common import (
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from store import campaigns
-from store.campaigns import CallPolicies
-from workflows.campaign_dto import (
+from contracts.calls import CallPolicies, CallSpec, DialSlot
+from contracts.campaigns import (
     CampaignConfig,
     LoadCampaignInput,
     TickInput,
     TickResult,
     pacing,
 )
-from workflows.create_call import CreateCallWorkflow, search_attributes_for, summary_for
-from workflows.dto import CreateCallInput, DialSlot
+from store import campaign_ticks
 
 log = logging.getLogger(__name__)
 
@@ -38,48 +29,13 @@ MAX_EARLY_SECONDS = 5.0
 # The first tick's first dial slot is this far ahead, so its call is started and prepared
 # before its slot (later ticks begin PREP_LEAD before theirs, see workflows/campaign.py).
 FIRST_SLOT_LEAD = 0.5
-# Starts in flight at once from one tick: enough to keep up with a high rate, few enough to
-# stay far from the server's limits.
-START_CONCURRENCY = 20
 
 
 class CallLauncher(Protocol):
-    async def start(self, calls: list[CreateCallInput]) -> None:
-        """Start each call's workflow once; a call whose workflow exists already is left be."""
+    async def start(self, calls: list[CallSpec]) -> None:
+        """Start each call's workflow once; a call whose workflow exists already is left be
+        (services/calls.py `TemporalCallLauncher`)."""
         ...
-
-
-class TemporalCallLauncher:
-    """Starts CreateCallWorkflow with its deterministic id: a running one is joined
-    (USE_EXISTING) and a closed one is never started again (REJECT_DUPLICATE), so a repeated
-    start after a crash or a retry can never dial a recipient twice."""
-
-    def __init__(self, client: Client, task_queue: str) -> None:
-        self._client = client
-        self._task_queue = task_queue
-
-    async def start(self, calls: list[CreateCallInput]) -> None:
-        gate = asyncio.Semaphore(START_CONCURRENCY)
-
-        async def one(call: CreateCallInput) -> None:
-            summary, details = summary_for(call)
-            async with gate:
-                try:
-                    await self._client.start_workflow(
-                        CreateCallWorkflow.run,
-                        call,
-                        id=call.call_session_id,
-                        task_queue=self._task_queue,
-                        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                        search_attributes=TypedSearchAttributes(search_attributes_for(call)),
-                        static_summary=summary,
-                        static_details=details,
-                    )
-                except WorkflowAlreadyStartedError:
-                    pass  # it ran already: the recipient's call exists
-
-        await asyncio.gather(*(one(c) for c in calls))
 
 
 class CampaignActivities:
@@ -90,7 +46,7 @@ class CampaignActivities:
 
     async def _start_paced(
         self,
-        calls: list[CreateCallInput],
+        calls: list[CallSpec],
         key: str,
         calls_per_second: float,
         previous: float | None,
@@ -118,7 +74,7 @@ class CampaignActivities:
 
     @activity.defn(name="load_campaign")
     async def load_campaign(self, input: LoadCampaignInput) -> CampaignConfig:
-        return await asyncio.to_thread(campaigns.load_config, self._engine, input.campaign_id)
+        return await asyncio.to_thread(campaign_ticks.load_config, self._engine, input.campaign_id)
 
     @activity.defn(name="campaign_tick")
     async def campaign_tick(self, input: TickInput) -> TickResult:
@@ -129,12 +85,14 @@ class CampaignActivities:
                 # Woken long before the next start is due (a signal): only bring states up
                 # to date, claim nobody.
                 input = replace(input, limit=0)
-        plan = await asyncio.to_thread(campaigns.prepare_tick, self._engine, input, self._policies)
+        plan = await asyncio.to_thread(
+            campaign_ticks.prepare_tick, self._engine, input, self._policies
+        )
         if plan.calls:
             plan.result.last_start_wall = await self._start_paced(
                 plan.calls, input.campaign_id, input.calls_per_second, input.last_start_wall
             )
-            await asyncio.to_thread(campaigns.mark_calling, self._engine, plan.recipient_ids)
+            await asyncio.to_thread(campaign_ticks.mark_calling, self._engine, plan.recipient_ids)
             log.info(
                 "campaign calls started",
                 extra={"campaign_id": input.campaign_id, "count": len(plan.calls)},

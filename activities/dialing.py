@@ -11,12 +11,12 @@ from datetime import datetime
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from dialer.metrics import DIALS_METRIC
-from dialer.phone import mask
+from contracts.calls import DialInput, DialResult, DialSlot, ReconcileInput, ReconcileResult
+from core.phone import mask
+from infra.metrics import DIALS_METRIC
 from telephony.base import Ambiguous, DialRequest, NotPlaced, Rejected
 from telephony.registry import ProviderRegistry
 from workflows.create_call import DIAL_AMBIGUOUS, DIAL_NOT_PLACED
-from workflows.dto import DialInput, DialResult, DialSlot, ReconcileInput, ReconcileResult
 
 log = logging.getLogger(__name__)
 

@@ -9,15 +9,15 @@ import asyncio
 from sqlalchemy.engine import Engine
 from temporalio import activity
 
-from store import lifecycle
-from telephony.registry import ProviderRegistry
-from telephony.status import ANSWERED, is_final, normalize_status
-from workflows.dto import (
+from contracts.calls import (
     CallStatusUpdate,
     FetchCallStatusInput,
     FetchCallStatusResult,
     RecordCallStatusInput,
 )
+from store import lifecycle
+from telephony.registry import ProviderRegistry
+from telephony.status import ANSWERED, is_final, normalize_status
 
 
 class LifecycleActivities:

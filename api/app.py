@@ -24,10 +24,10 @@ from api.routes import (
     telephony,
 )
 from api.routes.codec import CodecCORS
-from api.temporal import TemporalGateway, TemporalUnavailable
-from dialer.config import Settings, get_settings
-from dialer.metrics import HTTPObservability
-from dialer.tracing import fastapi_telemetry_off
+from core.config import Settings, get_settings
+from infra.metrics import HTTPObservability
+from infra.tracing import fastapi_telemetry_off
+from services.temporal import TemporalGateway, TemporalUnavailable
 from store.db import get_engine
 
 log = logging.getLogger("dialer.api")

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from api.schemas import UTCDatetime
-from dialer.windows import DAY_NAMES, valid_zone
+from core.windows import DAY_NAMES, valid_zone
 
 DayName = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 _HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"

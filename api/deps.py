@@ -13,9 +13,9 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from api.temporal import TemporalGateway
-from dialer.config import Settings
-from dialer.security import hash_key, key_prefix
+from core.config import Settings
+from core.security import hash_key, key_prefix
+from services.temporal import TemporalGateway
 from store.models import ApiKey, User
 
 api_key_header = APIKeyHeader(name="x-api-key", auto_error=False, description="Your API key.")

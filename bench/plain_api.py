@@ -13,8 +13,8 @@ from fastapi.concurrency import run_in_threadpool
 from sqlmodel import col, select
 
 from api.deps import CurrentUser
-from dialer.config import get_settings
-from dialer.phone import normalize
+from core.config import get_settings
+from core.phone import normalize
 from store.db import get_engine, session_scope
 from store.models import CallSession, PhoneNumber, utcnow
 from telephony.base import DialRequest

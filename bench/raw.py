@@ -24,7 +24,7 @@ from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from dialer.bytecode import keep_bytecode_cache
+from infra.bytecode import keep_bytecode_cache
 
 TIMEOUT = timedelta(seconds=30)
 # DIALER_DIAL_RATE_PER_SECOND in the bench (bench.stack): a cap that never binds.
@@ -92,7 +92,7 @@ def own_queue(task_queue: str) -> str:
 
 
 async def serve(address: str, task_queue: str) -> None:
-    # The same bytecode cache as Dialer's worker (dialer.bytecode): the floor must not pay
+    # The same bytecode cache as Dialer's worker (infra.bytecode): the floor must not pay
     # for compiling its workflow module on every run either.
     keep_bytecode_cache()
     client = await Client.connect(address)

@@ -21,14 +21,14 @@ import psutil
 from temporalio.client import Client
 
 from bench.raw import BENCH_DIAL_RATE, own_queue
-from dialer.config import Settings
+from core.config import Settings
 from dialer.net import free_port, port_open
-from dialer.procs import Proc, clean_env, spawn
 from dialer.stack import dev_server_command
 from store import crud
 from store.db import make_engine, session_scope
 from store.migrate import upgrade
 from store.models import PhoneNumber
+from tools.procs import Proc, clean_env, spawn
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT = 90.0
@@ -267,7 +267,7 @@ async def start_stack(work: Path, extra_env: dict[str, str] | None = None) -> St
 
 def _seed_same_key(settings: Settings, key: str) -> None:
     """The plain baseline authenticates with the same key, stored in its own database."""
-    from dialer.security import hash_key, key_prefix
+    from core.security import hash_key, key_prefix
     from store.models import ApiKey
 
     upgrade(settings.db_url)

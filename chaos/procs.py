@@ -19,7 +19,7 @@ import httpx
 
 from dialer.binaries import temporal_cli
 from dialer.net import free_port, port_open
-from dialer.procs import Proc, clean_env
+from tools.procs import Proc, clean_env
 from workflows.create_call import SEARCH_ATTRIBUTES
 
 SECRET = "chaos-secret-key-for-a-throwaway-stack-0123456789"

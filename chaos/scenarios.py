@@ -17,12 +17,12 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from api.calls import CallRequest, ids_for
 from chaos.procs import SECRET, Postgres, Stack, wait_for
+from contracts.calls import TERMINAL
+from services.calls import CallRequest, ids_for
 from store import crud
 from store.db import make_engine, session_scope
 from store.models import CallSession, PhoneNumber, SimulatedCall
-from workflows.dto import TERMINAL
 
 CREATE_CALL = "/api/call/create_call"
 # Numbers whose every path ends in a terminal state with at most one dial (README table).

@@ -7,8 +7,8 @@ import asyncio
 import logging
 import sys
 
-from dialer.config import get_settings
-from dialer.logs import configure_logging
+from core.config import get_settings
+from core.logs import configure_logging
 
 
 def _engine():  # type: ignore[no-untyped-def]
@@ -26,7 +26,7 @@ def cmd_run(_: argparse.Namespace) -> int:
 def cmd_api(_: argparse.Namespace) -> int:
     from api.app import create_app
     from api.serve import serve
-    from dialer.tracing import configure_tracing
+    from infra.tracing import configure_tracing
 
     settings = get_settings()
     configure_tracing(settings, "dialer-api")
@@ -36,7 +36,7 @@ def cmd_api(_: argparse.Namespace) -> int:
         host=settings.api_host,
         port=settings.api_port,
         log_level=settings.log_level.lower(),
-        # Keep the handler of dialer.logs (masking, ids, JSON): uvicorn would install its own.
+        # Keep the handler of core.logs (masking, ids, JSON): uvicorn would install its own.
         log_config=None,
         timeout_graceful_shutdown=settings.api_graceful_shutdown_seconds,
     )
@@ -51,7 +51,7 @@ def cmd_worker(_: argparse.Namespace) -> int:
 
 
 def cmd_worker_health(_: argparse.Namespace) -> int:
-    from dialer.health import worker_health_problem
+    from infra.health import worker_health_problem
 
     problem = worker_health_problem(get_settings())
     if problem:

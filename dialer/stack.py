@@ -14,10 +14,10 @@ import time
 import httpx
 from sqlalchemy.engine import make_url
 
+from core.config import Settings
 from dialer.binaries import temporal_cli
-from dialer.codec import local_codec_token, local_keys
-from dialer.config import Settings
 from dialer.net import port_open
+from infra.codec import local_codec_token, local_keys
 from store import crud
 from store.db import get_engine
 from store.migrate import upgrade
@@ -97,7 +97,7 @@ def _wait_for(what: str, check, timeout: float, procs: list[subprocess.Popen]) -
 
 
 def _worker_beats(settings: Settings, pid: int) -> bool:
-    """Whether the worker process `pid` wrote the heartbeat file (see dialer/health.py)."""
+    """Whether the worker process `pid` wrote the heartbeat file (see infra/health.py)."""
     try:
         return json.loads(settings.heartbeat_path.read_text()).get("pid") == pid
     except (OSError, ValueError, AttributeError):

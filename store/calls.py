@@ -13,19 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from dialer.phone import InvalidNumber, normalize
-from store.db import insert_ignoring_duplicates, session_scope
-from store.models import (
-    Agent,
-    CallEvent,
-    CallSession,
-    Flow,
-    LineMapping,
-    PhoneNumber,
-    SuppressedNumber,
-    utcnow,
-)
-from workflows.dto import (
+from contracts.calls import (
     ACCEPTED,
     FAILED,
     TERMINAL,
@@ -36,6 +24,18 @@ from workflows.dto import (
     RecordAttemptInput,
     RecordOutcomeInput,
     ValidationResult,
+)
+from core.phone import InvalidNumber, normalize
+from store.db import insert_ignoring_duplicates, session_scope
+from store.models import (
+    Agent,
+    CallEvent,
+    CallSession,
+    Flow,
+    LineMapping,
+    PhoneNumber,
+    SuppressedNumber,
+    utcnow,
 )
 
 

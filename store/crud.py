@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from dialer.security import generate_key, hash_key
+from core.security import generate_key, hash_key
 from store.db import session_scope
 from store.models import Agent, ApiKey, Flow, LineMapping, PhoneNumber, User, utcnow
 

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.sql.dml import Insert
 from sqlmodel import Session, SQLModel, create_engine
 
-from dialer.config import Settings, get_settings
+from core.config import Settings, get_settings
 
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 

@@ -13,11 +13,11 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from contracts.calls import CallStatusUpdate, RecordCallStatusInput, RecordOutcomeInput
 from store.calls import add_events, write_outcome
 from store.db import session_scope
 from store.models import CallSession, utcnow
 from telephony.status import ANSWERED, advances, is_final, normalize_status
-from workflows.dto import CallStatusUpdate, RecordCallStatusInput, RecordOutcomeInput
 
 
 def _parse(value: str | None) -> datetime | None:

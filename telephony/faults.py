@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from dialer.config import Settings
+from core.config import Settings
 from telephony.base import Ambiguous, DialRequest, NotPlaced, ProviderCall, TelephonyProvider
 
 

@@ -60,6 +60,6 @@ class StatusEvent:
     answered_by: str | None = None
 
 
-# Where a provider's status reports go: the workflow of the session (dialer/call_status.py).
+# Where a provider's status reports go: the workflow of the session (services/call_status.py).
 # One delivery carries the reports about one session that were ready at the same time.
 StatusSink = Callable[[Sequence[StatusEvent]], Awaitable[object]]

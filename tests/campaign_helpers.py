@@ -12,10 +12,11 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from contracts.calls import SUCCESS, CallSpec, DialSlot
+from services.calls import request_fingerprint
 from store import campaigns
 from store.db import session_scope
 from store.models import CallSession, CampaignRecipient
-from workflows.dto import SUCCESS, CreateCallInput, DialSlot
 
 # Only fictional numbers: the 555-0100..0199 block, which US numbering reserves for fiction.
 # One area code gives 100 of them; bigger campaigns take the same block in other US area codes
@@ -81,13 +82,13 @@ class RecordingLauncher:
 
     engine: Engine
     clock: Callable[[], Awaitable[datetime]]
-    hold: Callable[[CreateCallInput], bool] = lambda _call: False
+    hold: Callable[[CallSpec], bool] = lambda _call: False
     starts: list[tuple[datetime, str]] = field(default_factory=list)
     slots: dict[str, DialSlot | None] = field(default_factory=dict)  # by call_session_id
     held: list[str] = field(default_factory=list)
     number_of: dict[str, str] = field(default_factory=dict)  # call_session_id -> number
 
-    async def start(self, calls: list[CreateCallInput]) -> None:
+    async def start(self, calls: list[CallSpec]) -> None:
         for call in calls:
             self.starts.append((await self.clock(), call.call_session_id))
             self.slots[call.call_session_id] = call.dial_slot
@@ -99,7 +100,7 @@ class RecordingLauncher:
                 status = SUCCESS
             self._session(call, status)
 
-    def _session(self, call: CreateCallInput, status: str) -> None:
+    def _session(self, call: CallSpec, status: str) -> None:
         with session_scope(self.engine) as session:
             if session.get(CallSession, uuid.UUID(call.call_session_id)) is not None:
                 return
@@ -112,7 +113,7 @@ class RecordingLauncher:
                     requested_number=call.phone_number,
                     target_number=call.phone_number,
                     status=status,
-                    request_hash=call.request_hash,
+                    request_hash=request_fingerprint(call, "US"),
                     call_status="completed" if status == SUCCESS else None,
                 )
             )

@@ -21,8 +21,8 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from core.config import Settings
 from dialer.binaries import temporal_cli, temporal_test_server
-from dialer.config import Settings
 from store import crud
 from store.db import make_engine
 from store.migrate import upgrade

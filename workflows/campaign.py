@@ -23,7 +23,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.campaign_dto import (
+    from contracts.campaigns import (
         CANCELED,
         RUNNING,
         SCHEDULED,

@@ -14,8 +14,7 @@ from temporalio.common import (
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from telephony.status import advances, is_final, normalize_status, rank
-    from workflows.dto import (
+    from contracts.calls import (
         ACCEPTED,
         FAILED,
         STAGE_ACCEPTED,
@@ -40,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         RecordOutcomeInput,
         WaitForStageInput,
     )
+    from telephony.status import advances, is_final, normalize_status, rank
 
 WORKFLOW_NAME = "CreateCallWorkflow"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from datetime import datetime
@@ -11,7 +12,6 @@ from fastapi import APIRouter, Header, HTTPException, Query
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from api.calls import CallRequest, CallStarter
 from api.deps import CurrentUser, EngineDep, SessionDep, SettingsDep, TemporalDep
 from api.schemas import (
     CallEventPublic,
@@ -23,7 +23,8 @@ from api.schemas import (
     WaitStage,
     as_utc,
 )
-from dialer.metrics import CREATE_CALLS
+from infra.metrics import CREATE_CALLS
+from services.calls import CallRequest, CallStarter, IdempotencyConflict
 from store.models import CallEvent, CallSession
 
 router = APIRouter()
@@ -56,19 +57,22 @@ async def create_call(
 ) -> CreateCallResponse:
     """Initiate an outbound call; answers with the ids at once (HTTP 200 even when failed)."""
     starter = CallStarter(settings, engine, temporal)
-    answer = await starter.create(
-        CallRequest(
-            user_id=user.user_id,
-            phone_number=phoneNumber,
-            agent_id=agent_id,
-            flow_id=workflow_id,
-            phone_number_id=phone_number_id,
-            wait=wait,
-            idempotency_key=idempotency_key,
+    try:
+        answer = await starter.create(
+            CallRequest(
+                user_id=user.user_id,
+                phone_number=phoneNumber,
+                agent_id=agent_id,
+                flow_id=workflow_id,
+                phone_number_id=phone_number_id,
+                wait=wait,
+                idempotency_key=idempotency_key,
+            )
         )
-    )
+    except IdempotencyConflict as exc:
+        raise HTTPException(409, str(exc)) from exc
     CREATE_CALLS.labels(answer.status, answer.failure_code or "").inc()
-    return answer
+    return CreateCallResponse(**dataclasses.asdict(answer))
 
 
 def _public(row: CallSession) -> dict:

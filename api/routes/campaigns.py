@@ -16,14 +16,6 @@ from pydantic import ValidationError
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 from starlette.datastructures import UploadFile
-from temporalio.client import Client
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
-from temporalio.service import RPCError, RPCStatusCode
 
 from api.campaign_schemas import (
     CallingWindow,
@@ -40,19 +32,15 @@ from api.campaign_schemas import (
 from api.deps import CurrentUser, EngineDep, SessionDep, SettingsDep, TemporalDep
 from api.routes.calls import AUTH_ERRORS
 from api.schemas import Detail, Page, as_utc
-from api.temporal import TemporalUnavailable
-from dialer.windows import ALL_DAYS, DAY_NAMES
-from store import campaigns as store
-from store.models import Campaign
-from workflows.campaign import CampaignWorkflow
-from workflows.campaign_dto import (
+from contracts.campaigns import (
     CANCELED,
     PAUSED,
     RUNNING,
-    CampaignInput,
-    CampaignSignal,
 )
-from workflows.create_call import SA_CAMPAIGN_ID, SA_USER_ID
+from core.windows import ALL_DAYS, DAY_NAMES
+from services.campaigns import CampaignService, OrchestratorUnavailable
+from store import campaigns as store
+from store.models import Campaign
 
 log = logging.getLogger(__name__)
 
@@ -282,49 +270,6 @@ def _status(session: SessionDep, row: Campaign) -> CampaignStatus:
     )
 
 
-# --- the workflow ---------------------------------------------------------------------------
-
-
-async def _start_workflow(client: Client, row: Campaign, task_queue: str) -> None:
-    """Start (or join) the campaign's workflow. A closed run may be started again: its calls
-    have deterministic ids and the database knows which were started, so a new run only
-    carries on where the last one stopped."""
-    await client.start_workflow(
-        CampaignWorkflow.run,
-        CampaignInput(campaign_id=str(row.id)),
-        id=store.campaign_workflow_id(row.id),
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(SA_USER_ID, str(row.user_id)),
-                SearchAttributePair(SA_CAMPAIGN_ID, str(row.id)),
-            ]
-        ),
-        static_summary=f"Campaign {row.name[:80]}: {row.total_recipients} recipients",
-        static_details=f"**campaign_id**: {row.id}\n**user_id**: {row.user_id}\n"
-        f"**calls of this campaign**: `DialerCampaignId = '{row.id}'`",
-    )
-
-
-async def _notify(temporal: TemporalDep, row: Campaign, action: str, task_queue: str) -> None:
-    """Tell the workflow about a control request already written to the database. When it
-    is not running (it closed, or was never started) start it: it reads the row and acts."""
-    try:
-        client = await temporal.client()
-        handle = client.get_workflow_handle(store.campaign_workflow_id(row.id))
-        try:
-            await handle.signal(action, CampaignSignal())
-        except RPCError as err:
-            if err.status != RPCStatusCode.NOT_FOUND:
-                raise
-            await _start_workflow(client, row, task_queue)
-    except (TemporalUnavailable, RPCError):
-        # The row is the truth; the workflow reads it at its next tick.
-        log.warning("campaign %s: %s not signalled (Temporal unreachable)", row.id, action)
-
-
 # --- routes ---------------------------------------------------------------------------------
 
 
@@ -380,12 +325,8 @@ async def create_campaign(
             "send application/json, or multipart/form-data with a CSV `file`",
         )
     try:
-        report = await run_in_threadpool(
-            store.create_campaign,
-            engine,
-            _spec(user.user_id, fields),
-            rows,
-            settings.default_region,
+        report = await CampaignService(settings, engine, temporal).create(
+            _spec(user.user_id, fields), rows
         )
     except store.CampaignNotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
@@ -398,19 +339,13 @@ async def create_campaign(
         more = len(all_errors) - MAX_QUOTED_ERRORS
         suffix = f"; and {more} more" if more > 0 else ""
         raise HTTPException(422, f"{exc}: {quoted}{suffix}") from exc
-
+    except OrchestratorUnavailable as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "the call orchestrator is unreachable; the campaign was not created",
+            headers={"Retry-After": "5"},
+        ) from exc
     campaign = report.campaign
-    if campaign.state != "completed":
-        try:
-            client = await temporal.client()
-            await _start_workflow(client, campaign, settings.task_queue)
-        except (TemporalUnavailable, RPCError) as exc:
-            await run_in_threadpool(store.delete_campaign, engine, campaign.id)
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE,
-                "the call orchestrator is unreachable; the campaign was not created",
-                headers={"Retry-After": "5"},
-            ) from exc
     rejected = sorted(
         errors + [RowError(row=r.row_number, reason=r.reason) for r in report.rejected],
         key=lambda e: e.row,
@@ -464,19 +399,19 @@ def campaign_status(
 async def _control(
     campaign_id: uuid.UUID,
     target: str,
-    action: str,
     user: CurrentUser,
     settings: SettingsDep,
     engine: EngineDep,
     temporal: TemporalDep,
 ) -> CampaignStatus:
     try:
-        row = await run_in_threadpool(store.transition, engine, campaign_id, user.user_id, target)
+        row = await CampaignService(settings, engine, temporal).control(
+            campaign_id, user.user_id, target
+        )
     except store.CampaignNotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     except store.InvalidTransition as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
-    await _notify(temporal, row, action, settings.task_queue)
     with Session(engine) as session:
         return _status(session, row)
 
@@ -492,7 +427,7 @@ async def pause_campaign(
     temporal: TemporalDep,
 ) -> CampaignStatus:
     """Stop starting new calls; calls in progress finish."""
-    return await _control(campaign_id, PAUSED, "pause", user, settings, engine, temporal)
+    return await _control(campaign_id, PAUSED, user, settings, engine, temporal)
 
 
 @router.post(
@@ -506,7 +441,7 @@ async def resume_campaign(
     temporal: TemporalDep,
 ) -> CampaignStatus:
     """Start calls again where the campaign stopped."""
-    return await _control(campaign_id, RUNNING, "resume", user, settings, engine, temporal)
+    return await _control(campaign_id, RUNNING, user, settings, engine, temporal)
 
 
 @router.post(
@@ -520,4 +455,4 @@ async def cancel_campaign(
     temporal: TemporalDep,
 ) -> CampaignStatus:
     """Start no more calls (recipients not called become canceled); calls in progress finish."""
-    return await _control(campaign_id, CANCELED, "cancel", user, settings, engine, temporal)
+    return await _control(campaign_id, CANCELED, user, settings, engine, temporal)

@@ -22,9 +22,9 @@ from temporalio.api.common.v1 import Payloads
 
 from api.deps import SettingsDep
 from api.schemas import Detail
-from dialer.codec import EncryptionCodec, PayloadKeyError, codec_for
-from dialer.config import Settings
-from dialer.temporal_client import payload_keys
+from core.config import Settings
+from infra.codec import EncryptionCodec, PayloadKeyError, codec_for
+from infra.temporal_client import payload_keys
 
 PREFIX = "/codec"
 COOKIE = "dialer_codec"

@@ -21,7 +21,7 @@ from api.schemas import (
     PhoneNumberPublic,
     PhoneNumberUpdate,
 )
-from dialer.phone import InvalidNumber, normalize
+from core.phone import InvalidNumber, normalize
 from store.models import Agent, Flow, LineMapping, PhoneNumber
 
 router = APIRouter(prefix="/api/v1", responses=AUTH_ERRORS)

@@ -8,7 +8,7 @@ from sqlmodel import col, select
 from api.deps import CurrentUser, SessionDep, SettingsDep
 from api.routes.calls import AUTH_ERRORS
 from api.schemas import Detail, SuppressionCreate, SuppressionPublic
-from dialer.phone import InvalidNumber, normalize
+from core.phone import InvalidNumber, normalize
 from store.models import SuppressedNumber
 
 router = APIRouter(prefix="/api/v1/suppressions", tags=["suppressions"], responses=AUTH_ERRORS)

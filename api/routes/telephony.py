@@ -24,9 +24,9 @@ from twilio.request_validator import RequestValidator
 
 from api.deps import EngineDep, SettingsDep, TemporalDep
 from api.schemas import Detail
-from api.temporal import TemporalUnavailable
-from dialer.call_status import CallStatusSink
-from dialer.config import Settings
+from core.config import Settings
+from services.call_status import CallStatusSink
+from services.temporal import TemporalUnavailable
 from store.models import CallEvent
 from telephony.status import StatusEvent, normalize_status
 from telephony.twilio import STATUS_CALLBACK_PATH

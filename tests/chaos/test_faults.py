@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dialer.config import Settings
+from core.config import Settings
 from telephony.base import Ambiguous, DialRequest, NotPlaced, ProviderCall
 from telephony.faults import FAULTS, Fault, FaultInjector, FaultyProvider, with_faults
 

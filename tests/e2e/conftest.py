@@ -25,15 +25,15 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
-import dialer.procs
-from dialer.config import Settings
+import tools.procs
+from contracts.calls import TERMINAL
+from core.config import Settings
 from dialer.net import free_port, port_open
-from dialer.procs import Proc, clean_env
 from dialer.stack import dev_server_command
 from store.db import make_engine
 from store.models import CallSession, SimulatedCall
 from tests.conftest import TEST_SECRET, _pg_database, wait_until
-from workflows.dto import TERMINAL
+from tools.procs import Proc, clean_env
 
 STARTUP_TIMEOUT = 60.0
 KEY_PATTERN = re.compile(r"dk_[0-9a-f]{8}_[A-Za-z0-9_-]+")
@@ -58,7 +58,7 @@ def children_of(pid: int) -> list[int]:
 def spawn(name: str, args: list[str], env: dict[str, str], cwd: Path) -> Proc:
     """A process as a user starts it from a terminal (Ctrl-C works), with a log of its own:
     a test may start several processes of one name in one directory."""
-    return dialer.procs.spawn(name, args, env, cwd, unique_log=True, sigint_default=True)
+    return tools.procs.spawn(name, args, env, cwd, unique_log=True, sigint_default=True)
 
 
 @pytest.fixture(scope="session")

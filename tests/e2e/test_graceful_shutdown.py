@@ -23,7 +23,7 @@ from sqlmodel import Session, select
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.testing import WorkflowEnvironment
 
-from dialer.config import Settings
+from core.config import Settings
 from store.models import CallSession, SimulatedCall
 from tests.conftest import make_account, wait_until
 from tests.conftest import test_settings as settings_for

@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from dialer.net import free_port, port_open
-from dialer.procs import Proc, clean_env, process_alive
 from tests.conftest import wait_until
 from tests.e2e.conftest import KEY_PATTERN, STARTUP_TIMEOUT, children_of, dialer_command, spawn
+from tools.procs import Proc, clean_env, process_alive
 
 
 @dataclass

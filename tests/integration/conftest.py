@@ -18,10 +18,10 @@ from sqlmodel import Session, col, select
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from dialer.config import Settings
+from contracts.calls import TERMINAL
+from core.config import Settings
 from store.models import ApiKey, CallEvent, CallSession, PhoneNumber, SimulatedCall
 from tests.conftest import Stack, test_settings
-from workflows.dto import TERMINAL
 
 CREATE_CALL = "/api/call/create_call"
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dialer.logs import make_handler
+from core.logs import make_handler
 from tests.conftest import Stack, make_account, wait_until
 from tests.integration.conftest import create_call, terminal_row
 

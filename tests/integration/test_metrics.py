@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.testing import WorkflowEnvironment
 
-from dialer.temporal_client import connect, metrics_runtime
+from infra.temporal_client import connect, metrics_runtime
 from store.db import make_engine
 from tests.conftest import Stack, make_account, wait_until
 from tests.conftest import test_settings as settings_for

@@ -21,13 +21,13 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.common import TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.testing import WorkflowEnvironment
 
+from contracts.calls import CreateCallInput, DialPolicy
 from dialer.binaries import temporal_cli
 from store.db import make_engine
 from tests.conftest import Stack, make_account, wait_until
 from tests.conftest import test_settings as settings_for
 from tests.integration.conftest import create_call
 from workflows.create_call import CreateCallWorkflow, search_attributes_for, summary_for
-from workflows.dto import CreateCallInput, DialPolicy
 
 # The operator guide of the README, verbatim but for the placeholders.
 FAILED_TODAY = (

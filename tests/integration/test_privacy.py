@@ -17,8 +17,8 @@ from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
-from dialer.codec import new_key_entry
-from dialer.temporal_client import connect
+from infra.codec import new_key_entry
+from infra.temporal_client import connect
 from store.db import make_engine
 from tests.conftest import Stack, make_account
 from tests.conftest import test_settings as settings_for

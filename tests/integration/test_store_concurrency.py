@@ -13,11 +13,7 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from store import calls
-from store.db import make_engine, session_scope
-from store.models import CallEvent, CallSession
-from tests.conftest import make_account
-from workflows.dto import (
+from contracts.calls import (
     FAILED,
     CreateCallInput,
     FailureCode,
@@ -25,6 +21,10 @@ from workflows.dto import (
     RecordOutcomeInput,
     ValidationResult,
 )
+from store import calls
+from store.db import make_engine, session_scope
+from store.models import CallEvent, CallSession
+from tests.conftest import make_account
 
 THREADS = 12
 T = TypeVar("T")

@@ -13,8 +13,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from temporalio.testing import WorkflowEnvironment
 
-from dialer.temporal_client import connect
-from dialer.tracing import tracing_enabled
+from infra.temporal_client import connect
+from infra.tracing import tracing_enabled
 from store.db import make_engine
 from tests.conftest import Stack, make_account
 from tests.conftest import test_settings as settings_for

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from core.config import DEV_SECRET, Settings, get_settings
 from dialer import cli
-from dialer.config import DEV_SECRET, Settings, get_settings
 
 GOOD_SECRET = "k3Jx9QpL2vT8wZr5Nc7Hb4Md6Fs1Ga0Ye"  # not a real secret: a 34-character test value
 PG = "postgresql+psycopg://dialer:pw@db:5432/dialer"

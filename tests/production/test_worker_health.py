@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from core.config import Settings, get_settings
 from dialer import cli
-from dialer.config import Settings, get_settings
-from dialer.health import clear_heartbeat, worker_health_problem, write_heartbeat
+from infra.health import clear_heartbeat, worker_health_problem, write_heartbeat
 
 
 def _settings(tmp_path: Path) -> Settings:

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
 
-from dialer.config import Settings
+from core.config import Settings
 
 T = TypeVar("T")
 

@@ -15,19 +15,19 @@ from sqlmodel import Session, col, select
 from temporalio.testing import WorkflowEnvironment
 from twilio.request_validator import RequestValidator
 
-from store import calls as store_calls
-from store.models import CallEvent, CallSession
-from telephony.twilio import STATUS_CALLBACK_PATH
-from tests.conftest import Stack, make_account
-from tests.conftest import test_settings as settings_for
-from tests.integration.conftest import open_stack
-from workflows.dto import (
+from contracts.calls import (
     SUCCESS,
     CreateCallInput,
     PersistSessionInput,
     RecordOutcomeInput,
     ValidationResult,
 )
+from store import calls as store_calls
+from store.models import CallEvent, CallSession
+from telephony.twilio import STATUS_CALLBACK_PATH
+from tests.conftest import Stack, make_account
+from tests.conftest import test_settings as settings_for
+from tests.integration.conftest import open_stack
 
 TOKEN = "twilio-token-for-tests-only-0123456789abcdef"
 PUBLIC = "https://dialer.example.test"

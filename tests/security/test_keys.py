@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
-from dialer.security import hash_key, key_prefix
+from core.security import hash_key, key_prefix
 from store import crud
 from store.models import ApiKey
 from tests.conftest import TEST_SECRET, Stack, make_account

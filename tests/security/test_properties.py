@@ -13,15 +13,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session
 
-from dialer.phone import InvalidNumber, normalize
-from store import calls as store_calls
-from store.db import make_engine
-from store.lifecycle import record_call_status
-from store.migrate import upgrade
-from store.models import CallSession
-from telephony.status import FINAL, advances, is_final, normalize_status, rank
-from tests.conftest import make_account
-from workflows.dto import (
+from contracts.calls import (
     ACCEPTED,
     FAILED,
     SUCCESS,
@@ -33,6 +25,14 @@ from workflows.dto import (
     RecordOutcomeInput,
     ValidationResult,
 )
+from core.phone import InvalidNumber, normalize
+from store import calls as store_calls
+from store.db import make_engine
+from store.lifecycle import record_call_status
+from store.migrate import upgrade
+from store.models import CallSession
+from telephony.status import FINAL, advances, is_final, normalize_status, rank
+from tests.conftest import make_account
 
 E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 REGIONS = st.sampled_from(["US", "GB", "FR", "DE", "IN", "BR", "JP", "ZZ"])

@@ -8,7 +8,7 @@ import pytest
 
 from bench.report import all_rows, markdown
 from bench.scenarios import campaign_numbers, percentile, summary_ms, window_stats
-from dialer.phone import normalize
+from core.phone import normalize
 
 
 def test_percentiles_are_nearest_rank() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 SCRIPT = """
 import importlib, sys
-from dialer.bytecode import keep_bytecode_cache
+from infra.bytecode import keep_bytecode_cache
 prefix = keep_bytecode_cache()
 assert prefix is not None and sys.pycache_prefix == prefix and not sys.dont_write_bytecode
 import importlib.util
@@ -42,7 +42,7 @@ def test_nothing_changes_when_bytecode_is_on() -> None:
             sys.executable,
             "-c",
             "import sys; sys.dont_write_bytecode = False\n"
-            "from dialer.bytecode import keep_bytecode_cache\n"
+            "from infra.bytecode import keep_bytecode_cache\n"
             "assert keep_bytecode_cache() is None",
         ],
         cwd=Path(__file__).resolve().parents[2],

@@ -1,4 +1,4 @@
-"""api.calls: the request fingerprint (Idempotency-Key conflicts) and the derived ids."""
+"""services.calls: the request fingerprint (Idempotency-Key conflicts) and the derived ids."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from api.calls import CallRequest, ids_for, request_fingerprint
+from services.calls import CallRequest, ids_for, request_fingerprint, spec_for
 
 USER = uuid.UUID("00000000-0000-4000-8000-000000000001")
 OTHER_USER = uuid.UUID("00000000-0000-4000-8000-000000000002")
@@ -30,7 +30,7 @@ def request(**changes: object) -> CallRequest:
 
 
 def fp(**changes: object) -> str:
-    return request_fingerprint(request(**changes), "US")
+    return request_fingerprint(spec_for(request(**changes)), "US")
 
 
 @pytest.mark.parametrize(

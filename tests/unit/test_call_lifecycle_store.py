@@ -10,12 +10,17 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from contracts.calls import (
+    CallStatusUpdate,
+    CreateCallInput,
+    RecordCallStatusInput,
+    ValidationResult,
+)
 from store import crud, lifecycle
 from store.calls import new_session_row
 from store.db import session_scope
 from store.models import CallEvent, CallSession
 from telephony.status import advances, is_final, normalize_status
-from workflows.dto import CallStatusUpdate, CreateCallInput, RecordCallStatusInput, ValidationResult
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""api.calls.CallStarter when Temporal answers with an error: a failure after which the
+"""services.calls.CallStarter when Temporal answers with an error: a failure after which the
 start may have reached the server is retried as a plain start (pending, never failed while
 the run may exist); a refusal is recorded as orchestrator_unavailable. Fake client, real
 database."""
@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy.engine import Engine
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.calls import CallRequest, CallStarter
-from api.temporal import TemporalGateway
+from services.calls import CallRequest, CallStarter
+from services.temporal import TemporalGateway
 from store.db import session_scope
 from store.models import CallSession
 from tests.conftest import make_account

@@ -12,21 +12,23 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from api.routes.campaigns import parse_csv
-from store import campaigns
+from contracts.calls import CallPolicies
+from contracts.campaigns import TickInput
+from services.calls import request_fingerprint
+from store import campaign_ticks, campaigns
 from store.db import session_scope
 from store.models import CampaignRecipient, SuppressedNumber
 from tests.campaign_helpers import fictional_numbers, make_campaign
 from tests.conftest import make_account
-from workflows.campaign_dto import TickInput
 
 NOW = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
 
 
 def _tick(engine: Engine, campaign_id: uuid.UUID, limit: int, now: datetime = NOW):  # type: ignore[no-untyped-def]
-    return campaigns.prepare_tick(
+    return campaign_ticks.prepare_tick(
         engine,
         TickInput(campaign_id=str(campaign_id), now=now, limit=limit, begin=True),
-        campaigns.CallPolicies(),
+        CallPolicies(),
     )
 
 
@@ -78,7 +80,7 @@ def test_concurrency_bound_and_stable_call_ids_across_a_crash(engine: Engine) ->
     # recipients again, under the same ids (the server refuses a second start), and no more.
     again = _tick(engine, campaign_id, limit=5)
     assert [c.call_session_id for c in again.calls] == first_ids
-    campaigns.mark_calling(engine, again.recipient_ids)
+    campaign_ticks.mark_calling(engine, again.recipient_ids)
     assert _tick(engine, campaign_id, limit=5).calls == []
     assert {r.state for r in _rows(engine, campaign_id)[:3]} == {"calling"}
 
@@ -100,7 +102,7 @@ def test_busy_is_redialed_after_the_delay_then_kept(engine: Engine) -> None:
         plan = _tick(engine, campaign_id, limit=1, now=now)
         assert len(plan.calls) == 1
         call = plan.calls[0]
-        campaigns.mark_calling(engine, plan.recipient_ids)
+        campaign_ticks.mark_calling(engine, plan.recipient_ids)
         with session_scope(engine) as session:
             session.add(
                 CallSession(
@@ -111,7 +113,7 @@ def test_busy_is_redialed_after_the_delay_then_kept(engine: Engine) -> None:
                     requested_number=call.phone_number,
                     status="success",
                     call_status="busy",
-                    request_hash=call.request_hash,
+                    request_hash=request_fingerprint(call, "US"),
                 )
             )
         return call.call_session_id

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from dialer.windows import Window, is_open, next_open, timezone_of
+from core.windows import Window, is_open, next_open, timezone_of
 
 WEEKDAYS = Window.parse("09:00", "17:00", "1,2,3,4,5")
 

@@ -13,7 +13,7 @@ from temporalio.api.failure.v1 import Failure
 from temporalio.converter import DataConverter
 from temporalio.exceptions import ApplicationError
 
-from dialer.codec import (
+from infra.codec import (
     ENCODING,
     KEY_ID_META,
     EncryptionCodec,

@@ -14,10 +14,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.dialing import DialActivities
+from contracts.calls import DialInput, DialResult, DialSlot, ReconcileInput, ReconcileResult
 from telephony.base import Ambiguous, DialRequest, NotPlaced, ProviderCall, Rejected
 from telephony.registry import ProviderRegistry
 from workflows.create_call import DIAL_AMBIGUOUS, DIAL_NOT_PLACED
-from workflows.dto import DialInput, DialResult, DialSlot, ReconcileInput, ReconcileResult
 
 
 class ScriptedProvider:

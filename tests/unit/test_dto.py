@@ -7,7 +7,8 @@ import inspect
 
 import pytest
 
-from workflows import campaign_dto, dto
+from contracts import calls as dto
+from contracts import campaigns as campaign_dto
 
 
 @pytest.mark.parametrize("module", [dto, campaign_dto])

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from dialer.logs import call_context, make_handler, redact
+from core.logs import call_context, make_handler, redact
 
 SESSION = "6f1c8a52-5d0e-4a0b-9a55-0d6b3c1f2e01"
 

@@ -1,10 +1,10 @@
-"""dialer.phone: E.164 normalization and masking."""
+"""core.phone: E.164 normalization and masking."""
 
 from __future__ import annotations
 
 import pytest
 
-from dialer.phone import InvalidNumber, mask, normalize
+from core.phone import InvalidNumber, mask, normalize
 
 
 @pytest.mark.parametrize(

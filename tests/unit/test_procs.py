@@ -1,4 +1,4 @@
-"""dialer/procs.py: the process helpers of the e2e tests, chaos and the benchmark."""
+"""tools/procs.py: the process helpers of the e2e tests, chaos and the benchmark."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dialer.procs import Proc, clean_env, process_alive, spawn
 from tests.conftest import wait_until
+from tools.procs import Proc, clean_env, process_alive, spawn
 
 # Ignores SIGTERM, starts a child in its process group, prints the child's pid, then waits.
 STUBBORN = (

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dialer.config import Settings
+from core.config import Settings
 from dialer.stack import STOP_MARGIN_SECONDS, stop_deadline_seconds, stop_processes
 
 

@@ -1,4 +1,4 @@
-"""dialer.security and the API key lookup behind every /api route."""
+"""core.security and the API key lookup behind every /api route."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from api.deps import CurrentUser
-from dialer.config import Settings
-from dialer.security import KEY_PREFIX, generate_key, hash_key, key_prefix
+from core.config import Settings
+from core.security import KEY_PREFIX, generate_key, hash_key, key_prefix
 from store import crud
 from store.models import ApiKey
 from tests.conftest import TEST_SECRET

@@ -13,6 +13,15 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from activities.calls import CallActivities
+from contracts.calls import (
+    CallStatusUpdate,
+    CreateCallInput,
+    FailureCode,
+    PersistSessionInput,
+    RecordAttemptInput,
+    RecordOutcomeInput,
+    ValidationResult,
+)
 from store import calls, crud
 from store.db import session_scope
 from store.models import (
@@ -27,15 +36,6 @@ from store.models import (
 )
 from telephony.registry import ProviderRegistry
 from telephony.simulated import SimulatedProvider
-from workflows.dto import (
-    CallStatusUpdate,
-    CreateCallInput,
-    FailureCode,
-    PersistSessionInput,
-    RecordAttemptInput,
-    RecordOutcomeInput,
-    ValidationResult,
-)
 
 TARGET = "+12025550100"
 T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)

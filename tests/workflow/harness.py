@@ -24,14 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from workflows.create_call import (
-    DIAL_AMBIGUOUS,
-    DIAL_NOT_PLACED,
-    CreateCallWorkflow,
-    search_attributes_for,
-    summary_for,
-)
-from workflows.dto import (
+from contracts.calls import (
     CallState,
     CreateCallInput,
     DialInput,
@@ -46,6 +39,13 @@ from workflows.dto import (
     RecordOutcomeInput,
     ValidationResult,
     WaitForStageInput,
+)
+from workflows.create_call import (
+    DIAL_AMBIGUOUS,
+    DIAL_NOT_PLACED,
+    CreateCallWorkflow,
+    search_attributes_for,
+    summary_for,
 )
 
 TARGET = "+12025550100"

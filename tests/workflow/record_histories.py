@@ -20,6 +20,14 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
+from contracts.calls import FailureCode, PersistSessionResult, ValidationResult
+from contracts.campaigns import (
+    CampaignConfig,
+    CampaignInput,
+    LoadCampaignInput,
+    TickInput,
+    TickResult,
+)
 from tests.conftest import start_ts_env
 from tests.workflow.harness import (
     Fakes,
@@ -30,14 +38,6 @@ from tests.workflow.harness import (
     running,
 )
 from workflows.campaign import CampaignWorkflow
-from workflows.campaign_dto import (
-    CampaignConfig,
-    CampaignInput,
-    LoadCampaignInput,
-    TickInput,
-    TickResult,
-)
-from workflows.dto import FailureCode, PersistSessionResult, ValidationResult
 
 HERE = Path(__file__).resolve().parent / "histories"
 

@@ -18,13 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from tests.conftest import wait_until
-from workflows.create_call import (
-    SA_CALL_STATUS,
-    CreateCallWorkflow,
-    search_attributes_for,
-)
-from workflows.dto import (
+from contracts.calls import (
     CallState,
     CallStatusUpdate,
     CreateCallInput,
@@ -41,6 +35,12 @@ from workflows.dto import (
     RecordOutcomeInput,
     ValidationResult,
     WaitForStageInput,
+)
+from tests.conftest import wait_until
+from workflows.create_call import (
+    SA_CALL_STATUS,
+    CreateCallWorkflow,
+    search_attributes_for,
 )
 
 LEG = "CA-test-leg"

@@ -20,9 +20,19 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.campaigns import CampaignActivities
-from dialer.windows import Window, is_open, next_open, zone
+from contracts.calls import CallPolicies
+from contracts.campaigns import (
+    CampaignConfig,
+    CampaignInput,
+    CampaignProgress,
+    CampaignSignal,
+    LoadCampaignInput,
+    TickInput,
+    TickResult,
+)
+from core.ids import campaign_workflow_id
+from core.windows import Window, is_open, next_open, zone
 from store import campaigns
-from store.campaigns import CallPolicies
 from store.db import make_engine
 from store.migrate import upgrade
 from tests.campaign_helpers import (
@@ -33,15 +43,6 @@ from tests.campaign_helpers import (
 )
 from tests.conftest import make_account, wait_until
 from workflows.campaign import CampaignWorkflow
-from workflows.campaign_dto import (
-    CampaignConfig,
-    CampaignInput,
-    CampaignProgress,
-    CampaignSignal,
-    LoadCampaignInput,
-    TickInput,
-    TickResult,
-)
 
 
 @pytest.fixture
@@ -65,7 +66,7 @@ class Harness:
         return await self.env.client.start_workflow(
             CampaignWorkflow.run,
             CampaignInput(campaign_id=str(campaign_id)),
-            id=campaigns.campaign_workflow_id(campaign_id),
+            id=campaign_workflow_id(campaign_id),
             task_queue=self.task_queue,
         )
 

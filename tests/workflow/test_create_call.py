@@ -16,6 +16,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
+from contracts.calls import FailureCode, PersistSessionResult, ValidationResult
 from tests.workflow.harness import (
     FROM,
     PHONE_DIGITS,
@@ -30,7 +31,6 @@ from tests.workflow.harness import (
     running,
 )
 from workflows.create_call import SA_CALL_STATUS, SA_PROVIDER, SA_REQUEST_ID, SA_USER_ID
-from workflows.dto import FailureCode, PersistSessionResult, ValidationResult
 
 # --- the happy path, for both wait stages ---------------------------------------------------
 

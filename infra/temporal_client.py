@@ -8,9 +8,9 @@ import logging
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
-from dialer.codec import data_converter
-from dialer.config import Settings
-from dialer.tracing import client_interceptors
+from core.config import Settings
+from infra.codec import data_converter
+from infra.tracing import client_interceptors
 
 log = logging.getLogger(__name__)
 

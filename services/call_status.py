@@ -16,10 +16,10 @@ from sqlalchemy.engine import Engine
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from contracts.calls import CallStatusUpdate, RecordCallStatusInput
 from store import lifecycle
 from telephony.status import StatusEvent
 from workflows.create_call import CreateCallWorkflow
-from workflows.dto import CallStatusUpdate, RecordCallStatusInput
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from opentelemetry import propagate, trace
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dialer.logs import call_context
-from dialer.tracing import tracing_enabled
+from core.logs import call_context
+from infra.tracing import tracing_enabled
 
 HTTP_REQUESTS = Counter(
     "dialer_http_requests",

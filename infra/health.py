@@ -19,9 +19,9 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from dialer.config import Settings
+from core.config import Settings
 
-log = logging.getLogger("dialer.health")
+log = logging.getLogger("infra.health")
 
 # A health RPC slower than this counts as Temporal unreachable for this beat.
 _PING_TIMEOUT = 5.0

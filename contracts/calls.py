@@ -5,6 +5,7 @@ without breaking running workflows."""
 # converter evaluates every type hint again on each decode, three times slower
 # (bench/notes.md; tests/unit/test_dto.py).
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 # Session statuses. `success` and `failed` are terminal.
 ACCEPTED = "accepted"
@@ -67,6 +68,38 @@ class DialSlot:
     at: float
     key: str
     min_gap: float
+
+
+@dataclass(frozen=True)
+class CallPolicies:
+    """How a call dials and is followed: the same settings for single calls and campaign calls
+    (services/calls.py `call_policies`)."""
+
+    dial: DialPolicy = field(default_factory=DialPolicy)
+    follow: FollowPolicy = field(default_factory=FollowPolicy)
+
+    @property
+    def max_age(self) -> timedelta:
+        # A little beyond the call workflow's own limit, so its last word is in the row first.
+        return timedelta(seconds=self.follow.max_age_seconds + 60)
+
+
+@dataclass(frozen=True)
+class CallSpec:
+    """One call as asked for, with its ids chosen and nothing started yet: what create_call
+    and a campaign tick hand to services/calls.py, the one place that turns it into a
+    CreateCallWorkflow (fingerprint, policies, start options). Not a payload."""
+
+    call_session_id: str
+    request_id: str
+    user_id: str
+    phone_number: str  # as submitted
+    agent_id: str | None = None
+    flow_id: str | None = None
+    phone_number_id: str | None = None
+    idempotency_key: str | None = None
+    campaign_id: str | None = None
+    dial_slot: DialSlot | None = None
 
 
 @dataclass

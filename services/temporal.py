@@ -8,8 +8,8 @@ import logging
 
 from temporalio.client import Client
 
-from dialer.config import Settings
-from dialer.temporal_client import connect
+from core.config import Settings
+from infra.temporal_client import connect
 
 log = logging.getLogger(__name__)
 

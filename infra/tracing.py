@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from temporalio.contrib.opentelemetry import TracingInterceptor
 
-from dialer.config import Settings
+from core.config import Settings
 
 log = logging.getLogger(__name__)
 
