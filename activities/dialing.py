@@ -11,12 +11,18 @@ from datetime import datetime
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from contracts.calls import DialInput, DialResult, DialSlot, ReconcileInput, ReconcileResult
+from contracts.calls import (
+    DialInput,
+    DialResult,
+    DialSlot,
+    ErrorType,
+    ReconcileInput,
+    ReconcileResult,
+)
 from core.phone import mask
 from infra.metrics import DIALS_METRIC
 from telephony.base import Ambiguous, DialRequest, NotPlaced, Rejected
 from telephony.registry import ProviderRegistry
-from workflows.create_call import DIAL_AMBIGUOUS, DIAL_NOT_PLACED
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +118,7 @@ class DialActivities:
             raise ApplicationError(
                 "no answer from the provider within the attempt's deadline",
                 None,
-                type=DIAL_AMBIGUOUS,
+                type=ErrorType.DIAL_AMBIGUOUS,
                 non_retryable=True,
             ) from exc
         except Rejected as exc:
@@ -121,12 +127,16 @@ class DialActivities:
         except NotPlaced as exc:
             _note_dial(input, "not_placed")
             raise ApplicationError(
-                exc.message, exc.code, exc.retry_after, type=DIAL_NOT_PLACED, non_retryable=True
+                exc.message,
+                exc.code,
+                exc.retry_after,
+                type=ErrorType.DIAL_NOT_PLACED,
+                non_retryable=True,
             ) from exc
         except Ambiguous as exc:
             _note_dial(input, "ambiguous")
             raise ApplicationError(
-                exc.message, exc.code, type=DIAL_AMBIGUOUS, non_retryable=True
+                exc.message, exc.code, type=ErrorType.DIAL_AMBIGUOUS, non_retryable=True
             ) from exc
         _note_dial(input, "placed")
         return DialResult(placed=True, telephony_leg_id=call.sid)

@@ -6,6 +6,18 @@ without breaking running workflows."""
 # (bench/notes.md; tests/unit/test_dto.py).
 from dataclasses import dataclass, field
 from datetime import timedelta
+from enum import StrEnum
+
+
+class ErrorType(StrEnum):
+    """`ApplicationError.type` values that cross from an activity or the workflow to its caller."""
+
+    # Raised by the dial activity (telephony errors mapped in activities/dialing.py).
+    DIAL_NOT_PLACED = "DialNotPlaced"  # provably did not take effect: safe to dial again
+    DIAL_AMBIGUOUS = "DialAmbiguous"  # may have taken effect: reconcile before any new attempt
+    # Raised by the create_call update: the Idempotency-Key was used with other parameters.
+    IDEMPOTENCY_CONFLICT = "IdempotencyConflict"
+
 
 # Session statuses. `success` and `failed` are terminal.
 ACCEPTED = "accepted"

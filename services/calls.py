@@ -35,6 +35,7 @@ from contracts.calls import (
     CallState,
     CreateCallInput,
     DialPolicy,
+    ErrorType,
     FailureCode,
     FollowPolicy,
     PersistSessionInput,
@@ -310,7 +311,7 @@ class CallStarter:
             return await self._start_without_waiting(client, call)
         except WorkflowUpdateFailedError as err:
             cause = err.cause
-            if isinstance(cause, ApplicationError) and cause.type == "IdempotencyConflict":
+            if isinstance(cause, ApplicationError) and cause.type == ErrorType.IDEMPOTENCY_CONFLICT:
                 raise IdempotencyConflict() from err
             raise
         except WorkflowAlreadyStartedError:

@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         DialInput,
         DialPolicy,
         DialResult,
+        ErrorType,
         FailureCode,
         FetchCallStatusInput,
         FetchCallStatusResult,
@@ -51,9 +52,6 @@ SA_REQUEST_ID = SearchAttributeKey.for_keyword("DialerRequestId")
 SA_PROVIDER = SearchAttributeKey.for_keyword("DialerProvider")
 SEARCH_ATTRIBUTES = (SA_USER_ID, SA_CALL_STATUS, SA_CAMPAIGN_ID, SA_REQUEST_ID, SA_PROVIDER)
 
-# Error types raised by the dial activity (telephony errors mapped in activities/dialing.py).
-DIAL_NOT_PLACED = "DialNotPlaced"  # provably did not take effect: safe to dial again
-DIAL_AMBIGUOUS = "DialAmbiguous"  # may have taken effect: reconcile before any new attempt
 
 # Database work is idempotent (upserts, keyed events), so local activities retry freely.
 DB_TIMEOUT = timedelta(seconds=30)
@@ -298,7 +296,9 @@ class CreateCallWorkflow:
                 )
             except ActivityError as err:
                 cause = err.cause
-                not_placed = isinstance(cause, ApplicationError) and cause.type == DIAL_NOT_PLACED
+                not_placed = (
+                    isinstance(cause, ApplicationError) and cause.type == ErrorType.DIAL_NOT_PLACED
+                )
                 details = list(cause.details) if isinstance(cause, ApplicationError) else []
                 last_code = str(details[0]) if details and details[0] is not None else None
                 retry_after = float(details[1]) if len(details) > 1 and details[1] else 0.0
@@ -462,7 +462,8 @@ class CreateCallWorkflow:
             raise ValueError(f"unknown stage {req.stage!r}")
         if req.request_hash != self._input.request_hash:
             raise ApplicationError(
-                "Idempotency-Key reused with different parameters", type="IdempotencyConflict"
+                "Idempotency-Key reused with different parameters",
+                type=ErrorType.IDEMPOTENCY_CONFLICT,
             )
 
     @workflow.query

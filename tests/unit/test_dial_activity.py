@@ -14,10 +14,16 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.dialing import DialActivities
-from contracts.calls import DialInput, DialResult, DialSlot, ReconcileInput, ReconcileResult
+from contracts.calls import (
+    DialInput,
+    DialResult,
+    DialSlot,
+    ErrorType,
+    ReconcileInput,
+    ReconcileResult,
+)
 from telephony.base import Ambiguous, DialRequest, NotPlaced, ProviderCall, Rejected
 from telephony.registry import ProviderRegistry
-from workflows.create_call import DIAL_AMBIGUOUS, DIAL_NOT_PLACED
 
 
 class ScriptedProvider:
@@ -80,7 +86,7 @@ async def test_not_placed_carries_code_and_retry_after_and_is_not_retried() -> N
             dial_input(),
         )
     err = info.value
-    assert err.type == DIAL_NOT_PLACED and err.non_retryable
+    assert err.type == ErrorType.DIAL_NOT_PLACED and err.non_retryable
     assert list(err.details) == ["20429", 7.5]
 
 
@@ -88,7 +94,7 @@ async def test_ambiguous_is_never_retried_by_temporal() -> None:
     with pytest.raises(ApplicationError) as info:
         await run_dial(ScriptedProvider(Ambiguous("timed out", code="504")), dial_input())
     err = info.value
-    assert err.type == DIAL_AMBIGUOUS and err.non_retryable
+    assert err.type == ErrorType.DIAL_AMBIGUOUS and err.non_retryable
     assert list(err.details)[0] == "504"
 
 

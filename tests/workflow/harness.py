@@ -30,6 +30,7 @@ from contracts.calls import (
     DialInput,
     DialPolicy,
     DialResult,
+    ErrorType,
     PersistSessionInput,
     PersistSessionResult,
     PrepareCallResult,
@@ -41,8 +42,6 @@ from contracts.calls import (
     WaitForStageInput,
 )
 from workflows.create_call import (
-    DIAL_AMBIGUOUS,
-    DIAL_NOT_PLACED,
     CreateCallWorkflow,
     search_attributes_for,
     summary_for,
@@ -84,7 +83,7 @@ def not_placed(code: str = "connect", retry_after: float = 0.0) -> DialStep:
 
     async def step(fakes: Fakes, dial: DialInput) -> DialResult:
         raise ApplicationError(
-            "not placed", code, retry_after, type=DIAL_NOT_PLACED, non_retryable=True
+            "not placed", code, retry_after, type=ErrorType.DIAL_NOT_PLACED, non_retryable=True
         )
 
     return step
@@ -96,7 +95,9 @@ def ambiguous(*, was_placed: bool) -> DialStep:
     async def step(fakes: Fakes, dial: DialInput) -> DialResult:
         if was_placed:
             fakes.place(dial)
-        raise ApplicationError("response lost", None, type=DIAL_AMBIGUOUS, non_retryable=True)
+        raise ApplicationError(
+            "response lost", None, type=ErrorType.DIAL_AMBIGUOUS, non_retryable=True
+        )
 
     return step
 
