@@ -17,10 +17,10 @@ from pathlib import Path
 
 import httpx
 
+from contracts.search_attributes import SEARCH_ATTRIBUTES
 from dialer.binaries import temporal_cli
 from dialer.net import free_port, port_open
 from tools.procs import Proc, clean_env
-from workflows.create_call import SEARCH_ATTRIBUTES
 
 SECRET = "chaos-secret-key-for-a-throwaway-stack-0123456789"
 

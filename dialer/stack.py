@@ -14,6 +14,7 @@ import time
 import httpx
 from sqlalchemy.engine import make_url
 
+from contracts.search_attributes import SEARCH_ATTRIBUTES
 from core.config import Settings
 from dialer.binaries import temporal_cli
 from dialer.net import port_open
@@ -21,7 +22,6 @@ from infra.codec import local_codec_token, local_keys
 from store import crud
 from store.db import get_engine
 from store.migrate import upgrade
-from workflows.create_call import SEARCH_ATTRIBUTES
 
 log = logging.getLogger("dialer.run")
 

@@ -20,13 +20,13 @@ from temporalio.common import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from contracts.campaigns import CANCELED, COMPLETED, PAUSED, RUNNING, CampaignInput, CampaignSignal
+from contracts.search_attributes import SA_CAMPAIGN_ID, SA_USER_ID
 from core.config import Settings
 from core.ids import campaign_workflow_id
 from services.temporal import TemporalGateway, TemporalUnavailable
 from store import campaigns as store
 from store.models import Campaign
 from workflows.campaign import CampaignWorkflow
-from workflows.create_call import SA_CAMPAIGN_ID, SA_USER_ID
 
 log = logging.getLogger(__name__)
 

@@ -21,13 +21,13 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from contracts.search_attributes import SEARCH_ATTRIBUTES
 from core.config import Settings
 from dialer.binaries import temporal_cli, temporal_test_server
 from store import crud
 from store.db import make_engine
 from store.migrate import upgrade
 from store.models import User
-from workflows.create_call import SEARCH_ATTRIBUTES
 
 PG_ADMIN_URL = os.environ.get("DIALER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TEST_SECRET = "test-secret-not-for-production"

@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 from temporalio.common import (
     RetryPolicy,
-    SearchAttributeKey,
     SearchAttributePair,
     SearchAttributeUpdate,
 )
@@ -40,17 +39,16 @@ with workflow.unsafe.imports_passed_through():
         RecordOutcomeInput,
         WaitForStageInput,
     )
+    from contracts.search_attributes import (
+        SA_CALL_STATUS,
+        SA_CAMPAIGN_ID,
+        SA_PROVIDER,
+        SA_REQUEST_ID,
+        SA_USER_ID,
+    )
     from telephony.status import advances, is_final, normalize_status, rank
 
 WORKFLOW_NAME = "CreateCallWorkflow"
-
-# Search attributes (Keyword); registered by `dialer run`, the tests and the compose stack.
-SA_USER_ID = SearchAttributeKey.for_keyword("DialerUserId")
-SA_CALL_STATUS = SearchAttributeKey.for_keyword("DialerCallStatus")
-SA_CAMPAIGN_ID = SearchAttributeKey.for_keyword("DialerCampaignId")
-SA_REQUEST_ID = SearchAttributeKey.for_keyword("DialerRequestId")
-SA_PROVIDER = SearchAttributeKey.for_keyword("DialerProvider")
-SEARCH_ATTRIBUTES = (SA_USER_ID, SA_CALL_STATUS, SA_CAMPAIGN_ID, SA_REQUEST_ID, SA_PROVIDER)
 
 
 # Database work is idempotent (upserts, keyed events), so local activities retry freely.

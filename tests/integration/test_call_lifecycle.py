@@ -9,9 +9,10 @@ import json
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
+from contracts.search_attributes import SA_CALL_STATUS
 from tests.conftest import make_account, wait_until
 from tests.integration.conftest import create_call, events_of, session_row
-from workflows.create_call import SA_CALL_STATUS, CreateCallWorkflow
+from workflows.create_call import CreateCallWorkflow
 
 FINAL = {
     "+12025550100": "completed",

@@ -13,10 +13,11 @@ from urllib.parse import urlsplit
 import pytest
 from twilio.request_validator import RequestValidator
 
+from contracts.search_attributes import SA_CALL_STATUS
 from tests.conftest import make_account, wait_until
 from tests.fakes.twilio_server import FakeTwilio, Fault
 from tests.integration.conftest import create_call, events_of, session_row, table_counts
-from workflows.create_call import SA_CALL_STATUS, CreateCallWorkflow
+from workflows.create_call import CreateCallWorkflow
 
 PUBLIC = "https://dialer.example.test"
 WEBHOOK = "/telephony/twilio/status"

@@ -36,9 +36,9 @@ from contracts.calls import (
     ValidationResult,
     WaitForStageInput,
 )
+from contracts.search_attributes import SA_CALL_STATUS
 from tests.conftest import wait_until
 from workflows.create_call import (
-    SA_CALL_STATUS,
     CreateCallWorkflow,
     search_attributes_for,
 )

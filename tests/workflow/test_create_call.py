@@ -17,6 +17,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from contracts.calls import FailureCode, PersistSessionResult, ValidationResult
+from contracts.search_attributes import SA_CALL_STATUS, SA_PROVIDER, SA_REQUEST_ID, SA_USER_ID
 from tests.workflow.harness import (
     FROM,
     PHONE_DIGITS,
@@ -30,7 +31,6 @@ from tests.workflow.harness import (
     rejected,
     running,
 )
-from workflows.create_call import SA_CALL_STATUS, SA_PROVIDER, SA_REQUEST_ID, SA_USER_ID
 
 # --- the happy path, for both wait stages ---------------------------------------------------
 
