@@ -13,6 +13,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from api.schemas import Detail
 from core.config import Settings
 from core.security import hash_key, key_prefix
 from services.temporal import TemporalGateway
@@ -20,6 +21,9 @@ from store.models import ApiKey, User
 
 api_key_header = APIKeyHeader(name="x-api-key", auto_error=False, description="Your API key.")
 bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <api key>`.")
+
+# The answer every authenticated route may give (routers pass it as `responses=`).
+AUTH_ERRORS = {401: {"model": Detail, "description": "Missing or invalid API key"}}
 
 
 def get_settings_dep(request: Request) -> Settings:

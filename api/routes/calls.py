@@ -12,7 +12,7 @@ from fastapi import APIRouter, Header, HTTPException, Query
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from api.deps import CurrentUser, EngineDep, SessionDep, SettingsDep, TemporalDep
+from api.deps import AUTH_ERRORS, CurrentUser, EngineDep, SessionDep, SettingsDep, TemporalDep
 from api.schemas import (
     CallEventPublic,
     CallSessionDetail,
@@ -28,8 +28,6 @@ from services.calls import CallRequest, CallStarter, IdempotencyConflict
 from store.models import CallEvent, CallSession
 
 router = APIRouter()
-
-AUTH_ERRORS = {401: {"model": Detail, "description": "Missing or invalid API key"}}
 
 
 @router.post(

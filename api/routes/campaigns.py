@@ -29,8 +29,7 @@ from api.campaign_schemas import (
     RowError,
     inline_schema,
 )
-from api.deps import CurrentUser, EngineDep, SessionDep, SettingsDep, TemporalDep
-from api.routes.calls import AUTH_ERRORS
+from api.deps import AUTH_ERRORS, CurrentUser, EngineDep, SessionDep, SettingsDep, TemporalDep
 from api.schemas import Detail, Page, as_utc
 from contracts.campaigns import (
     CANCELED,

@@ -8,8 +8,7 @@ from fastapi import APIRouter, HTTPException, status
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from api.deps import CurrentUser, SessionDep, SettingsDep
-from api.routes.calls import AUTH_ERRORS
+from api.deps import AUTH_ERRORS, CurrentUser, SessionDep, SettingsDep
 from api.schemas import (
     AgentPublic,
     Detail,

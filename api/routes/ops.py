@@ -8,8 +8,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from api.deps import CurrentUser, EngineDep, TemporalDep
-from api.routes.calls import AUTH_ERRORS
+from api.deps import AUTH_ERRORS, CurrentUser, EngineDep, TemporalDep
 from api.schemas import MePublic
 
 router = APIRouter()

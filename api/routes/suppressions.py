@@ -5,8 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Response
 from sqlmodel import col, select
 
-from api.deps import CurrentUser, SessionDep, SettingsDep
-from api.routes.calls import AUTH_ERRORS
+from api.deps import AUTH_ERRORS, CurrentUser, SessionDep, SettingsDep
 from api.schemas import Detail, SuppressionCreate, SuppressionPublic
 from core.phone import InvalidNumber, normalize
 from store.models import SuppressedNumber
