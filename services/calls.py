@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -30,6 +30,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from contracts.calls import (
     FAILED,
+    STAGE_DIALED,
     CallPolicies,
     CallSpec,
     CallState,
@@ -275,6 +276,16 @@ class CallStarter:
             return session.get(CallSession, session_id)
 
     async def create(self, req: CallRequest) -> CallAnswer:
+        """Start the call (or find it again by its Idempotency-Key) and answer at the asked
+        stage. Under `wait=dialed`, `success` always carries the leg id: a call that is
+        accepted but not dialed yet when the budget runs out (or on a path that does not
+        wait) answers `pending`, never `success`."""
+        answer = await self._create(req)
+        if req.wait == STAGE_DIALED and answer.status == "success" and not answer.telephony_leg_id:
+            return replace(answer, status="pending")
+        return answer
+
+    async def _create(self, req: CallRequest) -> CallAnswer:
         call = call_input(
             spec_for(req), call_policies(self._settings), self._settings.default_region
         )
