@@ -15,9 +15,9 @@ from sqlmodel import Session, col, select
 from temporalio.client import Client
 
 from store.models import CallSession, Campaign, CampaignRecipient, SimulatedCall
-from tests.campaign_helpers import fictional_numbers
-from tests.conftest import wait_until
-from tests.e2e.conftest import running_processes
+from tests.support.campaigns import fictional_numbers
+from tests.support.processes import running_processes
+from tests.support.waiting import wait_until
 
 RECIPIENTS = 120
 

@@ -25,8 +25,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from core.config import Settings
 from store.models import CallSession, SimulatedCall
-from tests.conftest import make_account, wait_until
-from tests.conftest import test_settings as settings_for
+from tests.support.accounts import make_account
+from tests.support.settings import settings_for
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -7,8 +7,8 @@ import uuid
 
 import httpx
 
-from tests.conftest import wait_until
-from tests.e2e.conftest import DialerProcesses
+from tests.support.processes import DialerProcesses
+from tests.support.waiting import wait_until
 
 
 async def test_calls_over_http_between_processes(dialer_processes: DialerProcesses) -> None:

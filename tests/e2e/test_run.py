@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from dialer.net import free_port, port_open
-from tests.conftest import wait_until
-from tests.e2e.conftest import KEY_PATTERN, STARTUP_TIMEOUT, children_of, dialer_command, spawn
+from tests.support.processes import KEY_PATTERN, STARTUP_TIMEOUT, children_of, dialer_command, spawn
+from tests.support.waiting import wait_until
 from tools.procs import Proc, clean_env, process_alive
 
 

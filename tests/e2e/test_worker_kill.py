@@ -16,8 +16,8 @@ from sqlmodel import Session, col, select
 from temporalio.client import Client
 
 from store.models import CallEvent
-from tests.conftest import wait_until
-from tests.e2e.conftest import running_processes
+from tests.support.processes import running_processes
+from tests.support.waiting import wait_until
 
 # Mostly plain calls, plus the paths that retry or reconcile on their own.
 NUMBERS = (

@@ -7,15 +7,9 @@ from __future__ import annotations
 import uuid
 
 from store import crud
-from tests.conftest import make_account
-from tests.integration.conftest import (
-    CREATE_CALL,
-    create_call,
-    dial_count,
-    session_row,
-    sessions_of,
-    table_counts,
-)
+from tests.support.accounts import make_account
+from tests.support.rows import dial_count, session_row, sessions_of, table_counts
+from tests.support.stack import CREATE_CALL, create_call
 
 # (method, path, json body) of routes that would write if the caller were let in.
 GUARDED = [

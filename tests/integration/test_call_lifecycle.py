@@ -10,8 +10,10 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from contracts.search_attributes import SA_CALL_STATUS
-from tests.conftest import make_account, wait_until
-from tests.integration.conftest import create_call, events_of, session_row
+from tests.support.accounts import make_account
+from tests.support.rows import events_of, session_row
+from tests.support.stack import create_call
+from tests.support.waiting import wait_until
 from workflows.create_call import CreateCallWorkflow
 
 FINAL = {

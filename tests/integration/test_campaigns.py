@@ -20,8 +20,9 @@ from store.models import (
     SimulatedCall,
     SuppressedNumber,
 )
-from tests.campaign_helpers import fictional_numbers
-from tests.conftest import Account, make_account, wait_until
+from tests.support.accounts import Account, make_account
+from tests.support.campaigns import fictional_numbers
+from tests.support.waiting import wait_until
 
 CREATE = "/api/v1/batch-call/create"
 

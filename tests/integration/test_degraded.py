@@ -9,14 +9,10 @@ from contextlib import AsyncExitStack
 
 from temporalio.testing import WorkflowEnvironment
 
-from tests.conftest import make_account, wait_until
-from tests.integration.conftest import (
-    create_call,
-    dial_count,
-    session_row,
-    sessions_of,
-    terminal_row,
-)
+from tests.support.accounts import make_account
+from tests.support.rows import dial_count, session_row, sessions_of, terminal_row
+from tests.support.stack import create_call
+from tests.support.waiting import wait_until
 
 
 def closed_port() -> int:

@@ -9,14 +9,10 @@ import uuid
 
 from temporalio.client import WorkflowExecutionStatus
 
-from tests.conftest import make_account, wait_until
-from tests.integration.conftest import (
-    create_call,
-    dial_count,
-    session_row,
-    sessions_of,
-    terminal_row,
-)
+from tests.support.accounts import make_account
+from tests.support.rows import dial_count, session_row, sessions_of, terminal_row
+from tests.support.stack import create_call
+from tests.support.waiting import wait_until
 
 IDS = ("request_id", "call_session_id", "user_id")
 

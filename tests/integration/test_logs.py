@@ -12,8 +12,10 @@ from collections.abc import Iterator
 import pytest
 
 from core.logs import make_handler
-from tests.conftest import Stack, make_account, wait_until
-from tests.integration.conftest import create_call, terminal_row
+from tests.support.accounts import make_account
+from tests.support.rows import terminal_row
+from tests.support.stack import Stack, create_call
+from tests.support.waiting import wait_until
 
 # Success, refused twice then placed, rejected, busy; and the caller line of make_account.
 NUMBERS = ("+1 202-555-0100", "+12025550104", "(202) 555-0103", "+12025550101")

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from tests.conftest import make_account, wait_until
-from tests.integration.conftest import create_call, dial_count, session_row, terminal_row
+from tests.support.accounts import make_account
+from tests.support.rows import dial_count, session_row, terminal_row
+from tests.support.stack import create_call
+from tests.support.waiting import wait_until
 
 
 @dataclass(frozen=True)

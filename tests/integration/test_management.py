@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import uuid
 
-from tests.conftest import make_account
-from tests.integration.conftest import create_call, sessions_of
+from tests.support.accounts import make_account
+from tests.support.rows import sessions_of
+from tests.support.stack import create_call
 
 DEFAULT_LINE = "+12025550199"  # make_account's line
 

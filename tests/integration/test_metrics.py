@@ -14,9 +14,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from infra.temporal_client import connect, metrics_runtime
 from store.db import make_engine
-from tests.conftest import Stack, make_account, wait_until
-from tests.conftest import test_settings as settings_for
-from tests.integration.conftest import create_call, open_stack, terminal_row
+from tests.support.accounts import make_account
+from tests.support.rows import terminal_row
+from tests.support.settings import settings_for
+from tests.support.stack import Stack, create_call, open_stack
+from tests.support.waiting import wait_until
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

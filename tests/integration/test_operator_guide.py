@@ -24,9 +24,10 @@ from temporalio.testing import WorkflowEnvironment
 from contracts.calls import CreateCallInput, DialPolicy
 from dialer.binaries import temporal_cli
 from store.db import make_engine
-from tests.conftest import Stack, make_account, wait_until
-from tests.conftest import test_settings as settings_for
-from tests.integration.conftest import create_call
+from tests.support.accounts import make_account
+from tests.support.settings import settings_for
+from tests.support.stack import Stack, create_call
+from tests.support.waiting import wait_until
 from workflows.create_call import CreateCallWorkflow, search_attributes_for, summary_for
 
 # The operator guide of the README, verbatim but for the placeholders.

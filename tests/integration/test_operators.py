@@ -3,8 +3,9 @@ DialerCallStatus and DialerRequestId, and no search attribute or summary holds a
 
 from __future__ import annotations
 
-from tests.conftest import make_account, wait_until
-from tests.integration.conftest import create_call
+from tests.support.accounts import make_account
+from tests.support.stack import create_call
+from tests.support.waiting import wait_until
 
 NUMBERS = ("+12025550100", "+12025550103")
 # Digit runs that would betray a phone number (target or line) in a visible value.

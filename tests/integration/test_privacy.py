@@ -20,9 +20,9 @@ from temporalio.testing import WorkflowEnvironment
 from infra.codec import new_key_entry
 from infra.temporal_client import connect
 from store.db import make_engine
-from tests.conftest import Stack, make_account
-from tests.conftest import test_settings as settings_for
-from tests.integration.conftest import create_call, open_stack
+from tests.support.accounts import make_account
+from tests.support.settings import settings_for
+from tests.support.stack import Stack, create_call, open_stack
 
 # The target numbers (a success, a success after two refused attempts, a permanent rejection)
 # and the caller line of make_account, as digit runs that no encrypted history may contain.

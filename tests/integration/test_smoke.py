@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from tests.conftest import make_account
+from tests.support.accounts import make_account
 
 
 async def test_create_call_dialed(stack):

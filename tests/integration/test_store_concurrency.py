@@ -24,7 +24,7 @@ from contracts.calls import (
 from store import calls
 from store.db import make_engine, session_scope
 from store.models import CallEvent, CallSession
-from tests.conftest import make_account
+from tests.support.accounts import make_account
 
 THREADS = 12
 T = TypeVar("T")

@@ -16,9 +16,9 @@ from temporalio.testing import WorkflowEnvironment
 from infra.temporal_client import connect
 from infra.tracing import tracing_enabled
 from store.db import make_engine
-from tests.conftest import Stack, make_account
-from tests.conftest import test_settings as settings_for
-from tests.integration.conftest import create_call, open_stack
+from tests.support.accounts import make_account
+from tests.support.settings import settings_for
+from tests.support.stack import Stack, create_call, open_stack
 
 
 class Recorder(SpanExporter):

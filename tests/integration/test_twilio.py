@@ -14,9 +14,11 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from contracts.search_attributes import SA_CALL_STATUS
-from tests.conftest import make_account, wait_until
 from tests.fakes.twilio_server import FakeTwilio, Fault
-from tests.integration.conftest import create_call, events_of, session_row, table_counts
+from tests.support.accounts import make_account
+from tests.support.rows import events_of, session_row, table_counts
+from tests.support.stack import create_call
+from tests.support.waiting import wait_until
 from workflows.create_call import CreateCallWorkflow
 
 PUBLIC = "https://dialer.example.test"

@@ -25,9 +25,9 @@ from contracts.calls import (
 from store import calls as store_calls
 from store.models import CallEvent, CallSession
 from telephony.twilio import STATUS_CALLBACK_PATH
-from tests.conftest import Stack, make_account
-from tests.conftest import test_settings as settings_for
-from tests.integration.conftest import open_stack
+from tests.support.accounts import make_account
+from tests.support.settings import settings_for
+from tests.support.stack import Stack, open_stack
 
 TOKEN = "twilio-token-for-tests-only-0123456789abcdef"
 PUBLIC = "https://dialer.example.test"

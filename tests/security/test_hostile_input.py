@@ -3,8 +3,10 @@ clear 4xx or a recorded failure, never a 500 and never a workflow stuck retrying
 
 from __future__ import annotations
 
-from tests.conftest import Stack, make_account, wait_until
-from tests.integration.conftest import session_row
+from tests.support.accounts import make_account
+from tests.support.rows import session_row
+from tests.support.stack import Stack
+from tests.support.waiting import wait_until
 
 
 async def test_nul_in_a_name_is_refused_and_nothing_is_written(stack: Stack) -> None:

@@ -15,9 +15,9 @@ from temporalio.testing import WorkflowEnvironment
 from core.security import hash_key, key_prefix
 from store import crud
 from store.models import ApiKey
-from tests.conftest import TEST_SECRET, Stack, make_account
-from tests.conftest import test_settings as settings_for
-from tests.integration.conftest import open_stack
+from tests.support.accounts import make_account
+from tests.support.settings import TEST_SECRET, settings_for
+from tests.support.stack import Stack, open_stack
 
 
 def _cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:

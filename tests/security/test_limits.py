@@ -11,9 +11,9 @@ from sqlalchemy.engine import Engine
 from temporalio.testing import WorkflowEnvironment
 
 from api.limits import RateLimiter, check_recipient_count
-from tests.conftest import make_account
-from tests.conftest import test_settings as settings_for
-from tests.integration.conftest import open_stack
+from tests.support.accounts import make_account
+from tests.support.settings import settings_for
+from tests.support.stack import open_stack
 
 
 class FakeClock:

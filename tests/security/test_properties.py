@@ -32,7 +32,7 @@ from store.lifecycle import record_call_status
 from store.migrate import upgrade
 from store.models import CallSession
 from telephony.status import FINAL, advances, is_final, normalize_status, rank
-from tests.conftest import make_account
+from tests.support.accounts import make_account
 
 E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 REGIONS = st.sampled_from(["US", "GB", "FR", "DE", "IN", "BR", "JP", "ZZ"])

@@ -31,9 +31,10 @@ from api.app import create_app
 from store import crud
 from store.db import make_engine
 from store.migrate import upgrade
-from tests.conftest import Account, _pg_database, make_account
-from tests.conftest import test_settings as settings_for
-from tests.security.harness import ThreadedStack
+from tests.support.accounts import Account, make_account
+from tests.support.db import pg_database
+from tests.support.settings import settings_for
+from tests.support.stack import ThreadedStack
 
 EXAMPLES = int(os.environ.get("DIALER_FUZZ_EXAMPLES", "15"))
 CHECKS = [
@@ -62,7 +63,7 @@ def _database(kind: str, tmp: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{tmp / 'dialer.db'}"
     else:
-        yield from _pg_database()
+        yield from pg_database()
 
 
 @pytest.fixture(

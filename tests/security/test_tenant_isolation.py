@@ -22,8 +22,9 @@ from sqlmodel import Session
 from api.app import create_app
 from store.db import session_scope
 from store.models import Agent, Flow, PhoneNumber, SuppressedNumber
-from tests.conftest import Account, Stack, make_account
-from tests.conftest import test_settings as settings_for
+from tests.support.accounts import Account, make_account
+from tests.support.settings import settings_for
+from tests.support.stack import Stack
 
 # Fields that differ between any two requests whatever the ids (fresh uuids, clocks).
 VOLATILE = {"request_id", "call_session_id", "created_at", "updated_at"}

@@ -8,14 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import MetaData
 from sqlalchemy.engine import Engine
 
 from store.db import make_engine
-from store.migrate import upgrade
-from tests.conftest import _pg_database
-
-_tables: dict[str, MetaData] = {}
+from tests.support.db import empty_tables, migrated_database
 
 
 @pytest.fixture(
@@ -24,32 +20,13 @@ _tables: dict[str, MetaData] = {}
 def unit_database_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('unit-db') / 'dialer.db'}"
-        upgrade(url)
-        yield url
-        return
-    for url in _pg_database():
-        upgrade(url)
-        yield url
-
-
-def _empty(engine: Engine, url: str) -> None:
-    """Delete every row of every table the migrations made (children first)."""
-    if url not in _tables:
-        reflected = MetaData()
-        reflected.reflect(bind=engine)
-        _tables[url] = reflected
-    with engine.begin() as conn:
-        for table in reversed(_tables[url].sorted_tables):
-            if table.name != "alembic_version":
-                conn.execute(table.delete())
+    yield from migrated_database(request.param, tmp_path_factory.mktemp("unit-db"))
 
 
 @pytest.fixture
 def engine(unit_database_url: str) -> Iterator[Engine]:
     eng = make_engine(unit_database_url)
-    _empty(eng, unit_database_url)
+    empty_tables(eng, unit_database_url)
     yield eng
     eng.dispose()
 

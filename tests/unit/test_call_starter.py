@@ -17,8 +17,8 @@ from services.calls import CallRequest, CallStarter
 from services.temporal import TemporalGateway
 from store.db import session_scope
 from store.models import CallSession
-from tests.conftest import make_account
-from tests.conftest import test_settings as settings_for
+from tests.support.accounts import make_account
+from tests.support.settings import settings_for
 
 
 class OverloadedClient:

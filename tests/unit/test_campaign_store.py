@@ -18,8 +18,8 @@ from services.calls import request_fingerprint
 from store import campaign_ticks, campaigns
 from store.db import session_scope
 from store.models import CampaignRecipient, SuppressedNumber
-from tests.campaign_helpers import fictional_numbers, make_campaign
-from tests.conftest import make_account
+from tests.support.accounts import make_account
+from tests.support.campaigns import fictional_numbers, make_campaign
 
 NOW = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
 

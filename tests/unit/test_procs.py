@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_until
+from tests.support.waiting import wait_until
 from tools.procs import Proc, clean_env, process_alive, spawn
 
 # Ignores SIGTERM, starts a child in its process group, prints the child's pid, then waits.

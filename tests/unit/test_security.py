@@ -13,7 +13,7 @@ from core.config import Settings
 from core.security import KEY_PREFIX, generate_key, hash_key, key_prefix
 from store import crud
 from store.models import ApiKey
-from tests.conftest import TEST_SECRET
+from tests.support.settings import TEST_SECRET
 
 
 def test_generated_key_carries_its_prefix() -> None:

@@ -28,7 +28,7 @@ from contracts.campaigns import (
     TickInput,
     TickResult,
 )
-from tests.conftest import start_ts_env
+from tests.support.temporal import start_ts_env
 from tests.workflow.harness import (
     Fakes,
     ambiguous,

@@ -37,7 +37,7 @@ from contracts.calls import (
     WaitForStageInput,
 )
 from contracts.search_attributes import SA_CALL_STATUS
-from tests.conftest import wait_until
+from tests.support.waiting import wait_until
 from workflows.create_call import (
     CreateCallWorkflow,
     search_attributes_for,

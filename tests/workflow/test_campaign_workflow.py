@@ -35,13 +35,14 @@ from core.windows import Window, is_open, next_open, zone
 from store import campaigns
 from store.db import make_engine
 from store.migrate import upgrade
-from tests.campaign_helpers import (
+from tests.support.accounts import make_account
+from tests.support.campaigns import (
     RecordingLauncher,
     fictional_numbers,
     make_campaign,
     recipient_states,
 )
-from tests.conftest import make_account, wait_until
+from tests.support.waiting import wait_until
 from workflows.campaign import CampaignWorkflow
 
 

@@ -1,0 +1,1 @@
+"""Shared test helpers, imported by tests and conftest files; fixtures stay in conftest files."""
