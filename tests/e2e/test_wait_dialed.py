@@ -7,8 +7,8 @@ from __future__ import annotations
 import httpx
 from temporalio.client import Client
 
-from tests.conftest import wait_until
-from tests.e2e.conftest import running_processes
+from tests.support.processes import running_processes
+from tests.support.waiting import wait_until
 
 # Refused on every attempt: with this backoff its retries take about 7 s, the budget is 1 s.
 ALWAYS_TRANSIENT = "+12025550106"
