@@ -27,6 +27,7 @@ from core.config import Settings
 from store.models import CallSession, SimulatedCall
 from tests.support.accounts import make_account
 from tests.support.settings import settings_for
+from tests.support.stack import open_stack
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -159,17 +160,6 @@ async def test_sigterm_api_finishes_in_flight_request_then_refuses(
 
 
 @asynccontextmanager
-async def api_without_workers(settings: Settings, engine: Engine, env: WorkflowEnvironment):  # type: ignore[no-untyped-def]
-    from api.app import create_app
-
-    app = create_app(settings, engine=engine, temporal_client=env.client)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://dialer") as http:
-            yield http
-
-
-@asynccontextmanager
 async def in_process_workers(
     settings: Settings, engine: Engine, env: WorkflowEnvironment
 ) -> AsyncIterator[None]:
@@ -222,8 +212,8 @@ async def test_sigterm_worker_lets_the_running_dial_finish(
         health = _health(settings)
         assert health.returncode == 0 and health.stdout == "healthy\n", health.stderr
 
-        async with api_without_workers(settings, engine, dev_env) as http:
-            resp = await http.post(
+        async with open_stack(settings, engine, dev_env.client, workers=False) as api:
+            resp = await api.http.post(
                 CREATE_CALL, params={"phoneNumber": "+12025550100"}, headers=account.headers
             )
         assert resp.status_code == 200 and resp.json()["status"] == "success", resp.text

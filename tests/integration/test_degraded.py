@@ -5,13 +5,12 @@ in the database when Temporal cannot be reached at all. Never a 500."""
 from __future__ import annotations
 
 import socket
-from contextlib import AsyncExitStack
 
 from temporalio.testing import WorkflowEnvironment
 
 from tests.support.accounts import make_account
 from tests.support.rows import dial_count, session_row, sessions_of, terminal_row
-from tests.support.stack import create_call
+from tests.support.stack import create_call, running_workers
 from tests.support.waiting import wait_until
 
 
@@ -25,8 +24,6 @@ def closed_port() -> int:
 async def test_pending_when_nobody_polls_then_proceeds_with_a_worker(
     stack_factory, dev_env: WorkflowEnvironment
 ) -> None:
-    from worker import build_workers
-
     # The task queues of these settings are fresh: no worker polls them yet.
     async with stack_factory(workers=False, create_call_wait_seconds=0.5) as stack:
         account = make_account(stack.engine)
@@ -54,9 +51,7 @@ async def test_pending_when_nobody_polls_then_proceeds_with_a_worker(
         assert session_row(stack.engine, sid) is None  # nothing ran yet
 
         # The workflow was started durably: a worker coming up finishes it, with one dial.
-        async with AsyncExitStack() as workers:
-            for w in build_workers(dev_env.client, stack.settings, stack.engine):
-                await workers.enter_async_context(w)
+        async with running_workers(dev_env.client, stack.settings, stack.engine):
             row = await wait_until(terminal_row(stack.engine, sid), timeout=30)
             assert row.status == "success" and row.telephony_leg_id
             assert dial_count(stack.engine, sid) == 1

@@ -9,12 +9,10 @@ import json
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowHandle
@@ -26,7 +24,7 @@ from dialer.binaries import temporal_cli
 from store.db import make_engine
 from tests.support.accounts import make_account
 from tests.support.settings import settings_for
-from tests.support.stack import Stack, create_call
+from tests.support.stack import Stack, create_call, open_stack, running_workers
 from tests.support.waiting import wait_until
 from workflows.create_call import CreateCallWorkflow, search_attributes_for, summary_for
 
@@ -48,20 +46,13 @@ async def ops_stack(
 ) -> AsyncIterator[Stack]:
     """API and the call worker, but no dial worker: every call stops at 'dialing attempt 1',
     as calls do when the dial workers are down (the "stuck dialing" of the guide)."""
-    from api.app import create_app
-    from worker import build_workers
-
     engine = make_engine(sqlite_url)
     settings = settings_for(tmp_path, sqlite_url)
-    async with AsyncExitStack() as stack_:
-        call_worker = build_workers(dev_env.client, settings, engine)[0]
-        await stack_.enter_async_context(call_worker)
-        app = create_app(settings, engine=engine, temporal_client=dev_env.client)
-        await stack_.enter_async_context(app.router.lifespan_context(app))
-        http = await stack_.enter_async_context(
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dialer")
-        )
-        yield Stack(settings=settings, engine=engine, client=dev_env.client, http=http)
+    async with (
+        running_workers(dev_env.client, settings, engine, dial=False),
+        open_stack(settings, engine, dev_env.client, workers=False) as stack,
+    ):
+        yield stack
     engine.dispose()
 
 

@@ -30,9 +30,8 @@ from temporalio.testing import WorkflowEnvironment
 from api.app import create_app
 from store import crud
 from store.db import make_engine
-from store.migrate import upgrade
 from tests.support.accounts import Account, make_account
-from tests.support.db import pg_database
+from tests.support.db import migrated_database
 from tests.support.settings import settings_for
 from tests.support.stack import ThreadedStack
 
@@ -59,13 +58,6 @@ CASES = [(label, GenerationMode.POSITIVE) for label in sorted(OPERATIONS)] + [
 ]
 
 
-def _database(kind: str, tmp: Path) -> Iterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp / 'dialer.db'}"
-    else:
-        yield from pg_database()
-
-
 @pytest.fixture(
     scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
@@ -75,8 +67,7 @@ def fuzz_target(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[ThreadedStack, Account]]:
     tmp = tmp_path_factory.mktemp("fuzz")
-    for url in _database(request.param, tmp):
-        upgrade(url)
+    for url in migrated_database(request.param, tmp):
         yield from _target(dev_env, tmp, url)
 
 
