@@ -4,19 +4,43 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import DateTime, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.sql.dml import Insert
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, SQLModel, create_engine
 
 from core.config import Settings, get_settings
 
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """TIMESTAMP WITH TIME ZONE that stores UTC and reads back aware UTC, on every database.
+
+    SQLite keeps no offset: it hands back naive values, and would store an aware value's wall
+    clock as it is. So every value is turned into UTC on the way in (a naive one is taken to be
+    UTC already) and marked UTC on the way out; no reader of a row has to repair it. The DDL is
+    the one of DateTime(timezone=True): no migration."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else _as_utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else _as_utc(value)
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def make_engine(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import CheckConstraint, Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+from store.db import UTCDateTime
 
 
 def utcnow() -> datetime:
@@ -14,7 +16,8 @@ def utcnow() -> datetime:
 
 
 def _ts(nullable: bool = False, index: bool = False) -> Column:
-    return Column(DateTime(timezone=True), nullable=nullable, index=index)
+    """A timestamp column: stored as UTC, always read back aware (store.db.UTCDateTime)."""
+    return Column(UTCDateTime(), nullable=nullable, index=index)
 
 
 class User(SQLModel, table=True):
