@@ -14,6 +14,7 @@ from contracts.calls import (
     FetchCallStatusInput,
     FetchCallStatusResult,
     RecordCallStatusInput,
+    StatusSource,
 )
 from store import lifecycle
 from telephony.registry import ProviderRegistry
@@ -43,7 +44,7 @@ class LifecycleActivities:
                 telephony_leg_id=call.sid,
                 occurred_at=at.isoformat() if at else None,
                 duration_seconds=call.duration_seconds,
-                source="poll",
+                source=StatusSource.POLL,
                 answered_by=call.answered_by,
             )
         )

@@ -8,6 +8,9 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from contracts.calls import SessionStatus, Stage
+from services.calls import AnswerStatus
+
 T = TypeVar("T")
 
 
@@ -18,8 +21,8 @@ def as_utc(value: datetime) -> datetime:
 
 UTCDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
-CallStatus = Literal["success", "failed", "pending"]
-WaitStage = Literal["accepted", "dialed"]
+# The stages a create_call request can wait for (contracts.calls.WAIT_STAGES).
+WaitStage = Literal[Stage.ACCEPTED, Stage.DIALED]
 # The placed call's lifecycle (telephony.status); the last five are final.
 LifecycleStatus = Literal[
     "initiated", "ringing", "answered", "completed", "busy", "no-answer", "canceled", "failed"
@@ -27,7 +30,7 @@ LifecycleStatus = Literal[
 
 
 class CreateCallResponse(BaseModel):
-    status: CallStatus = Field(
+    status: AnswerStatus = Field(
         description="success: initiation accepted or dialed; failed: recorded as failed "
         "(see failure_code); pending: the wait budget ran out, the call proceeds durably."
     )
@@ -52,7 +55,7 @@ class CallSessionPublic(BaseModel):
     call_session_id: uuid.UUID
     request_id: uuid.UUID
     user_id: uuid.UUID
-    status: Literal["accepted", "dialing", "success", "failed"]
+    status: SessionStatus
     target_number: str | None
     from_phone_number: str | None
     telephony_provider: Literal["pstn"] = "pstn"

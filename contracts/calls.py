@@ -19,20 +19,39 @@ class ErrorType(StrEnum):
     IDEMPOTENCY_CONFLICT = "IdempotencyConflict"
 
 
-# Session statuses. `success` and `failed` are terminal.
-ACCEPTED = "accepted"
-DIALING = "dialing"
-SUCCESS = "success"
-FAILED = "failed"
-TERMINAL = frozenset({SUCCESS, FAILED})
+class SessionStatus(StrEnum):
+    """A call session's status; `success` and `failed` are terminal."""
 
-# Stages a create_call request can wait for.
-STAGE_ACCEPTED = "accepted"
-STAGE_DIALED = "dialed"
-STAGES = (STAGE_ACCEPTED, STAGE_DIALED)
+    ACCEPTED = "accepted"
+    DIALING = "dialing"
+    SUCCESS = "success"
+    FAILED = "failed"
 
 
-class FailureCode:
+TERMINAL = frozenset({SessionStatus.SUCCESS, SessionStatus.FAILED})
+
+
+class Stage(StrEnum):
+    """How far a call's run has come (`CallState.stage`)."""
+
+    VALIDATING = "validating"
+    ACCEPTED = "accepted"
+    DIALED = "dialed"
+
+
+# The stages a create_call request can wait for, in the order they are reached.
+WAIT_STAGES = (Stage.ACCEPTED, Stage.DIALED)
+
+
+class CallProgress(StrEnum):
+    """Values of the DialerCallStatus search attribute that are neither a SessionStatus nor a
+    carrier status (telephony.status.CallStatus), which it also shows."""
+
+    VALIDATING = "validating"  # before the session is accepted
+    EXPIRED = "expired"  # followed for the maximum call age without a final carrier status
+
+
+class FailureCode(StrEnum):
     """Values of `failure_code`: each one tells a client what to fix or whether to retry."""
 
     AGENT_NOT_FOUND = "agent_not_found"
@@ -46,6 +65,22 @@ class FailureCode:
     RETRIES_EXHAUSTED = "retries_exhausted"
     DIAL_OUTCOME_UNKNOWN = "dial_outcome_unknown"
     ORCHESTRATOR_UNAVAILABLE = "orchestrator_unavailable"
+
+
+class AttemptResult(StrEnum):
+    """What became of one dial attempt (`RecordAttemptInput.result`, the timeline's keys)."""
+
+    NOT_PLACED = "not_placed"  # provably not placed: safe to dial again
+    AMBIGUOUS = "ambiguous"  # may have been placed: reconcile first
+    RECONCILED_FOUND = "reconciled_found"  # the provider has the call
+    RECONCILED_NOT_FOUND = "reconciled_not_found"  # the provider has no such call
+
+
+class StatusSource(StrEnum):
+    """Where a provider status report came from."""
+
+    CALLBACK = "callback"  # the provider told us (webhook, simulated carrier)
+    POLL = "poll"  # we asked the provider (fetch_call)
 
 
 @dataclass
@@ -133,7 +168,7 @@ class CreateCallInput:
 
 @dataclass
 class WaitForStageInput:
-    stage: str
+    stage: Stage
     request_hash: str
 
 
@@ -144,16 +179,17 @@ class CallState:
     call_session_id: str
     request_id: str
     user_id: str
-    status: str
-    stage: str = "validating"
+    status: SessionStatus
+    stage: Stage = Stage.VALIDATING
     target_number: str | None = None
     from_phone_number: str | None = None
     telephony_leg_id: str | None = None
-    failure_code: str | None = None
+    failure_code: FailureCode | None = None
     failure_reason: str | None = None
     provider_error_code: str | None = None
     attempts: int = 0
-    call_status: str | None = None  # initiated .. completed | busy | no-answer | ...
+    # A telephony.status.CallStatus; `str` because contracts may not import telephony.
+    call_status: str | None = None
     duration_seconds: int | None = None
 
 
@@ -164,7 +200,7 @@ class ValidationResult:
     from_number: str | None = None
     phone_number_id: str | None = None
     provider: str | None = None
-    failure_code: str | None = None
+    failure_code: FailureCode | None = None
     failure_reason: str | None = None
 
 
@@ -179,10 +215,10 @@ class PersistSessionResult:
     """The row as stored. A row that was already terminal (e.g. the API recorded
     `orchestrator_unavailable`) wins over this run: the workflow must not dial."""
 
-    status: str
+    status: SessionStatus
     already_terminal: bool = False
     telephony_leg_id: str | None = None
-    failure_code: str | None = None
+    failure_code: FailureCode | None = None
     failure_reason: str | None = None
 
 
@@ -233,7 +269,7 @@ class ReconcileResult:
 class RecordAttemptInput:
     call_session_id: str
     attempt: int
-    result: str  # not_placed | ambiguous | reconciled_found | reconciled_not_found
+    result: AttemptResult
     provider_error_code: str | None = None
     detail: str | None = None
 
@@ -247,17 +283,17 @@ class CallStatusUpdate:
     telephony_leg_id: str | None = None
     occurred_at: str | None = None  # ISO 8601, the provider's time when it has one
     duration_seconds: int | None = None
-    source: str = "callback"  # callback | poll
+    source: StatusSource = StatusSource.CALLBACK
     answered_by: str | None = None
 
 
 @dataclass
 class RecordOutcomeInput:
     call_session_id: str
-    status: str
+    status: SessionStatus
     attempts: int
     telephony_leg_id: str | None = None
-    failure_code: str | None = None
+    failure_code: FailureCode | None = None
     failure_reason: str | None = None
     provider_error_code: str | None = None
     # Status reports that arrived with the dial's result, recorded in the same local activity

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -29,8 +30,6 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from contracts.calls import (
-    FAILED,
-    STAGE_DIALED,
     CallPolicies,
     CallSpec,
     CallState,
@@ -40,6 +39,8 @@ from contracts.calls import (
     FailureCode,
     FollowPolicy,
     PersistSessionInput,
+    SessionStatus,
+    Stage,
     ValidationResult,
     WaitForStageInput,
 )
@@ -159,7 +160,7 @@ async def start_call(client: Client, call: CreateCallInput, task_queue: str) -> 
 
 
 async def start_call_and_wait(
-    client: Client, call: CreateCallInput, task_queue: str, stage: str
+    client: Client, call: CreateCallInput, task_queue: str, stage: Stage
 ) -> CallState:
     """Start (or join) the call's workflow and wait for `stage`, in one update-with-start."""
     state: CallState = await client.execute_update_with_start_workflow(
@@ -210,15 +211,23 @@ class CallRequest:
     agent_id: uuid.UUID | None
     flow_id: uuid.UUID | None
     phone_number_id: uuid.UUID | None
-    wait: str
+    wait: Stage
     idempotency_key: str | None
+
+
+class AnswerStatus(StrEnum):
+    """What create_call answers: `success`, `failed` (see failure_code) or `pending`."""
+
+    SUCCESS = "success"  # accepted, or dialed (see CallStarter.create)
+    FAILED = "failed"  # recorded as failed: failure_code says why
+    PENDING = "pending"  # the wait budget ran out; the call proceeds durably
 
 
 @dataclass(frozen=True)
 class CallAnswer:
     """What create_call answers (api/schemas.py `CreateCallResponse` has the same fields)."""
 
-    status: str  # success | failed | pending
+    status: AnswerStatus
     request_id: uuid.UUID
     call_session_id: uuid.UUID
     user_id: uuid.UUID
@@ -247,8 +256,8 @@ def spec_for(req: CallRequest) -> CallSpec:
     )
 
 
-def public_status(session_status: str) -> str:
-    return "failed" if session_status == FAILED else "success"
+def public_status(session_status: str) -> AnswerStatus:
+    return AnswerStatus.FAILED if session_status == SessionStatus.FAILED else AnswerStatus.SUCCESS
 
 
 def answer_from_row(row: CallSession) -> CallAnswer:
@@ -281,8 +290,12 @@ class CallStarter:
         accepted but not dialed yet when the budget runs out (or on a path that does not
         wait) answers `pending`, never `success`."""
         answer = await self._create(req)
-        if req.wait == STAGE_DIALED and answer.status == "success" and not answer.telephony_leg_id:
-            return replace(answer, status="pending")
+        if (
+            req.wait == Stage.DIALED
+            and answer.status == AnswerStatus.SUCCESS
+            and not answer.telephony_leg_id
+        ):
+            return replace(answer, status=AnswerStatus.PENDING)
         return answer
 
     async def _create(self, req: CallRequest) -> CallAnswer:
@@ -311,7 +324,9 @@ class CallStarter:
         async with self._temporal.waits:
             return await self._start_and_wait(client, call, req.wait)
 
-    async def _start_and_wait(self, client: Client, call: CreateCallInput, wait: str) -> CallAnswer:
+    async def _start_and_wait(
+        self, client: Client, call: CreateCallInput, wait: Stage
+    ) -> CallAnswer:
         try:
             state = await asyncio.wait_for(
                 start_call_and_wait(client, call, self._settings.task_queue, wait),
@@ -379,17 +394,19 @@ class CallStarter:
 
     def _pending(self, call: CreateCallInput) -> CallAnswer:
         return CallAnswer(
-            status="pending",
+            status=AnswerStatus.PENDING,
             request_id=uuid.UUID(call.request_id),
             call_session_id=uuid.UUID(call.call_session_id),
             user_id=uuid.UUID(call.user_id),
             target_number=normalized_or_raw(call.phone_number, self._settings.default_region),
         )
 
-    async def _current(self, row: CallSession, wait: str) -> CallAnswer:
+    async def _current(self, row: CallSession, wait: Stage) -> CallAnswer:
         """A known session: wait (within the budget) for the asked stage if it is still
         running, without ever starting it again."""
-        reached = row.status == FAILED or row.telephony_leg_id or wait == "accepted"
+        reached = (
+            row.status == SessionStatus.FAILED or row.telephony_leg_id or wait == Stage.ACCEPTED
+        )
         if reached:
             return answer_from_row(row)
         try:

@@ -14,8 +14,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from contracts.calls import (
-    ACCEPTED,
-    FAILED,
     TERMINAL,
     CreateCallInput,
     FailureCode,
@@ -23,6 +21,7 @@ from contracts.calls import (
     PersistSessionResult,
     RecordAttemptInput,
     RecordOutcomeInput,
+    SessionStatus,
     ValidationResult,
 )
 from core.phone import InvalidNumber, normalize
@@ -43,7 +42,7 @@ def _uuid(value: str | None) -> uuid.UUID | None:
     return uuid.UUID(value) if value else None
 
 
-def _fail(code: str, reason: str, **known: Any) -> ValidationResult:
+def _fail(code: FailureCode, reason: str, **known: Any) -> ValidationResult:
     return ValidationResult(ok=False, failure_code=code, failure_reason=reason, **known)
 
 
@@ -184,7 +183,7 @@ def new_session_row(call: CreateCallInput, validation: ValidationResult) -> Call
         target_number=validation.target_number,
         from_number=validation.from_number,
         provider=validation.provider,
-        status=ACCEPTED if validation.ok else FAILED,
+        status=SessionStatus.ACCEPTED if validation.ok else SessionStatus.FAILED,
         failure_code=validation.failure_code,
         failure_reason=validation.failure_reason,
         idempotency_key=call.idempotency_key,

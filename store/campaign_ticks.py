@@ -13,7 +13,7 @@ from sqlalchemy import func, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from contracts.calls import FAILED, SUCCESS, CallPolicies, CallSpec
+from contracts.calls import CallPolicies, CallSpec, SessionStatus
 from contracts.campaigns import (
     BUSY,
     CALLING,
@@ -74,9 +74,9 @@ def recipient_outcome(
     (`call_status`: busy and no-answer map through, for redials); one still ringing or talking
     stays in flight until the call workflow's maximum age, after which it stops being followed
     and the recipient counts as called."""
-    if row.status == FAILED:
+    if row.status == SessionStatus.FAILED:
         return R_FAILED, row.failure_code, row.failure_reason
-    if row.status != SUCCESS:
+    if row.status != SessionStatus.SUCCESS:
         return None
     if row.call_status in _CALL_STATUS_OUTCOME:
         state = _CALL_STATUS_OUTCOME[row.call_status]

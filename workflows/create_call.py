@@ -14,12 +14,9 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from contracts.calls import (
-        ACCEPTED,
-        FAILED,
-        STAGE_ACCEPTED,
-        STAGE_DIALED,
-        STAGES,
-        SUCCESS,
+        WAIT_STAGES,
+        AttemptResult,
+        CallProgress,
         CallState,
         CallStatusUpdate,
         CreateCallInput,
@@ -37,6 +34,8 @@ with workflow.unsafe.imports_passed_through():
         RecordAttemptInput,
         RecordCallStatusInput,
         RecordOutcomeInput,
+        SessionStatus,
+        Stage,
         WaitForStageInput,
     )
     from contracts.search_attributes import (
@@ -83,21 +82,21 @@ class CreateCallWorkflow:
             call_session_id=input.call_session_id,
             request_id=input.request_id,
             user_id=input.user_id,
-            status=ACCEPTED,
+            status=SessionStatus.ACCEPTED,
         )
-        self._stages_reached: set[str] = set()
+        self._stages_reached: set[Stage] = set()
         # Status reports received by signal, processed once the dial is recorded.
         self._inbox: list[CallStatusUpdate] = []
         self._seen_statuses: set[str] = set()
         self._first_dial_at: datetime | None = None
         # Search attributes wanted, and as last upserted (the start set the first values).
         self._attributes: dict[str, SearchAttributeUpdate] = {}
-        self._upserted: dict[str, object] = {SA_CALL_STATUS.name: "validating"}
+        self._upserted: dict[str, object] = {SA_CALL_STATUS.name: CallProgress.VALIDATING}
 
     @workflow.run
     async def run(self, input: CreateCallInput) -> CallState:
         # DialerCallStatus starts as "validating" (set when the run is started).
-        self._status("validating", "validating")
+        self._status(CallProgress.VALIDATING, "validating")
         prepared: PrepareCallResult = await workflow.execute_local_activity(
             "prepare_call",
             input,
@@ -119,12 +118,12 @@ class CreateCallWorkflow:
             self._state.failure_reason = stored.failure_reason
             return await self._finish(stored.status, "already recorded as " + stored.status)
         if not validation.ok:
-            self._state.status = FAILED
+            self._state.status = SessionStatus.FAILED
             self._state.failure_code = validation.failure_code
             self._state.failure_reason = validation.failure_reason
-            return await self._finish(FAILED, f"failed: {validation.failure_code}")
+            return await self._finish(SessionStatus.FAILED, f"failed: {validation.failure_code}")
 
-        self._reach(STAGE_ACCEPTED)
+        self._reach(Stage.ACCEPTED)
         assert validation.target_number and validation.from_number and validation.provider
         dial = DialInput(
             call_session_id=input.call_session_id,
@@ -136,7 +135,7 @@ class CreateCallWorkflow:
             provider=validation.provider,
         )
         outcome = await self._dial_safely(dial, input.policy)
-        placed = outcome.status == SUCCESS and outcome.telephony_leg_id is not None
+        placed = outcome.status == SessionStatus.SUCCESS and outcome.telephony_leg_id is not None
         if placed:
             # Reports the carrier sent while the dial was in flight are recorded with it.
             assert outcome.telephony_leg_id
@@ -157,13 +156,15 @@ class CreateCallWorkflow:
         if placed:
             assert outcome.telephony_leg_id
             # create_call waiting for "dialed" gets its answer now, not at the end of the call.
-            self._reach(STAGE_DIALED)
-            self._status(SUCCESS, f"dialed after {outcome.attempts} attempt(s)")
+            self._reach(Stage.DIALED)
+            self._status(SessionStatus.SUCCESS, f"dialed after {outcome.attempts} attempt(s)")
             self._applied(outcome.statuses)
             return await self._follow(outcome.telephony_leg_id, dial.provider, input.follow)
-        if outcome.status == SUCCESS:
-            return await self._finish(SUCCESS, f"dialed after {outcome.attempts} attempt(s)")
-        return await self._finish(FAILED, f"failed: {outcome.failure_code}")
+        if outcome.status == SessionStatus.SUCCESS:
+            return await self._finish(
+                SessionStatus.SUCCESS, f"dialed after {outcome.attempts} attempt(s)"
+            )
+        return await self._finish(SessionStatus.FAILED, f"failed: {outcome.failure_code}")
 
     async def _follow(self, leg_id: str, provider: str, policy: FollowPolicy) -> CallState:
         """Step 5: follow the call to its final status. Callbacks arrive as signals; when
@@ -176,7 +177,7 @@ class CreateCallWorkflow:
             if remaining <= 0:
                 await self._record_statuses([], gave_up_after=policy.max_age_seconds)
                 return await self._finish(
-                    "expired",
+                    CallProgress.EXPIRED,
                     f"stopped following after {policy.max_age_seconds:.0f} s "
                     f"(last status: {self._state.call_status or 'none'})",
                 )
@@ -197,7 +198,7 @@ class CreateCallWorkflow:
                 quiet = policy.poll_after_seconds  # the call moves: ask again soon
             elif polled:
                 quiet = min(quiet * 2, policy.poll_max_seconds)  # nothing new: wait longer
-        status = self._state.call_status or SUCCESS
+        status = self._state.call_status or SessionStatus.SUCCESS
         details = status
         if self._state.duration_seconds is not None:
             details = f"{status} in {self._state.duration_seconds} s"
@@ -277,7 +278,7 @@ class CreateCallWorkflow:
         last_reason = "no attempt was made"
         self._first_dial_at = workflow.now()
         for attempt in range(1, max_attempts + 1):
-            self._status("dialing", f"dialing attempt {attempt} of {max_attempts}")
+            self._status(SessionStatus.DIALING, f"dialing attempt {attempt} of {max_attempts}")
             dial.attempt = attempt
             # Only the first attempt keeps a campaign's slot; a retry goes when it is due.
             dial.slot = self._input.dial_slot if attempt == 1 else None
@@ -305,7 +306,7 @@ class CreateCallWorkflow:
                     RecordAttemptInput(
                         call_session_id=session_id,
                         attempt=attempt,
-                        result="not_placed" if not_placed else "ambiguous",
+                        result=AttemptResult.NOT_PLACED if not_placed else AttemptResult.AMBIGUOUS,
                         provider_error_code=last_code,
                         detail=last_reason,
                     )
@@ -321,7 +322,7 @@ class CreateCallWorkflow:
                     if found is None:
                         return RecordOutcomeInput(
                             call_session_id=session_id,
-                            status=FAILED,
+                            status=SessionStatus.FAILED,
                             attempts=attempt,
                             failure_code=FailureCode.DIAL_OUTCOME_UNKNOWN,
                             failure_reason="the provider could not be asked whether the call "
@@ -330,7 +331,7 @@ class CreateCallWorkflow:
                     if found.telephony_leg_id:
                         return RecordOutcomeInput(
                             call_session_id=session_id,
-                            status=SUCCESS,
+                            status=SessionStatus.SUCCESS,
                             attempts=attempt,
                             telephony_leg_id=found.telephony_leg_id,
                         )
@@ -340,13 +341,13 @@ class CreateCallWorkflow:
             if result.placed:
                 return RecordOutcomeInput(
                     call_session_id=session_id,
-                    status=SUCCESS,
+                    status=SessionStatus.SUCCESS,
                     attempts=attempt,
                     telephony_leg_id=result.telephony_leg_id,
                 )
             return RecordOutcomeInput(
                 call_session_id=session_id,
-                status=FAILED,
+                status=SessionStatus.FAILED,
                 attempts=attempt,
                 failure_code=FailureCode.PROVIDER_REJECTED,
                 failure_reason=result.reason or "the provider rejected the call",
@@ -354,7 +355,7 @@ class CreateCallWorkflow:
             )
         return RecordOutcomeInput(
             call_session_id=session_id,
-            status=FAILED,
+            status=SessionStatus.FAILED,
             attempts=max_attempts,
             failure_code=FailureCode.RETRIES_EXHAUSTED,
             failure_reason=f"gave up after {max_attempts} attempts: {last_reason}",
@@ -364,7 +365,7 @@ class CreateCallWorkflow:
     async def _reconcile(
         self, dial: DialInput, attempt: int, task_queue: str
     ) -> ReconcileResult | None:
-        self._status("dialing", f"reconciling attempt {attempt}")
+        self._status(SessionStatus.DIALING, f"reconciling attempt {attempt}")
         self._flush_status()
         try:
             found: ReconcileResult = await workflow.execute_activity(
@@ -390,7 +391,9 @@ class CreateCallWorkflow:
             RecordAttemptInput(
                 call_session_id=dial.call_session_id,
                 attempt=attempt,
-                result="reconciled_found" if found.telephony_leg_id else "reconciled_not_found",
+                result=AttemptResult.RECONCILED_FOUND
+                if found.telephony_leg_id
+                else AttemptResult.RECONCILED_NOT_FOUND,
                 detail=found.telephony_leg_id,
             )
         )
@@ -409,7 +412,7 @@ class CreateCallWorkflow:
     async def _finish(self, status: str, details: str) -> CallState:
         self._status(status, details)
         self._flush_status()
-        for stage in STAGES:
+        for stage in WAIT_STAGES:
             self._reach(stage)
         # Let waiting create_call requests receive their answer before the run closes.
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -436,7 +439,7 @@ class CreateCallWorkflow:
             workflow.upsert_search_attributes(changed)
             self._upserted.update({u.key.name: u.value for u in changed})
 
-    def _reach(self, stage: str) -> None:
+    def _reach(self, stage: Stage) -> None:
         self._stages_reached.add(stage)
         self._state.stage = stage
 
@@ -456,7 +459,7 @@ class CreateCallWorkflow:
 
     @wait_for_stage.validator
     def _check_wait(self, req: WaitForStageInput) -> None:
-        if req.stage not in STAGES:
+        if req.stage not in WAIT_STAGES:
             raise ValueError(f"unknown stage {req.stage!r}")
         if req.request_hash != self._input.request_hash:
             raise ApplicationError(
@@ -473,7 +476,7 @@ def search_attributes_for(input: CreateCallInput) -> list[SearchAttributePair]:
     pairs = [
         SearchAttributePair(SA_USER_ID, input.user_id),
         SearchAttributePair(SA_REQUEST_ID, input.request_id),
-        SearchAttributePair(SA_CALL_STATUS, "validating"),
+        SearchAttributePair(SA_CALL_STATUS, CallProgress.VALIDATING),
     ]
     if input.campaign_id:
         pairs.append(SearchAttributePair(SA_CAMPAIGN_ID, input.campaign_id))

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query
 from sqlalchemy import func
@@ -23,6 +23,7 @@ from api.schemas import (
     WaitStage,
     as_utc,
 )
+from contracts.calls import SessionStatus, Stage
 from infra.metrics import CREATE_CALLS
 from services.calls import CallRequest, CallStarter, IdempotencyConflict
 from store.models import CallEvent, CallSession
@@ -48,7 +49,7 @@ async def create_call(
     agent_id: uuid.UUID | None = None,
     workflow_id: uuid.UUID | None = None,
     phone_number_id: uuid.UUID | None = None,
-    wait: WaitStage = "accepted",
+    wait: WaitStage = Stage.ACCEPTED,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
     ] = None,
@@ -110,7 +111,7 @@ def call_analytics(
     session: SessionDep,
     request_id: uuid.UUID | None = None,
     call_session_id: uuid.UUID | None = None,
-    status: Literal["accepted", "dialing", "success", "failed"] | None = None,
+    status: SessionStatus | None = None,
     campaign_id: uuid.UUID | None = None,
     since: datetime | None = None,
     until: datetime | None = None,

@@ -14,11 +14,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from contracts.calls import (
-    FAILED,
     CreateCallInput,
     FailureCode,
     PersistSessionInput,
     RecordOutcomeInput,
+    SessionStatus,
     ValidationResult,
 )
 from store import calls
@@ -117,7 +117,7 @@ def test_concurrent_outcomes_keep_the_first_terminal_status(database_url: str) -
         calls.persist_session(engine, PersistSessionInput(call=call, validation=_ok()))
 
         def record(i: int) -> None:
-            status, leg = ("success", f"CA{i:032d}") if i % 2 else (FAILED, None)
+            status, leg = ("success", f"CA{i:032d}") if i % 2 else (SessionStatus.FAILED, None)
             calls.record_outcome(
                 engine,
                 RecordOutcomeInput(
@@ -157,7 +157,7 @@ def test_racing_writers_of_a_terminal_row_see_it_as_terminal(database_url: str) 
                 engine, PersistSessionInput(call=call, validation=failed)
             )
         )
-        assert {r.status for r in results} == {FAILED}
+        assert {r.status for r in results} == {SessionStatus.FAILED}
         assert {r.failure_code for r in results} == {FailureCode.ORCHESTRATOR_UNAVAILABLE}
         assert sum(not r.already_terminal for r in results) == 1
     finally:

@@ -16,10 +16,10 @@ from temporalio.testing import WorkflowEnvironment
 from twilio.request_validator import RequestValidator
 
 from contracts.calls import (
-    SUCCESS,
     CreateCallInput,
     PersistSessionInput,
     RecordOutcomeInput,
+    SessionStatus,
     ValidationResult,
 )
 from store import calls as store_calls
@@ -59,7 +59,9 @@ def dialed_session(engine: Engine) -> tuple[str, str]:
     leg = "CA" + uuid.uuid4().hex
     store_calls.record_outcome(
         engine,
-        RecordOutcomeInput(call_session_id=sid, status=SUCCESS, attempts=1, telephony_leg_id=leg),
+        RecordOutcomeInput(
+            call_session_id=sid, status=SessionStatus.SUCCESS, attempts=1, telephony_leg_id=leg
+        ),
     )
     return sid, leg
 

@@ -14,15 +14,13 @@ from hypothesis import strategies as st
 from sqlmodel import Session
 
 from contracts.calls import (
-    ACCEPTED,
-    FAILED,
-    SUCCESS,
     TERMINAL,
     CallStatusUpdate,
     CreateCallInput,
     PersistSessionInput,
     RecordCallStatusInput,
     RecordOutcomeInput,
+    SessionStatus,
     ValidationResult,
 )
 from core.phone import InvalidNumber, normalize
@@ -131,7 +129,9 @@ def test_call_status_never_moves_backwards(reports: list[str]):
 # --- the session status on a real database: accepted -> success | failed, terminal is final ---
 
 OUTCOMES = st.lists(
-    st.tuples(st.sampled_from([SUCCESS, FAILED]), st.integers(1, 5)), min_size=1, max_size=6
+    st.tuples(st.sampled_from([SessionStatus.SUCCESS, SessionStatus.FAILED]), st.integers(1, 5)),
+    min_size=1,
+    max_size=6,
 )
 
 
@@ -172,7 +172,7 @@ def test_session_status_terminal_is_final(db, outcomes, replay_persist: bool, ok
     first = store_calls.persist_session(
         engine, PersistSessionInput(call=call, validation=validation)
     )
-    assert first.status == (ACCEPTED if ok else FAILED)
+    assert first.status == (SessionStatus.ACCEPTED if ok else SessionStatus.FAILED)
     seen = [_status(engine, sid)]
     for status, attempts in outcomes:
         store_calls.record_outcome(
@@ -181,7 +181,7 @@ def test_session_status_terminal_is_final(db, outcomes, replay_persist: bool, ok
                 call_session_id=str(sid),
                 status=status,
                 attempts=attempts,
-                failure_code=None if status == SUCCESS else "retries_exhausted",
+                failure_code=None if status == SessionStatus.SUCCESS else "retries_exhausted",
             ),
         )
         if replay_persist:
@@ -193,7 +193,7 @@ def test_session_status_terminal_is_final(db, outcomes, replay_persist: bool, ok
         seen.append(_status(engine, sid))
     # accepted may move to a terminal status once; a terminal status never changes.
     terminal_from = next(i for i, s in enumerate(seen) if s in TERMINAL)
-    assert all(s == ACCEPTED for s in seen[:terminal_from])
+    assert all(s == SessionStatus.ACCEPTED for s in seen[:terminal_from])
     assert len(set(seen[terminal_from:])) == 1
     expected = seen[0] if seen[0] in TERMINAL else outcomes[0][0]
     assert seen[-1] == expected

@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from contracts.calls import SUCCESS, CallSpec, DialSlot
+from contracts.calls import CallSpec, DialSlot, SessionStatus
 from services.calls import request_fingerprint
 from store import campaigns
 from store.db import session_scope
@@ -96,7 +96,7 @@ class RecordingLauncher:
                 self.held.append(call.call_session_id)
                 status = "dialing"
             else:
-                status = SUCCESS
+                status = SessionStatus.SUCCESS
             self._session(call, status)
 
     def _session(self, call: CallSpec, status: str) -> None:
@@ -113,7 +113,7 @@ class RecordingLauncher:
                     target_number=call.phone_number,
                     status=status,
                     request_hash=request_fingerprint(call, "US"),
-                    call_status="completed" if status == SUCCESS else None,
+                    call_status="completed" if status == SessionStatus.SUCCESS else None,
                 )
             )
 
@@ -121,6 +121,6 @@ class RecordingLauncher:
         with session_scope(self.engine) as session:
             row = session.get(CallSession, uuid.UUID(call_session_id))
             assert row is not None
-            row.status = SUCCESS
+            row.status = SessionStatus.SUCCESS
             row.call_status = call_status
             session.add(row)
