@@ -25,8 +25,9 @@ from infra.tracing import configure_tracing
 from services.call_status import CallStatusSink
 from services.calls import TemporalCallLauncher, call_policies
 from store.db import get_engine
+from store.simulated_ledger import DatabaseLedger
 from telephony.base import TelephonyProvider
-from telephony.faults import with_faults
+from telephony.faults import FaultInjector, with_faults
 from telephony.registry import ProviderRegistry
 from telephony.simulated import SimulatedProvider, SimulatedTimeline
 from telephony.twilio import provider_from_settings
@@ -59,7 +60,7 @@ def build_providers(
 
             sink = CallStatusSink(get_client, engine)
         providers["simulated"] = SimulatedProvider(
-            engine,
+            DatabaseLedger(engine),
             settings.simulated_latency_ms,
             timeline=SimulatedTimeline(
                 ring_seconds=settings.simulated_ring_seconds,
@@ -73,8 +74,19 @@ def build_providers(
     ):
         providers["twilio"] = provider_from_settings(settings)
     if "simulated" in providers:
-        providers["simulated"] = with_faults(providers["simulated"], settings)
+        providers["simulated"] = with_faults(providers["simulated"], fault_injector(settings))
     return ProviderRegistry(providers, default=settings.telephony_provider)
+
+
+def fault_injector(settings: Settings) -> FaultInjector | None:
+    """The simulated carrier's fault injector, when DIALER_SIMULATED_FAULT_SEED is set."""
+    if settings.simulated_fault_seed is None:
+        return None
+    return FaultInjector(
+        seed=settings.simulated_fault_seed,
+        rate=settings.simulated_fault_rate,
+        spike_ms=settings.simulated_fault_spike_ms,
+    )
 
 
 def build_workers(

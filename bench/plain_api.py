@@ -17,6 +17,7 @@ from core.config import get_settings
 from core.phone import normalize
 from store.db import get_engine, session_scope
 from store.models import CallSession, PhoneNumber, utcnow
+from store.simulated_ledger import DatabaseLedger
 from telephony.base import DialRequest
 from telephony.simulated import SimulatedProvider
 
@@ -24,7 +25,7 @@ from telephony.simulated import SimulatedProvider
 def create_plain_app() -> FastAPI:
     settings = get_settings()
     engine = get_engine(settings)
-    provider = SimulatedProvider(engine, settings.simulated_latency_ms)
+    provider = SimulatedProvider(DatabaseLedger(engine), settings.simulated_latency_ms)
     app = FastAPI(title="plain")
     app.state.settings = settings
     app.state.engine = engine

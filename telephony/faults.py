@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from core.config import Settings
 from telephony.base import Ambiguous, DialRequest, NotPlaced, ProviderCall, TelephonyProvider
 
 
@@ -78,13 +77,9 @@ class FaultyProvider:
         return getattr(self._inner, name)
 
 
-def with_faults(provider: TelephonyProvider, settings: Settings) -> TelephonyProvider:
-    """The provider itself, or wrapped in the injector when DIALER_SIMULATED_FAULT_SEED is set."""
-    if settings.simulated_fault_seed is None:
+def with_faults(provider: TelephonyProvider, faults: FaultInjector | None) -> TelephonyProvider:
+    """The provider itself, or wrapped in the injector when there is one (worker.py builds it
+    from the DIALER_SIMULATED_FAULT_* settings)."""
+    if faults is None:
         return provider
-    injector = FaultInjector(
-        seed=settings.simulated_fault_seed,
-        rate=settings.simulated_fault_rate,
-        spike_ms=settings.simulated_fault_spike_ms,
-    )
-    return FaultyProvider(provider, injector)  # type: ignore[return-value]
+    return FaultyProvider(provider, faults)

@@ -1,24 +1,21 @@
 """A simulated carrier: no credentials, realistic latency, a durable ledger.
 
 Magic destination numbers drive every path (see README). Behaviour depends only on the
-number and the attempt, so it is the same after a worker crash; the ledger of placed calls
-lives in the database, like a real carrier's, so reconciliation and the one-dial-per-session
-checks work across processes."""
+number and the attempt, so it is the same after a worker crash; the ledger of placed calls is
+durable and shared, like a real carrier's, so reconciliation and the one-dial-per-session
+checks work across processes. The carrier keeps it through `SimulatedLedger`; the worker hands
+it the database one (store/simulated_ledger.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import secrets
-import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
-from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
-
-from store.db import session_scope
-from store.models import SimulatedCall
 from telephony import status as st
 from telephony.base import Ambiguous, DialRequest, NotPlaced, ProviderCall, Rejected, attempt_tag
 from telephony.status import StatusEvent, StatusSink
@@ -59,18 +56,59 @@ class SimulatedTimeline:
         return round(self.talk_seconds)
 
 
+class LedgerEntry(Protocol):
+    """A call the simulated carrier placed, as its ledger keeps it."""
+
+    @property
+    def sid(self) -> str: ...
+    @property
+    def to_number(self) -> str: ...
+    @property
+    def from_number(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...  # aware, UTC
+
+
+class SimulatedLedger(Protocol):
+    """Where the simulated carrier writes down every call it placed. Blocking calls: the
+    carrier runs them in a thread."""
+
+    def record(
+        self,
+        *,
+        sid: str,
+        call_session_id: str,
+        attempt_tag: str,
+        to_number: str,
+        from_number: str,
+        placed_at: datetime,
+    ) -> LedgerEntry: ...
+
+    def first_placed(self, attempt_tags: Sequence[str]) -> LedgerEntry | None:
+        """The oldest call placed by one of these attempts, or None."""
+        ...
+
+    def get(self, sid: str) -> LedgerEntry | None: ...
+
+    def count(self, call_session_id: str) -> int:
+        """How many calls were placed for the session."""
+        ...
+
+
 class SimulatedProvider:
     name = "simulated"
 
     def __init__(
         self,
-        engine: Engine,
+        ledger: SimulatedLedger,
         latency_ms: int = 150,
         *,
         timeline: SimulatedTimeline | None = None,
         status_sink: StatusSink | None = None,
     ) -> None:
-        self._engine = engine
+        self._ledger = ledger
         self._latency = latency_ms / 1000
         self._timeline = timeline or SimulatedTimeline()
         # Without a sink the carrier sends no callbacks: calls are followed by polling.
@@ -97,16 +135,14 @@ class SimulatedProvider:
         return call
 
     def _place(self, request: DialRequest, at: datetime) -> ProviderCall:
-        row = SimulatedCall(
-            created_at=at,
+        row = self._ledger.record(
             sid="SM" + secrets.token_hex(16),
-            session_id=uuid.UUID(request.call_session_id),
+            call_session_id=request.call_session_id,
             attempt_tag=request.attempt_tag,
             to_number=request.to_number,
             from_number=request.from_number,
+            placed_at=at,
         )
-        with session_scope(self._engine) as session:
-            session.add(row)
         return ProviderCall(
             sid=row.sid, status=row.status, to_number=row.to_number, created_at=row.created_at
         )
@@ -162,7 +198,7 @@ class SimulatedProvider:
                 call_session_id=call_session_id,
                 sid=sid,
                 status=status,
-                occurred_at=_utc(placed) + timedelta(seconds=offset),
+                occurred_at=placed + timedelta(seconds=offset),
                 duration_seconds=self._timeline.duration_seconds
                 if status == st.COMPLETED
                 else None,
@@ -175,9 +211,9 @@ class SimulatedProvider:
             # A lost callback, as with a real carrier: the workflow polls fetch_call.
             log.warning("simulated status callback failed", exc_info=True)
 
-    def _derive(self, row: SimulatedCall) -> ProviderCall:
+    def _derive(self, row: LedgerEntry) -> ProviderCall:
         """The call's status now, from when it was placed (see SimulatedTimeline)."""
-        placed = _utc(row.created_at)
+        placed = row.created_at
         elapsed = (datetime.now(UTC) - placed).total_seconds()
         status, answered_at, ended_at, duration = st.INITIATED, None, None, None
         for offset, step in self._timeline.steps(row.to_number):
@@ -213,36 +249,20 @@ class SimulatedProvider:
         tags = [attempt_tag(call_session_id, a) for a in attempts]
 
         def find() -> ProviderCall | None:
-            with Session(self._engine) as session:
-                row = session.exec(
-                    select(SimulatedCall)
-                    .where(col(SimulatedCall.attempt_tag).in_(tags))
-                    .order_by(col(SimulatedCall.created_at))
-                ).first()
-            return row and ProviderCall(sid=row.sid, status=row.status, to_number=row.to_number)
+            row = self._ledger.first_placed(tags)
+            if row is None:
+                return None
+            return ProviderCall(sid=row.sid, status=row.status, to_number=row.to_number)
 
         return await asyncio.to_thread(find)
 
     async def fetch_call(self, sid: str) -> ProviderCall | None:
         def get() -> ProviderCall | None:
-            with Session(self._engine) as session:
-                row = session.get(SimulatedCall, sid)
-            return self._derive(row) if row else None
+            row = self._ledger.get(sid)
+            return None if row is None else self._derive(row)
 
         return await asyncio.to_thread(get)
 
     def dial_count(self, call_session_id: str) -> int:
         """How many calls this carrier placed for a session (tests assert it is at most 1)."""
-        with Session(self._engine) as session:
-            return len(
-                session.exec(
-                    select(SimulatedCall.sid).where(
-                        SimulatedCall.session_id == uuid.UUID(call_session_id)
-                    )
-                ).all()
-            )
-
-
-def _utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every stored time is UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+        return self._ledger.count(call_session_id)

@@ -12,6 +12,7 @@ import pytest
 from core.config import Settings
 from telephony.base import Ambiguous, DialRequest, NotPlaced, ProviderCall
 from telephony.faults import FAULTS, Fault, FaultInjector, FaultyProvider, with_faults
+from worker import fault_injector
 
 
 def request(attempt: int = 1, session: str | None = None) -> DialRequest:
@@ -93,6 +94,6 @@ async def test_each_fault_around_the_carrier(
 def test_off_unless_a_seed_is_set(tmp_path: Path) -> None:
     carrier = Carrier()
     plain = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
-    assert with_faults(carrier, plain) is carrier  # type: ignore[arg-type]
+    assert with_faults(carrier, fault_injector(plain)) is carrier  # type: ignore[arg-type]
     seeded = Settings(_env_file=None, data_dir=tmp_path, simulated_fault_seed=5)  # type: ignore[call-arg]
-    assert isinstance(with_faults(carrier, seeded), FaultyProvider)  # type: ignore[arg-type]
+    assert isinstance(with_faults(carrier, fault_injector(seeded)), FaultyProvider)  # type: ignore[arg-type]

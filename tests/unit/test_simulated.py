@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from store.models import SimulatedCall
+from store.simulated_ledger import DatabaseLedger
 from telephony.base import Ambiguous, DialRequest, NotPlaced, Rejected, attempt_tag
 from telephony.simulated import SimulatedProvider, SimulatedTimeline
 from telephony.status import StatusEvent, is_final
@@ -20,7 +21,7 @@ FROM = "+12025550199"
 
 @pytest.fixture
 def carrier(engine: Engine) -> SimulatedProvider:
-    return SimulatedProvider(engine, latency_ms=0)
+    return SimulatedProvider(DatabaseLedger(engine), latency_ms=0)
 
 
 def request(to: str, attempt: int, session_id: str | None = None) -> DialRequest:
@@ -149,8 +150,10 @@ async def test_the_ledger_outlives_the_provider_object(engine: Engine) -> None:
     """A worker crash loses the process, not the carrier's memory."""
     sid = str(uuid.uuid4())
     with pytest.raises(Ambiguous):
-        await SimulatedProvider(engine, latency_ms=0).create_call(request("+12025550105", 1, sid))
-    restarted = SimulatedProvider(engine, latency_ms=0)
+        await SimulatedProvider(DatabaseLedger(engine), latency_ms=0).create_call(
+            request("+12025550105", 1, sid)
+        )
+    restarted = SimulatedProvider(DatabaseLedger(engine), latency_ms=0)
     assert restarted.dial_count(sid) == 1
     assert await lookup(restarted, sid, [1], "+12025550105") is not None
 
@@ -181,7 +184,9 @@ async def _deliveries(engine: Engine, timeline: SimulatedTimeline, to: str) -> l
         if is_final(events[-1].status):
             done.set()
 
-    carrier = SimulatedProvider(engine, latency_ms=0, timeline=timeline, status_sink=sink)
+    carrier = SimulatedProvider(
+        DatabaseLedger(engine), latency_ms=0, timeline=timeline, status_sink=sink
+    )
     req = request(to, 1)
     call = await carrier.create_call(req)
     await asyncio.wait_for(done.wait(), 5)

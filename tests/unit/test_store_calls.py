@@ -34,6 +34,7 @@ from store.models import (
     SuppressedNumber,
     User,
 )
+from store.simulated_ledger import DatabaseLedger
 from telephony.registry import ProviderRegistry
 from telephony.simulated import SimulatedProvider
 
@@ -553,7 +554,7 @@ def test_writes_for_an_unknown_session_fail_loudly(engine: Engine, write) -> Non
 
 
 def activities(engine: Engine) -> CallActivities:
-    carrier = SimulatedProvider(engine, latency_ms=0)
+    carrier = SimulatedProvider(DatabaseLedger(engine), latency_ms=0)
     providers = ProviderRegistry({"simulated": carrier}, "simulated")
     return CallActivities(engine, providers, "US")
 
