@@ -37,9 +37,11 @@ $(BENCH_STAMP): bench/requirements.txt $(STAMP)
 bench: install $(BENCH_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+# mypy reads [tool.mypy] in pyproject.toml: strict, over the product, tests, bench, chaos, tools.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff check --fix .

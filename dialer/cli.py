@@ -6,12 +6,16 @@ import argparse
 import asyncio
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from core.config import get_settings
 from core.logs import configure_logging
 
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
-def _engine():  # type: ignore[no-untyped-def]
+
+def _engine() -> Engine:
     from store.db import get_engine
 
     return get_engine(get_settings())

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import httpx
 from sqlalchemy.engine import make_url
@@ -84,7 +85,9 @@ def operator_env(settings: Settings) -> dict[str, str]:
     }
 
 
-def _wait_for(what: str, check, timeout: float, procs: list[subprocess.Popen]) -> None:  # type: ignore[no-untyped-def]
+def _wait_for(
+    what: str, check: Callable[[], bool], timeout: float, procs: list[subprocess.Popen[bytes]]
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -99,7 +102,8 @@ def _wait_for(what: str, check, timeout: float, procs: list[subprocess.Popen]) -
 def _worker_beats(settings: Settings, pid: int) -> bool:
     """Whether the worker process `pid` wrote the heartbeat file (see infra/health.py)."""
     try:
-        return json.loads(settings.heartbeat_path.read_text()).get("pid") == pid
+        beat: dict[str, object] = json.loads(settings.heartbeat_path.read_text())
+        return beat.get("pid") == pid
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -132,7 +136,7 @@ def stop_deadline_seconds(settings: Settings, api_drain_seconds: float) -> float
     return max(settings.worker_graceful_shutdown_seconds, api) + STOP_MARGIN_SECONDS
 
 
-def stop_processes(procs: list[subprocess.Popen], timeout: float) -> None:
+def stop_processes(procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
     """SIGTERM to all (last started first), then wait for them side by side for up to
     `timeout` seconds in total; SIGKILL whichever is still running after that."""
     for proc in reversed(procs):
@@ -155,8 +159,8 @@ def run_stack(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.db_url)
-    server: subprocess.Popen | None = None
-    procs: list[subprocess.Popen] = []
+    server: subprocess.Popen[bytes] | None = None
+    procs: list[subprocess.Popen[bytes]] = []
     env = {**os.environ, "DIALER_DATA_DIR": str(settings.data_dir), **operator_env(settings)}
     # No load balancer to drain on one machine: Ctrl-C stops the API at once.
     env.setdefault("DIALER_SHUTDOWN_DRAIN_SECONDS", "0")
