@@ -378,7 +378,10 @@ class CallStarter:
             events = client.get_workflow_handle(workflow_id).fetch_history_events()
             async for event in events:
                 payloads = event.workflow_execution_started_event_attributes.input.payloads
-                [started] = await client.data_converter.decode(payloads, [CreateCallInput])
+                # decode() is typed list[Any]: the type hints passed in say what comes out.
+                decoded: list[CreateCallInput]
+                decoded = await client.data_converter.decode(payloads, [CreateCallInput])
+                [started] = decoded
                 return started.request_hash
         except RPCError:
             log.warning("could not read the start input", extra={"call_session_id": workflow_id})
