@@ -10,7 +10,7 @@ from temporalio.common import (
     SearchAttributePair,
     SearchAttributeUpdate,
 )
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from contracts.calls import (
@@ -90,7 +90,7 @@ class CreateCallWorkflow:
         self._seen_statuses: set[str] = set()
         self._first_dial_at: datetime | None = None
         # Search attributes wanted, and as last upserted (the start set the first values).
-        self._attributes: dict[str, SearchAttributeUpdate] = {}
+        self._attributes: dict[str, SearchAttributeUpdate[str]] = {}  # all Keyword
         self._upserted: dict[str, object] = {SA_CALL_STATUS.name: CallProgress.VALIDATING}
 
     @workflow.run
@@ -301,7 +301,9 @@ class CreateCallWorkflow:
                 details = list(cause.details) if isinstance(cause, ApplicationError) else []
                 last_code = str(details[0]) if details and details[0] is not None else None
                 retry_after = float(details[1]) if len(details) > 1 and details[1] else 0.0
-                last_reason = str(cause.message if cause else err.message)
+                # The SDK types the cause as any BaseException; a failure it converted is a
+                # FailureError, which has the message.
+                last_reason = str(cause.message if isinstance(cause, FailureError) else err.message)
                 await self._record_attempt(
                     RecordAttemptInput(
                         call_session_id=session_id,
@@ -472,7 +474,7 @@ class CreateCallWorkflow:
         return self._state
 
 
-def search_attributes_for(input: CreateCallInput) -> list[SearchAttributePair]:
+def search_attributes_for(input: CreateCallInput) -> list[SearchAttributePair[str]]:
     pairs = [
         SearchAttributePair(SA_USER_ID, input.user_id),
         SearchAttributePair(SA_REQUEST_ID, input.request_id),
