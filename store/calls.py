@@ -252,11 +252,6 @@ def record_attempt(engine: Engine, input: RecordAttemptInput) -> None:
         )
 
 
-def record_outcome(engine: Engine, input: RecordOutcomeInput) -> None:
-    with session_scope(engine) as session:
-        write_outcome(session, input)
-
-
 def write_outcome(session: Session, input: RecordOutcomeInput) -> None:
     """The dial's outcome, in the caller's transaction: the first terminal outcome wins."""
     sid = uuid.UUID(input.call_session_id)

@@ -21,7 +21,7 @@ from contracts.calls import (
     SessionStatus,
     ValidationResult,
 )
-from store import calls
+from store import calls, lifecycle
 from store.db import make_engine, session_scope
 from store.models import CallEvent, CallSession
 from tests.support.accounts import make_account
@@ -118,7 +118,7 @@ def test_concurrent_outcomes_keep_the_first_terminal_status(database_url: str) -
 
         def record(i: int) -> None:
             status, leg = ("success", f"CA{i:032d}") if i % 2 else (SessionStatus.FAILED, None)
-            calls.record_outcome(
+            lifecycle.record_outcome_and_statuses(
                 engine,
                 RecordOutcomeInput(
                     call_session_id=call.call_session_id,

@@ -23,6 +23,7 @@ from contracts.calls import (
     ValidationResult,
 )
 from store import calls as store_calls
+from store.lifecycle import record_outcome_and_statuses
 from store.models import CallEvent, CallSession
 from telephony.twilio import STATUS_CALLBACK_PATH
 from tests.support.accounts import make_account
@@ -57,7 +58,7 @@ def dialed_session(engine: Engine) -> tuple[str, str]:
     validation = ValidationResult(ok=True, target_number="+12025550100", provider="twilio")
     store_calls.persist_session(engine, PersistSessionInput(call=call, validation=validation))
     leg = "CA" + uuid.uuid4().hex
-    store_calls.record_outcome(
+    record_outcome_and_statuses(
         engine,
         RecordOutcomeInput(
             call_session_id=sid, status=SessionStatus.SUCCESS, attempts=1, telephony_leg_id=leg

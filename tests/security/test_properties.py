@@ -26,7 +26,7 @@ from contracts.calls import (
 from core.phone import InvalidNumber, normalize
 from store import calls as store_calls
 from store.db import make_engine
-from store.lifecycle import record_call_status
+from store.lifecycle import record_call_status, record_outcome_and_statuses
 from store.migrate import upgrade
 from store.models import CallSession
 from telephony.status import FINAL, advances, is_final, normalize_status, rank
@@ -175,7 +175,7 @@ def test_session_status_terminal_is_final(db, outcomes, replay_persist: bool, ok
     assert first.status == (SessionStatus.ACCEPTED if ok else SessionStatus.FAILED)
     seen = [_status(engine, sid)]
     for status, attempts in outcomes:
-        store_calls.record_outcome(
+        record_outcome_and_statuses(
             engine,
             RecordOutcomeInput(
                 call_session_id=str(sid),

@@ -22,7 +22,7 @@ from contracts.calls import (
     RecordOutcomeInput,
     ValidationResult,
 )
-from store import calls, crud
+from store import calls, crud, lifecycle
 from store.db import session_scope
 from store.models import (
     Agent,
@@ -388,7 +388,7 @@ def test_a_successful_row_already_there_reports_its_leg(me: Owner) -> None:
     call = me.call()
     validation = calls.validate_call(me.engine, call, "US")
     calls.persist_session(me.engine, PersistSessionInput(call=call, validation=validation))
-    calls.record_outcome(
+    lifecycle.record_outcome_and_statuses(
         me.engine,
         RecordOutcomeInput(
             call_session_id=call.call_session_id,
@@ -465,8 +465,8 @@ def test_record_outcome_is_idempotent(me: Owner, accepted: str) -> None:
     outcome = RecordOutcomeInput(
         call_session_id=accepted, status="success", attempts=2, telephony_leg_id="LEG-1"
     )
-    calls.record_outcome(me.engine, outcome)
-    calls.record_outcome(me.engine, outcome)
+    lifecycle.record_outcome_and_statuses(me.engine, outcome)
+    lifecycle.record_outcome_and_statuses(me.engine, outcome)
     stored = row(me.engine, accepted)
     assert (stored.status, stored.telephony_leg_id, stored.attempts) == ("success", "LEG-1", 2)
     assert stored.dialed_at is not None and stored.failure_code is None
@@ -474,7 +474,7 @@ def test_record_outcome_is_idempotent(me: Owner, accepted: str) -> None:
 
 
 def test_a_failed_outcome_records_its_codes(me: Owner, accepted: str) -> None:
-    calls.record_outcome(
+    lifecycle.record_outcome_and_statuses(
         me.engine,
         RecordOutcomeInput(
             call_session_id=accepted,
@@ -496,7 +496,7 @@ def test_a_failed_outcome_records_its_codes(me: Owner, accepted: str) -> None:
 
 @pytest.mark.parametrize("first", ["success", "failed"])
 def test_a_terminal_row_is_never_overwritten(me: Owner, accepted: str, first: str) -> None:
-    calls.record_outcome(
+    lifecycle.record_outcome_and_statuses(
         me.engine,
         RecordOutcomeInput(
             call_session_id=accepted,
@@ -508,7 +508,7 @@ def test_a_terminal_row_is_never_overwritten(me: Owner, accepted: str, first: st
         ),
     )
     before = row(me.engine, accepted)
-    calls.record_outcome(
+    lifecycle.record_outcome_and_statuses(
         me.engine,
         RecordOutcomeInput(
             call_session_id=accepted,
@@ -537,7 +537,7 @@ def test_a_terminal_row_is_never_overwritten(me: Owner, accepted: str, first: st
     "write",
     [
         lambda engine, sid: calls.record_attempt(engine, attempt(sid, 1, "not_placed")),
-        lambda engine, sid: calls.record_outcome(
+        lambda engine, sid: lifecycle.record_outcome_and_statuses(
             engine, RecordOutcomeInput(call_session_id=sid, status="success", attempts=1)
         ),
     ],
