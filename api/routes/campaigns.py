@@ -30,6 +30,7 @@ from api.campaign_schemas import (
     inline_schema,
 )
 from api.deps import AUTH_ERRORS, CurrentUser, EngineDep, SessionDep, SettingsDep, TemporalDep
+from api.limits import check_recipient_count
 from api.schemas import Detail, Page, as_utc
 from contracts.campaigns import (
     CANCELED,
@@ -176,13 +177,7 @@ async def _read_json(request: Request, max_rows: int) -> CampaignCreate:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "the body is not valid JSON") from exc
     if isinstance(payload, dict) and isinstance(payload.get("recipients"), list):
-        count = len(payload["recipients"])
-        if count > max_rows:
-            raise HTTPException(
-                422,
-                f"too many recipients: {count} given, at most {max_rows} per campaign "
-                "(DIALER_MAX_CAMPAIGN_RECIPIENTS)",
-            )
+        check_recipient_count(len(payload["recipients"]), max_rows)
     try:
         return CampaignCreate.model_validate(payload)
     except ValidationError as exc:
