@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
@@ -29,7 +29,7 @@ from contracts.campaigns import (
 )
 from core.phone import InvalidNumber, normalize
 from core.windows import timezone_of
-from store.db import session_scope
+from store.db import session_scope, table_of
 from store.models import (
     Agent,
     Campaign,
@@ -101,18 +101,28 @@ class CreationReport:
     rejected: list[RejectedRow]
 
 
+# The models a campaign may name by id; a TypeVar, not a union, so `session.get` returns the
+# model asked for (with its user_id) rather than their common base.
+_Owned = TypeVar("_Owned", Agent, Flow, PhoneNumber)
+
+
+def _missing_or_foreign(
+    session: Session, model: type[_Owned], value: uuid.UUID | None, user_id: uuid.UUID
+) -> bool:
+    if value is None:
+        return False
+    row = session.get(model, value)
+    return row is None or row.user_id != user_id
+
+
 def check_ownership(session: Session, spec: CampaignSpec) -> str | None:
     """The name of the first id that is missing or not the user's (both look the same)."""
-    for model, value, name in (
-        (Agent, spec.agent_id, "agent"),
-        (Flow, spec.flow_id, "workflow"),
-        (PhoneNumber, spec.phone_number_id, "phone number"),
-    ):
-        if value is None:
-            continue
-        row = session.get(model, value)
-        if row is None or row.user_id != spec.user_id:
-            return name
+    if _missing_or_foreign(session, Agent, spec.agent_id, spec.user_id):
+        return "agent"
+    if _missing_or_foreign(session, Flow, spec.flow_id, spec.user_id):
+        return "workflow"
+    if _missing_or_foreign(session, PhoneNumber, spec.phone_number_id, spec.user_id):
+        return "phone number"
     return None
 
 
@@ -156,6 +166,7 @@ def create_campaign(
         seen: set[str] = set()
         accepted = skipped = 0
         batch: list[dict[str, Any]] = []
+        recipients = table_of(CampaignRecipient)
         now = utcnow()
         for row in rows:
             try:
@@ -201,10 +212,10 @@ def create_campaign(
                 accepted += 1
             batch.append(values)
             if len(batch) >= 1000:
-                session.execute(CampaignRecipient.__table__.insert(), batch)  # type: ignore[attr-defined]
+                session.execute(recipients.insert(), batch)
                 batch = []
         if batch:
-            session.execute(CampaignRecipient.__table__.insert(), batch)  # type: ignore[attr-defined]
+            session.execute(recipients.insert(), batch)
         if accepted + skipped == 0:
             raise NoValidRecipients(rejected)
         campaign.total_recipients = accepted + skipped
@@ -219,9 +230,9 @@ def delete_campaign(engine: Engine, campaign_id: uuid.UUID) -> None:
     """Undo a creation whose workflow could not be started (nothing is left half-written)."""
     with session_scope(engine) as session:
         session.execute(
-            CampaignRecipient.__table__.delete().where(  # type: ignore[attr-defined]
-                CampaignRecipient.campaign_id == campaign_id
-            )
+            table_of(CampaignRecipient)
+            .delete()
+            .where(col(CampaignRecipient.campaign_id) == campaign_id)
         )
         row = session.get(Campaign, campaign_id)
         if row is not None:
@@ -259,6 +270,7 @@ def counts(session: Session, campaign_id: uuid.UUID) -> tuple[dict[str, int], di
             )
             .group_by(CampaignRecipient.failure_code)
         ).all()
+        if code is not None  # the query left them out; this narrows the type
     }
     return by_state, by_code
 

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, event
+from sqlalchemy import DateTime, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, SQLModel, create_engine
 
 from core.config import Settings, get_settings
 
-_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+_INSERTS: dict[str, Callable[[Table], postgresql.Insert | sqlite.Insert]] = {
+    "postgresql": postgresql.insert,
+    "sqlite": sqlite.insert,
+}
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -53,7 +58,7 @@ def make_engine(
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
             # WAL lets the API read while the worker writes; busy_timeout waits for the lock
             # instead of failing when both processes write at once.
             cur = dbapi_conn.cursor()
@@ -99,6 +104,13 @@ def session_scope(engine: Engine) -> Iterator[Session]:
             raise
 
 
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core table of a table model, for statements that bypass the ORM."""
+    # SQLAlchemy's declarative mapping sets __table__ on the class; SQLModel does not declare it.
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    return table
+
+
 def insert_ignoring_duplicates(
     session: Session,
     model: type[SQLModel],
@@ -112,7 +124,7 @@ def insert_ignoring_duplicates(
     if dialect not in _INSERTS:
         raise NotImplementedError(f"no upsert for the {dialect} dialect: use SQLite or PostgreSQL")
     return (
-        _INSERTS[dialect](model.__table__)  # type: ignore[attr-defined]
+        _INSERTS[dialect](table_of(model))
         .values(values)
         .on_conflict_do_nothing(index_elements=conflict)
     )

@@ -15,7 +15,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _ts(nullable: bool = False, index: bool = False) -> Column:
+def _ts(nullable: bool = False, index: bool = False) -> Column[datetime]:
     """A timestamp column: stored as UTC, always read back aware (store.db.UTCDateTime)."""
     return Column(UTCDateTime(), nullable=nullable, index=index)
 

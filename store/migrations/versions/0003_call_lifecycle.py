@@ -8,7 +8,7 @@ Create Date: 2026-11-26 23:45:02.289797
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes  # AutoString, what autogenerate writes for str columns
 from alembic import op
 
 revision: str = "0003"
