@@ -18,7 +18,7 @@ from contracts.calls import (
 )
 from store import lifecycle
 from telephony.registry import ProviderRegistry
-from telephony.status import ANSWERED, is_final, normalize_status
+from telephony.status import CallStatus, is_final, normalize_status
 
 
 class LifecycleActivities:
@@ -37,7 +37,12 @@ class LifecycleActivities:
         status = normalize_status(call.status) if call else None
         if call is None or status is None:
             return FetchCallStatusResult()
-        at = call.ended_at if is_final(status) else call.answered_at if status == ANSWERED else None
+        if is_final(status):
+            at = call.ended_at
+        elif status == CallStatus.ANSWERED:
+            at = call.answered_at
+        else:
+            at = None
         return FetchCallStatusResult(
             update=CallStatusUpdate(
                 status=call.status,

@@ -10,6 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from contracts.calls import SessionStatus, Stage
 from services.calls import AnswerStatus
+from telephony.status import CallStatus
 
 T = TypeVar("T")
 
@@ -23,10 +24,6 @@ UTCDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
 # The stages a create_call request can wait for (contracts.calls.WAIT_STAGES).
 WaitStage = Literal[Stage.ACCEPTED, Stage.DIALED]
-# The placed call's lifecycle (telephony.status); the last five are final.
-LifecycleStatus = Literal[
-    "initiated", "ringing", "answered", "completed", "busy", "no-answer", "canceled", "failed"
-]
 
 
 class CreateCallResponse(BaseModel):
@@ -70,7 +67,7 @@ class CallSessionPublic(BaseModel):
     campaign_id: uuid.UUID | None
     created_at: UTCDatetime
     updated_at: UTCDatetime
-    call_status: LifecycleStatus | None = Field(
+    call_status: CallStatus | None = Field(
         default=None,
         description="Where the placed call is, from the provider's status callbacks or from "
         "asking the provider; completed, busy, no-answer, canceled and failed are final.",

@@ -102,7 +102,7 @@ def validate_call(engine: Engine, call: CreateCallInput, default_region: str) ->
                 SuppressedNumber.user_id == user_id, SuppressedNumber.number == target
             )
         ).first()
-        known = {
+        known: dict[str, Any] = {
             "target_number": target,
             "from_number": line.number,
             "phone_number_id": str(line.id),
@@ -222,12 +222,12 @@ def persist_session(engine: Engine, input: PersistSessionInput) -> PersistSessio
                 raise
             row = found
     return PersistSessionResult(
-        status=row.status,
+        status=SessionStatus(row.status),
         # A row already terminal (e.g. the API recorded that Temporal was unreachable) wins:
         # the run must report it and must not dial.
         already_terminal=existed and row.status in TERMINAL,
         telephony_leg_id=row.telephony_leg_id,
-        failure_code=row.failure_code,
+        failure_code=FailureCode(row.failure_code) if row.failure_code else None,
         failure_reason=row.failure_reason,
     )
 

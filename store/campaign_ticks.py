@@ -37,16 +37,16 @@ from core.ids import campaign_call_ids
 from core.windows import Window, is_open, next_open
 from store.db import session_scope
 from store.models import CallSession, Campaign, CampaignRecipient, utcnow
-from telephony import status as call_status
+from telephony.status import CallStatus
 
 SYNC_PAGE = 500  # calls brought up to date per tick
 # Final lifecycle statuses of a placed call (`call_status`) and the recipient state they give.
-_CALL_STATUS_OUTCOME = {
-    call_status.COMPLETED: R_COMPLETED,
-    call_status.BUSY: BUSY,
-    call_status.NO_ANSWER: NO_ANSWER,
-    call_status.CANCELED: R_FAILED,
-    call_status.FAILED: R_FAILED,
+_CALL_STATUS_OUTCOME: dict[str, str] = {
+    CallStatus.COMPLETED: R_COMPLETED,
+    CallStatus.BUSY: BUSY,
+    CallStatus.NO_ANSWER: NO_ANSWER,
+    CallStatus.CANCELED: R_FAILED,
+    CallStatus.FAILED: R_FAILED,
 }
 
 

@@ -17,7 +17,7 @@ from contracts.calls import CallStatusUpdate, RecordCallStatusInput, RecordOutco
 from store.calls import add_events, write_outcome
 from store.db import session_scope
 from store.models import CallSession, utcnow
-from telephony.status import ANSWERED, advances, is_final, normalize_status
+from telephony.status import CallStatus, advances, is_final, normalize_status
 
 
 def _parse(value: str | None) -> datetime | None:
@@ -67,7 +67,7 @@ def apply_call_statuses(
         at = _parse(update.occurred_at)
         if advances(row.call_status, status):
             row.call_status = status
-            if status == ANSWERED:
+            if status == CallStatus.ANSWERED:
                 row.answered_at = at or utcnow()
             if is_final(status):
                 row.ended_at = at or utcnow()

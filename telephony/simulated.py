@@ -18,7 +18,7 @@ from typing import Protocol
 
 from telephony import status as st
 from telephony.base import Ambiguous, DialRequest, NotPlaced, ProviderCall, Rejected, attempt_tag
-from telephony.status import StatusEvent, StatusSink
+from telephony.status import CallStatus, StatusEvent, StatusSink
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +41,19 @@ class SimulatedTimeline:
     answer_seconds: float = 3.0
     talk_seconds: float = 8.0
 
-    def steps(self, to_number: str) -> list[tuple[float, str]]:
+    def steps(self, to_number: str) -> list[tuple[float, CallStatus]]:
         ring = self.ring_seconds
         answer = ring + self.answer_seconds
-        steps = [(0.0, st.INITIATED), (ring, st.RINGING)]
+        steps = [(0.0, CallStatus.INITIATED), (ring, CallStatus.RINGING)]
         if to_number == BUSY:
-            return [*steps, (answer, st.BUSY)]
+            return [*steps, (answer, CallStatus.BUSY)]
         if to_number == NO_ANSWER:
-            return [*steps, (answer, st.NO_ANSWER)]
-        return [*steps, (answer, st.ANSWERED), (answer + self.talk_seconds, st.COMPLETED)]
+            return [*steps, (answer, CallStatus.NO_ANSWER)]
+        return [
+            *steps,
+            (answer, CallStatus.ANSWERED),
+            (answer + self.talk_seconds, CallStatus.COMPLETED),
+        ]
 
     @property
     def duration_seconds(self) -> int:
@@ -171,7 +175,7 @@ class SimulatedProvider:
         call_session_id: str,
         sid: str,
         placed: datetime,
-        steps: list[tuple[float, str]],
+        steps: list[tuple[float, CallStatus]],
         started: float,
     ) -> None:
         """Each status at its time on the timeline, counted from `started` (the loop's clock
@@ -188,7 +192,7 @@ class SimulatedProvider:
             await self._deliver(call_session_id, sid, placed, due)
 
     async def _deliver(
-        self, call_session_id: str, sid: str, placed: datetime, due: list[tuple[float, str]]
+        self, call_session_id: str, sid: str, placed: datetime, due: list[tuple[float, CallStatus]]
     ) -> None:
         assert self._sink is not None
         if not due:
@@ -200,7 +204,7 @@ class SimulatedProvider:
                 status=status,
                 occurred_at=placed + timedelta(seconds=offset),
                 duration_seconds=self._timeline.duration_seconds
-                if status == st.COMPLETED
+                if status == CallStatus.COMPLETED
                 else None,
             )
             for offset, status in due
@@ -215,16 +219,16 @@ class SimulatedProvider:
         """The call's status now, from when it was placed (see SimulatedTimeline)."""
         placed = row.created_at
         elapsed = (datetime.now(UTC) - placed).total_seconds()
-        status, answered_at, ended_at, duration = st.INITIATED, None, None, None
+        status, answered_at, ended_at, duration = CallStatus.INITIATED, None, None, None
         for offset, step in self._timeline.steps(row.to_number):
             if offset > elapsed:
                 break
             status = step
-            if step == st.ANSWERED:
+            if step == CallStatus.ANSWERED:
                 answered_at = placed + timedelta(seconds=offset)
             if st.is_final(step):
                 ended_at = placed + timedelta(seconds=offset)
-                if step == st.COMPLETED:
+                if step == CallStatus.COMPLETED:
                     duration = self._timeline.duration_seconds
         return ProviderCall(
             sid=row.sid,

@@ -8,30 +8,51 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
-INITIATED = "initiated"
-RINGING = "ringing"
-ANSWERED = "answered"
-COMPLETED = "completed"
-BUSY = "busy"
-NO_ANSWER = "no-answer"
-CANCELED = "canceled"
-FAILED = "failed"
+from contracts.calls import StatusSource
 
-FINAL = frozenset({COMPLETED, BUSY, NO_ANSWER, CANCELED, FAILED})
-_RANK = {INITIATED: 1, RINGING: 2, ANSWERED: 3, **{s: 4 for s in FINAL}}
+
+class CallStatus(StrEnum):
+    """Where a placed call is (`call_sessions.call_status`, the call's timeline)."""
+
+    INITIATED = "initiated"
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    COMPLETED = "completed"
+    BUSY = "busy"
+    NO_ANSWER = "no-answer"
+    CANCELED = "canceled"
+    FAILED = "failed"
+
+
+FINAL = frozenset(
+    {
+        CallStatus.COMPLETED,
+        CallStatus.BUSY,
+        CallStatus.NO_ANSWER,
+        CallStatus.CANCELED,
+        CallStatus.FAILED,
+    }
+)
+_RANK: dict[str, int] = {
+    CallStatus.INITIATED: 1,
+    CallStatus.RINGING: 2,
+    CallStatus.ANSWERED: 3,
+    **{s: 4 for s in FINAL},
+}
 
 # Twilio's CallStatus values (callbacks and the Call resource) in Dialer's vocabulary.
-_ALIASES = {"queued": INITIATED, "in-progress": ANSWERED}
+_ALIASES = {"queued": CallStatus.INITIATED, "in-progress": CallStatus.ANSWERED}
 
 
-def normalize_status(raw: str | None) -> str | None:
+def normalize_status(raw: str | None) -> CallStatus | None:
     """Dialer's name for a provider status, or None for a value it does not know."""
     if not raw:
         return None
     value = raw.strip().lower()
     value = _ALIASES.get(value, value)
-    return value if value in _RANK else None
+    return CallStatus(value) if value in _RANK else None
 
 
 def rank(status: str | None) -> int:
@@ -53,10 +74,10 @@ class StatusEvent:
 
     call_session_id: str
     sid: str
-    status: str  # normalized (see normalize_status)
+    status: CallStatus
     occurred_at: datetime | None = None
     duration_seconds: int | None = None
-    source: str = "callback"  # callback | poll
+    source: StatusSource = StatusSource.CALLBACK
     answered_by: str | None = None
 
 

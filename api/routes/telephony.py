@@ -24,6 +24,7 @@ from twilio.request_validator import RequestValidator
 
 from api.deps import EngineDep, SettingsDep, TemporalDep
 from api.schemas import Detail
+from contracts.calls import StatusSource
 from core.config import Settings
 from services.call_status import CallStatusSink
 from services.temporal import TemporalUnavailable
@@ -157,7 +158,7 @@ async def twilio_status(
         status=status,
         occurred_at=_timestamp(params.get("Timestamp")),
         duration_seconds=_int(params.get("CallDuration")),
-        source="callback",
+        source=StatusSource.CALLBACK,
         answered_by=params.get("AnsweredBy") or None,
     )
     sink = CallStatusSink(temporal.client, engine)
