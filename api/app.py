@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -110,9 +111,13 @@ def install_limits(app: FastAPI, settings: Settings) -> None:
     )
     plain_openapi = app.openapi
 
-    def openapi() -> dict:
-        if app.openapi_schema is None:
-            document_common_answers(plain_openapi(), authenticated_prefixes=["/api/"])
-        return app.openapi_schema  # type: ignore[return-value]
+    def openapi() -> dict[str, Any]:
+        schema = app.openapi_schema
+        if schema is None:
+            schema = plain_openapi()  # also kept as app.openapi_schema
+            document_common_answers(schema, authenticated_prefixes=["/api/"])
+        return schema
 
+    # Replacing app.openapi is FastAPI's documented way to extend the document; mypy forbids
+    # assigning to a method.
     app.openapi = openapi  # type: ignore[method-assign]

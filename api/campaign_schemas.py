@@ -9,9 +9,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from api.schemas import UTCDatetime
-from core.windows import DAY_NAMES, valid_zone
+from core.windows import DAY_NAMES, DayName, valid_zone
 
-DayName = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 _HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
 CampaignState = Literal["scheduled", "running", "paused", "canceled", "completed"]
 VariableValue = str | int | float | bool | None
@@ -45,8 +44,11 @@ class CallingWindow(BaseModel):
         return self
 
 
+RedialOutcome = Literal["busy", "no_answer"]
+
+
 class RedialPolicy(BaseModel):
-    outcomes: list[Literal["busy", "no_answer"]] = Field(min_length=1)
+    outcomes: list[RedialOutcome] = Field(min_length=1)
     max_attempts: int = Field(
         default=2, ge=2, le=10, description="calls per recipient in all, the first included"
     )
@@ -146,4 +148,5 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
             return [resolve(v) for v in node]
         return node
 
-    return resolve(schema)
+    inlined: dict[str, Any] = resolve(schema)  # a dict comes back a dict
+    return inlined

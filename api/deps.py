@@ -6,7 +6,7 @@ import hmac
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -22,16 +22,23 @@ from store.models import ApiKey, User
 api_key_header = APIKeyHeader(name="x-api-key", auto_error=False, description="Your API key.")
 bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <api key>`.")
 
+# FastAPI's type for the `responses=` of a route or router: extra answers by status code.
+Responses = dict[int | str, dict[str, Any]]
+
 # The answer every authenticated route may give (routers pass it as `responses=`).
-AUTH_ERRORS = {401: {"model": Detail, "description": "Missing or invalid API key"}}
+AUTH_ERRORS: Responses = {401: {"model": Detail, "description": "Missing or invalid API key"}}
 
 
 def get_settings_dep(request: Request) -> Settings:
-    return request.app.state.settings
+    # app.state is Starlette's State, whose attributes are Any: the getters name what lifespan
+    # put there.
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 def get_engine_dep(request: Request) -> Engine:
-    return request.app.state.engine
+    engine: Engine = request.app.state.engine
+    return engine
 
 
 def get_db(engine: Annotated[Engine, Depends(get_engine_dep)]) -> Iterator[Session]:
@@ -40,7 +47,8 @@ def get_db(engine: Annotated[Engine, Depends(get_engine_dep)]) -> Iterator[Sessi
 
 
 def get_temporal(request: Request) -> TemporalGateway:
-    return request.app.state.temporal
+    temporal: TemporalGateway = request.app.state.temporal
+    return temporal
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

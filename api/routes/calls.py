@@ -6,10 +6,10 @@ import dataclasses
 import json
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query
-from sqlalchemy import func
+from sqlalchemy import ColumnElement, func
 from sqlmodel import col, select
 
 from api.deps import AUTH_ERRORS, CurrentUser, EngineDep, SessionDep, SettingsDep, TemporalDep
@@ -45,7 +45,7 @@ async def create_call(
     settings: SettingsDep,
     engine: EngineDep,
     temporal: TemporalDep,
-    phoneNumber: Annotated[str, Query(min_length=1, max_length=64)],  # noqa: N803
+    phoneNumber: Annotated[str, Query(min_length=1, max_length=64)],  # the public parameter name
     agent_id: uuid.UUID | None = None,
     workflow_id: uuid.UUID | None = None,
     phone_number_id: uuid.UUID | None = None,
@@ -74,7 +74,7 @@ async def create_call(
     return CreateCallResponse(**dataclasses.asdict(answer))
 
 
-def _public(row: CallSession) -> dict:
+def _public(row: CallSession) -> dict[str, Any]:
     return {
         "call_session_id": row.id,
         "request_id": row.request_id,
@@ -145,11 +145,11 @@ def call_analytics(
             ],
         )
 
-    filters = [CallSession.user_id == user.user_id]
+    filters: list[ColumnElement[bool]] = [col(CallSession.user_id) == user.user_id]
     if status:
-        filters.append(CallSession.status == status)
+        filters.append(col(CallSession.status) == status)
     if campaign_id:
-        filters.append(CallSession.campaign_id == campaign_id)
+        filters.append(col(CallSession.campaign_id) == campaign_id)
     if since:
         filters.append(col(CallSession.created_at) >= as_utc(since))
     if until:

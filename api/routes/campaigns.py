@@ -7,7 +7,7 @@ import io
 import json
 import logging
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
@@ -25,11 +25,20 @@ from api.campaign_schemas import (
     CampaignOptions,
     CampaignStatus,
     CampaignSummary,
+    RedialOutcome,
     RedialPolicy,
     RowError,
     inline_schema,
 )
-from api.deps import AUTH_ERRORS, CurrentUser, EngineDep, SessionDep, SettingsDep, TemporalDep
+from api.deps import (
+    AUTH_ERRORS,
+    CurrentUser,
+    EngineDep,
+    Responses,
+    SessionDep,
+    SettingsDep,
+    TemporalDep,
+)
 from api.limits import check_recipient_count
 from api.schemas import Detail, Page, as_utc
 from contracts.campaigns import (
@@ -45,8 +54,10 @@ from store.models import Campaign
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v1/batch-call", tags=["campaigns"], responses=AUTH_ERRORS)
-NOT_FOUND = {404: {"model": Detail, "description": "No such campaign (or not yours)"}}
-CONFLICT = {409: {"model": Detail, "description": "Not possible in the campaign's state"}}
+NOT_FOUND: Responses = {404: {"model": Detail, "description": "No such campaign (or not yours)"}}
+CONFLICT: Responses = {
+    409: {"model": Detail, "description": "Not possible in the campaign's state"}
+}
 PHONE_COLUMN = "phone_number"
 EXTERNAL_ID_COLUMN = "external_id"
 # Rows quoted back in a 422 when none is valid; the full list comes with a partial success.
@@ -223,13 +234,14 @@ def _options(row: Campaign) -> CampaignOptions:
         window = CallingWindow(
             start=row.window_start,
             end=row.window_end,
-            days=[DAY_NAMES[d - 1] for d in days],  # type: ignore[misc]
+            days=[DAY_NAMES[d - 1] for d in days],
             timezone=row.default_timezone,
         )
     redial = None
     if row.redial_outcomes:
         redial = RedialPolicy(
-            outcomes=row.redial_outcomes.split(","),  # type: ignore[arg-type]
+            # Stored joined after the request's validation; the model validates them again.
+            outcomes=cast(list[RedialOutcome], row.redial_outcomes.split(",")),
             max_attempts=row.redial_max_attempts,
             delay_seconds=row.redial_delay_seconds,
         )

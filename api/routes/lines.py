@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, HTTPException, status
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped
 from sqlmodel import col, select
 
-from api.deps import AUTH_ERRORS, CurrentUser, SessionDep, SettingsDep
+from api.deps import AUTH_ERRORS, CurrentUser, Responses, SessionDep, SettingsDep
 from api.schemas import (
     AgentPublic,
     Detail,
@@ -24,10 +26,16 @@ from core.phone import InvalidNumber, normalize
 from store.models import Agent, Flow, LineMapping, PhoneNumber
 
 router = APIRouter(prefix="/api/v1", responses=AUTH_ERRORS)
-NOT_FOUND = {404: {"model": Detail, "description": "Not found (or not yours)"}}
+NOT_FOUND: Responses = {404: {"model": Detail, "description": "Not found (or not yours)"}}
+
+# TypeVars, not unions, so `session.get` and `select` give back the model passed in.
+_Owned = TypeVar("_Owned", PhoneNumber, Agent, Flow)
+_Named = TypeVar("_Named", Agent, Flow)
 
 
-def _owned(session: SessionDep, model: type, id_: uuid.UUID, user_id: uuid.UUID, what: str):  # type: ignore[no-untyped-def]
+def _owned(
+    session: SessionDep, model: type[_Owned], id_: uuid.UUID, user_id: uuid.UUID, what: str
+) -> _Owned:
     row = session.get(model, id_)
     if row is None or row.user_id != user_id:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"{what} not found")
@@ -136,7 +144,9 @@ def map_line(body: MappingCreate, user: CurrentUser, session: SessionDep) -> Map
     )
 
 
-def _named_list(session: SessionDep, model: type, user_id: uuid.UUID, column) -> list[dict]:  # type: ignore[no-untyped-def]
+def _named_list(
+    session: SessionDep, model: type[_Named], user_id: uuid.UUID, column: Mapped[uuid.UUID | None]
+) -> list[dict[str, Any]]:
     rows = session.exec(
         select(model, LineMapping.phone_number_id)
         .outerjoin(LineMapping, column == model.id)
@@ -150,9 +160,9 @@ def _named_list(session: SessionDep, model: type, user_id: uuid.UUID, column) ->
 
 
 @router.get("/agents", response_model=list[AgentPublic], tags=["agents"])
-def list_agents(user: CurrentUser, session: SessionDep) -> list[dict]:
+def list_agents(user: CurrentUser, session: SessionDep) -> list[dict[str, Any]]:
     """The user's agents, each with its mapped line."""
-    return _named_list(session, Agent, user.user_id, LineMapping.agent_id)
+    return _named_list(session, Agent, user.user_id, col(LineMapping.agent_id))
 
 
 @router.post("/agents", response_model=AgentPublic, status_code=201, tags=["agents"])
@@ -165,9 +175,9 @@ def create_agent(body: NamedCreate, user: CurrentUser, session: SessionDep) -> A
 
 
 @router.get("/workflows", response_model=list[FlowPublic], tags=["workflows"])
-def list_flows(user: CurrentUser, session: SessionDep) -> list[dict]:
+def list_flows(user: CurrentUser, session: SessionDep) -> list[dict[str, Any]]:
     """The user's conversation workflows, each with its mapped line."""
-    return _named_list(session, Flow, user.user_id, LineMapping.flow_id)
+    return _named_list(session, Flow, user.user_id, col(LineMapping.flow_id))
 
 
 @router.post("/workflows", response_model=FlowPublic, status_code=201, tags=["workflows"])
