@@ -62,7 +62,7 @@ def create_plain_app() -> FastAPI:
             session.add(row)
 
     @app.post("/call")
-    async def call(user: CurrentUser, phoneNumber: str) -> dict:  # noqa: N803
+    async def call(user: CurrentUser, phoneNumber: str) -> dict[str, str]:  # as create_call's
         row = await run_in_threadpool(write_session, user.user_id, phoneNumber)
         placed = await provider.create_call(
             DialRequest(
@@ -77,7 +77,7 @@ def create_plain_app() -> FastAPI:
         return {"status": "success", "call_session_id": str(row.id), "telephony_leg_id": placed.sid}
 
     @app.get("/health")
-    def health() -> dict:
+    def health() -> dict[str, bool]:
         return {"ok": True}
 
     return app

@@ -75,7 +75,8 @@ class Callers:
         ok = ("success", "pending") if allow_pending else ("success",)
         if resp.status_code != 200 or body.get("status") not in ok:
             raise RuntimeError(f"create_call answered {resp.status_code}: {resp.text}")
-        return body["call_session_id"]
+        session_id: str = body["call_session_id"]  # JSON is Any
+        return session_id
 
     async def warm_up(self, timeout: float = 120.0) -> None:
         """Until a call of each kind succeeds: the first workflow tasks of a cold worker
@@ -97,7 +98,8 @@ class Callers:
         )
         if resp.status_code != 200:
             raise RuntimeError(f"plain answered {resp.status_code}: {resp.text}")
-        return resp.json()["call_session_id"]
+        session_id: str = resp.json()["call_session_id"]  # JSON is Any
+        return session_id
 
     async def raw_update_with_start(self, workflow: Any, value: str = "") -> str:
         wid = f"raw-{uuid.uuid4()}"
@@ -194,7 +196,7 @@ def _count_sessions(stack: Stack, engine: Any, ids: list[uuid.UUID]) -> tuple[in
             rows = session.exec(
                 select(CallSession.status, CallSession.call_status, func.count())
                 .where(col(CallSession.id).in_(chunk))
-                .group_by(CallSession.status, CallSession.call_status)
+                .group_by(col(CallSession.status), col(CallSession.call_status))
             ).all()
             for status, call_status, count in rows:
                 if status == "success":
@@ -222,7 +224,9 @@ async def wait_for_sessions(
     raise TimeoutError(f"sessions not all done within {timeout:.0f}s: {done}/{len(ids)} success")
 
 
-async def dialer_throughput(callers: Callers, engine: Any, n: int, concurrency: int) -> dict:
+async def dialer_throughput(
+    callers: Callers, engine: Any, n: int, concurrency: int
+) -> dict[str, Any]:
     refused = 0
 
     async def one() -> str | None:
@@ -248,7 +252,7 @@ async def dialer_throughput(callers: Callers, engine: Any, n: int, concurrency: 
     }
 
 
-async def raw_throughput(callers: Callers, n: int, concurrency: int) -> dict:
+async def raw_throughput(callers: Callers, n: int, concurrency: int) -> dict[str, Any]:
     client = callers.client
 
     async def start() -> Any:
@@ -279,7 +283,8 @@ async def throughput(
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"scenario": "throughput", "n_per_rep": n, "reps": reps, "points": []}
     for concurrency in concurrencies:
-        dialer_runs, raw_runs = [], []
+        dialer_runs: list[dict[str, Any]] = []
+        raw_runs: list[dict[str, Any]] = []
         for rep in range(reps):
             pair = [
                 ("dialer", lambda c=concurrency: dialer_throughput(callers, engine, n, c)),

@@ -12,12 +12,14 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
+from sqlalchemy.engine import Engine
 from temporalio.client import Client
 
 from bench.raw import BENCH_DIAL_RATE, own_queue
@@ -132,7 +134,7 @@ class Stack:
     def headers(self) -> dict[str, str]:
         return {"x-api-key": self.key}
 
-    def engine(self):  # type: ignore[no-untyped-def]
+    def engine(self) -> Engine:
         return make_engine(self.settings.db_url)
 
     def logs(self) -> str:
@@ -157,7 +159,12 @@ class Stack:
                 proc.stop()
 
 
-async def _wait(what: str, check, stack: Stack, timeout: float = STARTUP_TIMEOUT) -> None:  # type: ignore[no-untyped-def]
+async def _wait(
+    what: str,
+    check: Callable[[], Awaitable[bool]],
+    stack: Stack,
+    timeout: float = STARTUP_TIMEOUT,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         stack.check_alive()
@@ -205,10 +212,10 @@ async def start_stack(work: Path, extra_env: dict[str, str] | None = None) -> St
         **(extra_env or {}),
     }
     env = clean_env(values, PYTHONPATH=ROOT)
-    settings = Settings(_env_file=None, **{k[7:].lower(): v for k, v in values.items()})  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, **{k[7:].lower(): v for k, v in values.items()})
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     plain_values = {**values, "DIALER_DATA_DIR": work / "plain", "DIALER_API_PORT": plain_port}
-    plain_settings = Settings(_env_file=None, data_dir=work / "plain")  # type: ignore[call-arg]
+    plain_settings = Settings(_env_file=None, data_dir=work / "plain")
     plain_settings.data_dir.mkdir(parents=True, exist_ok=True)
 
     stack = Stack(
@@ -221,7 +228,7 @@ async def start_stack(work: Path, extra_env: dict[str, str] | None = None) -> St
         agent_id="",
     )
     try:
-        dev = Settings(  # type: ignore[call-arg]
+        dev = Settings(
             _env_file=None,
             data_dir=work,
             temporal_port=temporal_port,

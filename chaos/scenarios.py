@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy import func
@@ -18,7 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from chaos.procs import SECRET, Postgres, Stack, wait_for
-from contracts.calls import TERMINAL
+from contracts.calls import TERMINAL, Stage
 from services.calls import CallRequest, ids_for
 from store import crud
 from store.db import make_engine, session_scope
@@ -76,7 +77,7 @@ class Load:
         self.wait = wait
         self.keys: list[tuple[str, str]] = []  # (idempotency key, number)
 
-    async def call(self, client: httpx.AsyncClient, key: str, number: str) -> dict | None:
+    async def call(self, client: httpx.AsyncClient, key: str, number: str) -> dict[str, Any] | None:
         self.keys.append((key, number))
         headers = {**self.account.headers, "Idempotency-Key": key}
         params = {"phoneNumber": number, "wait": self.wait}
@@ -88,7 +89,8 @@ class Load:
                 await asyncio.sleep(0.3)
                 continue
             if resp.status_code == 200:
-                return resp.json()
+                answer: dict[str, Any] = resp.json()
+                return answer
             if resp.status_code == 503 and "Retry-After" in resp.headers:
                 self.row.documented_503 += 1
                 await asyncio.sleep(min(1.0, float(resp.headers["Retry-After"])))
@@ -104,14 +106,14 @@ class Load:
 
     async def run(
         self, prefix: str, count: int, rate: float, concurrency: int = 20
-    ) -> list[dict | None]:
+    ) -> list[dict[str, Any] | None]:
         """`count` calls started at `rate` per second, at most `concurrency` at once."""
         gate = asyncio.Semaphore(concurrency)
         timeout = httpx.Timeout(30.0, connect=2.0)
         limits = httpx.Limits(max_connections=concurrency)
         async with httpx.AsyncClient(base_url=self.base_url, timeout=timeout, limits=limits) as c:
 
-            async def one(i: int) -> dict | None:
+            async def one(i: int) -> dict[str, Any] | None:
                 await asyncio.sleep(i / rate)
                 async with gate:
                     return await self.call(c, f"{prefix}-{i}", MIX[i % len(MIX)])
@@ -135,7 +137,7 @@ async def probe_recovery(load: Load, started: float) -> float:
 def session_ids(account: Account, keys: list[tuple[str, str]]) -> list[uuid.UUID]:
     ids = []
     for key, number in keys:
-        req = CallRequest(account.user_id, number, None, None, None, "accepted", key)
+        req = CallRequest(account.user_id, number, None, None, None, Stage.ACCEPTED, key)
         ids.append(ids_for(req)[0])
     return ids
 
@@ -208,7 +210,8 @@ async def start_campaign(base_url: str, account: Account, recipients: int) -> st
             headers=account.headers,
         )
         resp.raise_for_status()
-        return resp.json()["campaign"]["id"]
+        campaign_id: str = resp.json()["campaign"]["id"]
+        return campaign_id
 
 
 def count_campaign(engine: Engine, campaign_id: str, recipients: int, row: Row) -> None:
