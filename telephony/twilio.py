@@ -3,25 +3,34 @@
 The SDK is synchronous (requests), so every call runs in a thread, off the event loop. Its
 API base URL is a setting, so the tests run this very client against a local fake. Errors are
 mapped onto telephony.base by what they say about the call: refused for good (Rejected),
-provably not placed (NotPlaced: safe to dial again), or unknown (Ambiguous: reconcile first)."""
+provably not placed (NotPlaced: safe to dial again), or unknown (Ambiguous: reconcile first).
+
+Twilio's status callbacks are read here too (`signature_matches`, `status_event`); the route in
+api/routes/telephony.py keeps only the HTTP side: the URL Twilio called, the answer codes, and
+the delivery to the session's workflow."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlencode
 
 import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.http.http_client import TwilioHttpClient
+from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 from twilio.twiml.voice_response import Connect, VoiceResponse
 from urllib3.exceptions import NewConnectionError
 
+from contracts.calls import StatusSource
 from telephony.base import Ambiguous, DialRequest, NotPlaced, ProviderCall, Rejected
+from telephony.status import StatusEvent, normalize_status
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +217,42 @@ def _map_rest_error(exc: TwilioRestException | TwilioServiceException) -> Except
     if code in PERMANENT_CODES or 400 <= exc.status < 500:
         return Rejected(message, code=code or str(exc.status))
     return Ambiguous(message, code=code or str(exc.status))
+
+
+def signature_matches(
+    auth_token: str, urls: Iterable[str], params: Mapping[str, str], signature: str
+) -> bool:
+    """Whether `X-Twilio-Signature` signs the callback's form fields at one of the URLs Twilio
+    may have called, with the account's auth token."""
+    validator = RequestValidator(auth_token)
+    return any(validator.validate(url, params, signature) for url in urls)
+
+
+def status_event(call_session_id: str, params: Mapping[str, str]) -> StatusEvent | None:
+    """A status callback's form fields as a StatusEvent of the session, or None when its
+    CallStatus is not one Dialer follows."""
+    status = normalize_status(params.get("CallStatus"))
+    if status is None:
+        return None
+    return StatusEvent(
+        call_session_id=call_session_id,
+        sid=params.get("CallSid", ""),
+        status=status,
+        occurred_at=_callback_time(params.get("Timestamp")),
+        duration_seconds=_int(params.get("CallDuration")),
+        source=StatusSource.CALLBACK,
+        answered_by=params.get("AnsweredBy") or None,
+    )
+
+
+def _callback_time(value: str | None) -> datetime | None:
+    """A callback's Timestamp (RFC 2822, e.g. `Mon, 16 Aug 2010 03:45:01 +0000`)."""
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def provider_from_settings(settings: Any) -> TwilioProvider:

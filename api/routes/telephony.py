@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import OrderedDict
-from datetime import datetime
-from email.utils import parsedate_to_datetime
 from typing import Annotated
 from urllib.parse import parse_qsl
 
@@ -20,17 +18,14 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session, select
 from temporalio.service import RPCError
-from twilio.request_validator import RequestValidator
 
 from api.deps import EngineDep, SettingsDep, TemporalDep
 from api.schemas import Detail
-from contracts.calls import StatusSource
 from core.config import Settings
 from services.call_status import CallStatusSink
 from services.temporal import TemporalUnavailable
 from store.models import CallEvent
-from telephony.status import StatusEvent, normalize_status
-from telephony.twilio import STATUS_CALLBACK_PATH
+from telephony.twilio import STATUS_CALLBACK_PATH, signature_matches, status_event
 
 log = logging.getLogger(__name__)
 
@@ -80,22 +75,6 @@ def signed_urls(settings: Settings, request: Request) -> list[str]:
     return urls
 
 
-def _timestamp(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value else None
-    except ValueError:
-        return None
-
-
 def _already_recorded(engine: EngineDep, session_id: uuid.UUID, status: str) -> bool:
     with Session(engine) as session:
         return (
@@ -132,9 +111,7 @@ async def twilio_status(
     params = dict(parse_qsl(body, keep_blank_values=True))
     if not token or not signature:
         raise HTTPException(403, "missing or invalid X-Twilio-Signature")
-    validator = RequestValidator(token)
-    urls = signed_urls(settings, request)
-    if not any(validator.validate(url, params, signature) for url in urls):
+    if not signature_matches(token, signed_urls(settings, request), params, signature):
         log.warning("Twilio callback with an invalid signature rejected")
         raise HTTPException(403, "missing or invalid X-Twilio-Signature")
 
@@ -142,25 +119,16 @@ async def twilio_status(
         session_id = uuid.UUID(call_session_id or "")
     except ValueError as exc:
         raise HTTPException(400, "the callback URL names no call_session_id") from exc
-    status = normalize_status(params.get("CallStatus"))
-    if status is None:
+    event = status_event(str(session_id), params)
+    if event is None:
         return Response(status_code=204)  # a status Dialer does not follow (e.g. none)
     seen = _seen_tokens(request)
     idempotency = request.headers.get("i-twilio-idempotency-token")
     if idempotency and idempotency in seen:
         return Response(status_code=204)
-    if await run_in_threadpool(_already_recorded, engine, session_id, status):
+    if await run_in_threadpool(_already_recorded, engine, session_id, event.status):
         return Response(status_code=204)
 
-    event = StatusEvent(
-        call_session_id=str(session_id),
-        sid=params.get("CallSid", ""),
-        status=status,
-        occurred_at=_timestamp(params.get("Timestamp")),
-        duration_seconds=_int(params.get("CallDuration")),
-        source=StatusSource.CALLBACK,
-        answered_by=params.get("AnsweredBy") or None,
-    )
     sink = CallStatusSink(temporal.client, engine)
     try:
         await sink([event])
