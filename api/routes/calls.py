@@ -21,7 +21,6 @@ from api.schemas import (
     Detail,
     Page,
     WaitStage,
-    as_utc,
 )
 from contracts.calls import SessionStatus, Stage
 from infra.metrics import CREATE_CALLS
@@ -151,9 +150,10 @@ def call_analytics(
     if campaign_id:
         filters.append(col(CallSession.campaign_id) == campaign_id)
     if since:
-        filters.append(col(CallSession.created_at) >= as_utc(since))
+        # Naive means UTC, any offset is compared as UTC: the column type (store.db.UTCDateTime).
+        filters.append(col(CallSession.created_at) >= since)
     if until:
-        filters.append(col(CallSession.created_at) < as_utc(until))
+        filters.append(col(CallSession.created_at) < until)
     total = session.exec(select(func.count()).select_from(CallSession).where(*filters)).one()
     rows = session.exec(
         select(CallSession)
