@@ -16,7 +16,9 @@ T = TypeVar("T")
 
 
 def as_utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every stored time is UTC."""
+    """A time as the API shows it: in UTC, naive taken as UTC. Rows read from the database are
+    aware UTC already (store.db.UTCDateTime); this covers values never read back, like the
+    start_at a request gave with its own offset, answered from the row just written."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
