@@ -9,10 +9,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from api.schemas import UTCDatetime
+from contracts.campaigns import CampaignState, RecipientState
 from core.windows import DAY_NAMES, DayName, valid_zone
 
 _HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
-CampaignState = Literal["scheduled", "running", "paused", "canceled", "completed"]
 VariableValue = str | int | float | bool | None
 
 
@@ -44,7 +44,7 @@ class CallingWindow(BaseModel):
         return self
 
 
-RedialOutcome = Literal["busy", "no_answer"]
+RedialOutcome = Literal[RecipientState.BUSY, RecipientState.NO_ANSWER]
 
 
 class RedialPolicy(BaseModel):

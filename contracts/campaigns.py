@@ -6,39 +6,44 @@ they stay in the database, so history holds counts and ids only."""
 # (bench/notes.md; tests/unit/test_dto.py).
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
-# Campaign states.
-SCHEDULED = "scheduled"
-RUNNING = "running"
-PAUSED = "paused"
-CANCELED = "canceled"
-COMPLETED = "completed"
-CAMPAIGN_STATES = (SCHEDULED, RUNNING, PAUSED, CANCELED, COMPLETED)
-CAMPAIGN_FINAL = frozenset({CANCELED, COMPLETED})
 
-# Recipient states.
-NOT_STARTED = "not_started"
-QUEUED = "queued"  # claimed, its call workflow may or may not have been started yet
-CALLING = "calling"  # its call workflow was started
-R_COMPLETED = "completed"
-R_FAILED = "failed"
-BUSY = "busy"
-NO_ANSWER = "no_answer"
-SKIPPED = "skipped"
-R_CANCELED = "canceled"
-RECIPIENT_STATES = (
-    NOT_STARTED,
-    QUEUED,
-    CALLING,
-    R_COMPLETED,
-    R_FAILED,
-    BUSY,
-    NO_ANSWER,
-    SKIPPED,
-    R_CANCELED,
-)
-IN_FLIGHT = (QUEUED, CALLING)
-REDIAL_OUTCOMES = (BUSY, NO_ANSWER)
+class CampaignState(StrEnum):
+    """A campaign's state: scheduled -> running <-> paused -> completed | canceled."""
+
+    SCHEDULED = "scheduled"  # waiting for start_at
+    RUNNING = "running"
+    PAUSED = "paused"
+    CANCELED = "canceled"
+    COMPLETED = "completed"
+
+
+CAMPAIGN_FINAL = frozenset({CampaignState.CANCELED, CampaignState.COMPLETED})
+
+
+class ProgressState(StrEnum):
+    """`CampaignProgress.state` of a run that found no campaign: never a stored state."""
+
+    MISSING = "missing"
+
+
+class RecipientState(StrEnum):
+    """A campaign recipient's state; the last six are final (busy and no_answer after any
+    redials)."""
+
+    NOT_STARTED = "not_started"
+    QUEUED = "queued"  # claimed, its call workflow may or may not have been started yet
+    CALLING = "calling"  # its call workflow was started
+    COMPLETED = "completed"
+    FAILED = "failed"
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"
+    SKIPPED = "skipped"
+    CANCELED = "canceled"
+
+
+IN_FLIGHT = (RecipientState.QUEUED, RecipientState.CALLING)
 
 
 # The dial slots given by one tick cover at most this many seconds of the campaign's rate.
@@ -111,7 +116,7 @@ class LoadCampaignInput:
 @dataclass
 class CampaignConfig:
     found: bool
-    state: str = SCHEDULED
+    state: CampaignState = CampaignState.SCHEDULED
     user_id: str | None = None
     calls_per_second: float = 1.0
     max_concurrency: int = 1
@@ -132,7 +137,7 @@ class TickInput:
 
 @dataclass
 class TickResult:
-    state: str  # the campaign's state in the database
+    state: CampaignState  # the campaign's state in the database
     started: int = 0
     in_flight: int = 0
     pending: int = 0  # not started yet, including those waiting for a window or a redial
@@ -147,7 +152,7 @@ class TickResult:
 @dataclass
 class CampaignProgress:
     campaign_id: str
-    state: str
+    state: CampaignState | ProgressState
     started_total: int = 0
     in_flight: int = 0
     pending: int = 0

@@ -19,7 +19,7 @@ from temporalio.common import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from contracts.campaigns import CANCELED, COMPLETED, PAUSED, RUNNING, CampaignInput, CampaignSignal
+from contracts.campaigns import CampaignInput, CampaignSignal, CampaignState
 from contracts.search_attributes import SA_CAMPAIGN_ID, SA_USER_ID
 from core.config import Settings
 from core.ids import campaign_workflow_id
@@ -31,7 +31,11 @@ from workflows.campaign import CampaignWorkflow
 log = logging.getLogger(__name__)
 
 # The signal that tells the workflow about each control target.
-_SIGNALS = {PAUSED: "pause", RUNNING: "resume", CANCELED: "cancel"}
+_SIGNALS = {
+    CampaignState.PAUSED: "pause",
+    CampaignState.RUNNING: "resume",
+    CampaignState.CANCELED: "cancel",
+}
 
 
 class OrchestratorUnavailable(Exception):
@@ -77,7 +81,7 @@ class CampaignService:
             store.create_campaign, self._engine, spec, rows, self._settings.default_region
         )
         campaign = report.campaign
-        if campaign.state != COMPLETED:
+        if campaign.state != CampaignState.COMPLETED:
             try:
                 client = await self._temporal.client()
                 await start_campaign_workflow(client, campaign, self._settings.task_queue)
@@ -86,7 +90,9 @@ class CampaignService:
                 raise OrchestratorUnavailable() from exc
         return report
 
-    async def control(self, campaign_id: uuid.UUID, user_id: uuid.UUID, target: str) -> Campaign:
+    async def control(
+        self, campaign_id: uuid.UUID, user_id: uuid.UUID, target: CampaignState
+    ) -> Campaign:
         """pause / resume / cancel: written to the row (the truth), then the workflow is told.
         Raises store.CampaignNotFound and store.InvalidTransition."""
         row = await asyncio.to_thread(store.transition, self._engine, campaign_id, user_id, target)

@@ -15,21 +15,11 @@ from sqlmodel import Session, col, select
 
 from contracts.calls import CallPolicies, CallSpec, SessionStatus
 from contracts.campaigns import (
-    BUSY,
-    CALLING,
     CAMPAIGN_FINAL,
-    CANCELED,
-    COMPLETED,
     IN_FLIGHT,
-    NO_ANSWER,
-    NOT_STARTED,
-    QUEUED,
-    R_CANCELED,
-    R_COMPLETED,
-    R_FAILED,
-    RUNNING,
-    SCHEDULED,
     CampaignConfig,
+    CampaignState,
+    RecipientState,
     TickInput,
     TickResult,
 )
@@ -41,12 +31,12 @@ from telephony.status import CallStatus
 
 SYNC_PAGE = 500  # calls brought up to date per tick
 # Final lifecycle statuses of a placed call (`call_status`) and the recipient state they give.
-_CALL_STATUS_OUTCOME: dict[str, str] = {
-    CallStatus.COMPLETED: R_COMPLETED,
-    CallStatus.BUSY: BUSY,
-    CallStatus.NO_ANSWER: NO_ANSWER,
-    CallStatus.CANCELED: R_FAILED,
-    CallStatus.FAILED: R_FAILED,
+_CALL_STATUS_OUTCOME: dict[str, RecipientState] = {
+    CallStatus.COMPLETED: RecipientState.COMPLETED,
+    CallStatus.BUSY: RecipientState.BUSY,
+    CallStatus.NO_ANSWER: RecipientState.NO_ANSWER,
+    CallStatus.CANCELED: RecipientState.FAILED,
+    CallStatus.FAILED: RecipientState.FAILED,
 }
 
 
@@ -57,7 +47,7 @@ def load_config(engine: Engine, campaign_id: str) -> CampaignConfig:
         return CampaignConfig(found=False)
     return CampaignConfig(
         found=True,
-        state=row.state,
+        state=CampaignState(row.state),
         user_id=str(row.user_id),
         calls_per_second=row.calls_per_second,
         max_concurrency=row.max_concurrency,
@@ -67,7 +57,7 @@ def load_config(engine: Engine, campaign_id: str) -> CampaignConfig:
 
 def recipient_outcome(
     row: CallSession, now: datetime, max_age: timedelta
-) -> tuple[str, str | None, str | None] | None:
+) -> tuple[RecipientState, str | None, str | None] | None:
     """(recipient state, failure code, reason) once the session's call has ended, else None.
 
     A dial that failed ends the call. A placed call ends with its final lifecycle status
@@ -75,17 +65,21 @@ def recipient_outcome(
     stays in flight until the call workflow's maximum age, after which it stops being followed
     and the recipient counts as called."""
     if row.status == SessionStatus.FAILED:
-        return R_FAILED, row.failure_code, row.failure_reason
+        return RecipientState.FAILED, row.failure_code, row.failure_reason
     if row.status != SessionStatus.SUCCESS:
         return None
     if row.call_status in _CALL_STATUS_OUTCOME:
         state = _CALL_STATUS_OUTCOME[row.call_status]
-        if state == R_COMPLETED:
-            return R_COMPLETED, None, None
+        if state == RecipientState.COMPLETED:
+            return RecipientState.COMPLETED, None, None
         return state, row.call_status.replace("-", "_"), f"the call ended {row.call_status}"
     dialed = row.dialed_at or row.updated_at
     if dialed is not None and _aware(dialed) + max_age < now:
-        return R_COMPLETED, None, "the call was not followed to its end (maximum call age)"
+        return (
+            RecipientState.COMPLETED,
+            None,
+            "the call was not followed to its end (maximum call age)",
+        )
     return None
 
 
@@ -101,7 +95,10 @@ def _sync_outcomes(session: Session, campaign: Campaign, now: datetime, max_age:
     rows = session.exec(
         select(CampaignRecipient, CallSession)
         .join(CallSession, col(CallSession.id) == col(CampaignRecipient.call_session_id))
-        .where(CampaignRecipient.campaign_id == campaign.id, CampaignRecipient.state == CALLING)
+        .where(
+            CampaignRecipient.campaign_id == campaign.id,
+            CampaignRecipient.state == RecipientState.CALLING,
+        )
         .order_by(col(CampaignRecipient.row_number))
         .limit(SYNC_PAGE * 4)
     ).all()
@@ -115,7 +112,7 @@ def _sync_outcomes(session: Session, campaign: Campaign, now: datetime, max_age:
         recipient.failure_code, recipient.reason = code, reason
         recipient.updated_at = now
         if state in redial and recipient.attempts < campaign.redial_max_attempts:
-            recipient.state = NOT_STARTED
+            recipient.state = RecipientState.NOT_STARTED
             recipient.next_attempt_at = now + timedelta(seconds=campaign.redial_delay_seconds)
             recipient.reason = f"{state} on attempt {recipient.attempts}; redial scheduled"
         else:
@@ -136,7 +133,10 @@ def _open_zones(
     window = Window.parse(campaign.window_start, campaign.window_end, campaign.window_days)
     zones = session.exec(
         select(func.coalesce(CampaignRecipient.timezone, campaign.default_timezone))
-        .where(CampaignRecipient.campaign_id == campaign.id, CampaignRecipient.state == NOT_STARTED)
+        .where(
+            CampaignRecipient.campaign_id == campaign.id,
+            CampaignRecipient.state == RecipientState.NOT_STARTED,
+        )
         .distinct()
     ).all()
     open_zones: list[str] = []
@@ -182,20 +182,24 @@ def prepare_tick(engine: Engine, input: TickInput, policies: CallPolicies) -> Ti
     with session_scope(engine) as session:
         campaign = session.get(Campaign, uuid.UUID(input.campaign_id), with_for_update=True)
         if campaign is None:
-            return TickPlan(TickResult(state=CANCELED, done=True), [], [])
-        if input.begin and campaign.state == SCHEDULED:
-            campaign.state = RUNNING
+            return TickPlan(TickResult(state=CampaignState.CANCELED, done=True), [], [])
+        if input.begin and campaign.state == CampaignState.SCHEDULED:
+            campaign.state = CampaignState.RUNNING
             campaign.started_at = campaign.started_at or now
             campaign.updated_at = now
         _sync_outcomes(session, campaign, now, policies.max_age)
-        if campaign.state == CANCELED:
+        if campaign.state == CampaignState.CANCELED:
             session.execute(
                 update(CampaignRecipient)
                 .where(
                     col(CampaignRecipient.campaign_id) == campaign.id,
-                    col(CampaignRecipient.state) == NOT_STARTED,
+                    col(CampaignRecipient.state) == RecipientState.NOT_STARTED,
                 )
-                .values(state=R_CANCELED, reason="the campaign was canceled", updated_at=now)
+                .values(
+                    state=RecipientState.CANCELED,
+                    reason="the campaign was canceled",
+                    updated_at=now,
+                )
             )
         in_flight = _count(session, campaign.id, IN_FLIGHT)
         # Recipients claimed by a tick whose calls may not have started (a crash in between):
@@ -204,7 +208,8 @@ def prepare_tick(engine: Engine, input: TickInput, policies: CallPolicies) -> Ti
             session.exec(
                 select(CampaignRecipient)
                 .where(
-                    CampaignRecipient.campaign_id == campaign.id, CampaignRecipient.state == QUEUED
+                    CampaignRecipient.campaign_id == campaign.id,
+                    CampaignRecipient.state == RecipientState.QUEUED,
                 )
                 .order_by(col(CampaignRecipient.row_number))
             ).all()
@@ -212,7 +217,7 @@ def prepare_tick(engine: Engine, input: TickInput, policies: CallPolicies) -> Ti
         open_zones, opens_next = _open_zones(session, campaign, now)
         due_filter = [
             CampaignRecipient.campaign_id == campaign.id,
-            CampaignRecipient.state == NOT_STARTED,
+            CampaignRecipient.state == RecipientState.NOT_STARTED,
             (col(CampaignRecipient.next_attempt_at).is_(None))
             | (col(CampaignRecipient.next_attempt_at) <= now),
         ]
@@ -221,7 +226,7 @@ def prepare_tick(engine: Engine, input: TickInput, policies: CallPolicies) -> Ti
                 func.coalesce(CampaignRecipient.timezone, campaign.default_timezone).in_(open_zones)
             )
         capacity = max(0, min(input.limit, campaign.max_concurrency - in_flight))
-        if campaign.state == RUNNING and capacity > 0:
+        if campaign.state == CampaignState.RUNNING and capacity > 0:
             for recipient in session.exec(
                 select(CampaignRecipient)
                 .where(*due_filter)
@@ -232,14 +237,14 @@ def prepare_tick(engine: Engine, input: TickInput, policies: CallPolicies) -> Ti
                 recipient.call_session_id = uuid.UUID(
                     campaign_call_ids(campaign.id, recipient.id, recipient.attempts)[0]
                 )
-                recipient.state = QUEUED
+                recipient.state = RecipientState.QUEUED
                 recipient.next_attempt_at = None
                 recipient.updated_at = now
                 session.add(recipient)
                 claimed.append(recipient)
                 in_flight += 1
         session.flush()
-        pending = _count(session, campaign.id, [NOT_STARTED])
+        pending = _count(session, campaign.id, [RecipientState.NOT_STARTED])
         due = session.exec(
             select(func.count()).select_from(CampaignRecipient).where(*due_filter)
         ).one()
@@ -247,7 +252,7 @@ def prepare_tick(engine: Engine, input: TickInput, policies: CallPolicies) -> Ti
         redial_at = session.exec(
             select(func.min(CampaignRecipient.next_attempt_at)).where(
                 CampaignRecipient.campaign_id == campaign.id,
-                CampaignRecipient.state == NOT_STARTED,
+                CampaignRecipient.state == RecipientState.NOT_STARTED,
                 col(CampaignRecipient.next_attempt_at) > now,
             )
         ).one()
@@ -256,14 +261,14 @@ def prepare_tick(engine: Engine, input: TickInput, policies: CallPolicies) -> Ti
             next_due = redial_at if next_due is None else min(next_due, redial_at)
         done = in_flight == 0 and pending == 0
         if done and campaign.state not in CAMPAIGN_FINAL:
-            campaign.state = COMPLETED
+            campaign.state = CampaignState.COMPLETED
         if done and campaign.finished_at is None:
             campaign.finished_at = now
             campaign.updated_at = now
         session.add(campaign)
         calls = [call_spec(campaign, r) for r in claimed]
         result = TickResult(
-            state=campaign.state,
+            state=CampaignState(campaign.state),
             started=len(calls),
             in_flight=in_flight,
             pending=pending,
@@ -291,7 +296,7 @@ def mark_calling(engine: Engine, recipient_ids: list[uuid.UUID]) -> None:
                 update(CampaignRecipient)
                 .where(
                     col(CampaignRecipient.id).in_(recipient_ids[start : start + 500]),
-                    col(CampaignRecipient.state) == QUEUED,
+                    col(CampaignRecipient.state) == RecipientState.QUEUED,
                 )
-                .values(state=CALLING, updated_at=utcnow())
+                .values(state=RecipientState.CALLING, updated_at=utcnow())
             )

@@ -14,19 +14,8 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from contracts.calls import (
-    FailureCode,
-)
-from contracts.campaigns import (
-    CANCELED,
-    COMPLETED,
-    NOT_STARTED,
-    PAUSED,
-    RECIPIENT_STATES,
-    RUNNING,
-    SCHEDULED,
-    SKIPPED,
-)
+from contracts.calls import FailureCode
+from contracts.campaigns import CampaignState, RecipientState
 from core.phone import InvalidNumber, normalize
 from core.windows import timezone_of
 from store.db import session_scope, table_of
@@ -183,7 +172,7 @@ def create_campaign(
                 "timezone": timezone_of(number),
                 "variables": json.dumps(row.variables) if row.variables else None,
                 "external_id": row.external_id,
-                "state": NOT_STARTED,
+                "state": RecipientState.NOT_STARTED,
                 "reason": None,
                 "failure_code": None,
                 "attempts": 0,
@@ -192,7 +181,7 @@ def create_campaign(
             }
             if number in seen:
                 values.update(
-                    state=SKIPPED,
+                    state=RecipientState.SKIPPED,
                     failure_code=SKIP_DUPLICATE,
                     reason="the number appears earlier in this campaign",
                 )
@@ -201,7 +190,7 @@ def create_campaign(
                 seen.add(number)
                 values.update(
                     dedupe_key=number,
-                    state=SKIPPED,
+                    state=RecipientState.SKIPPED,
                     failure_code=FailureCode.SUPPRESSED_NUMBER,
                     reason="the number is on the do-not-call list",
                 )
@@ -221,7 +210,7 @@ def create_campaign(
         campaign.total_recipients = accepted + skipped
         if accepted == 0:
             # Nothing to call: the campaign is complete the moment it exists.
-            campaign.state = COMPLETED
+            campaign.state = CampaignState.COMPLETED
             campaign.finished_at = now
     return CreationReport(campaign=campaign, accepted=accepted, skipped=skipped, rejected=rejected)
 
@@ -253,7 +242,7 @@ def get_owned(
 
 def counts(session: Session, campaign_id: uuid.UUID) -> tuple[dict[str, int], dict[str, int]]:
     """Recipients per state (every state present, zeros included) and per failure code."""
-    by_state = dict.fromkeys(RECIPIENT_STATES, 0)
+    by_state = {state.value: 0 for state in RecipientState}
     for state, n in session.exec(
         select(CampaignRecipient.state, func.count())
         .where(CampaignRecipient.campaign_id == campaign_id)
@@ -276,13 +265,21 @@ def counts(session: Session, campaign_id: uuid.UUID) -> tuple[dict[str, int], di
 
 
 _TRANSITIONS = {
-    PAUSED: ({SCHEDULED, RUNNING}, "only a scheduled or running campaign can be paused"),
-    RUNNING: ({PAUSED}, "only a paused campaign can be resumed"),
-    CANCELED: ({SCHEDULED, RUNNING, PAUSED}, "the campaign has finished already"),
+    CampaignState.PAUSED: (
+        {CampaignState.SCHEDULED, CampaignState.RUNNING},
+        "only a scheduled or running campaign can be paused",
+    ),
+    CampaignState.RUNNING: ({CampaignState.PAUSED}, "only a paused campaign can be resumed"),
+    CampaignState.CANCELED: (
+        {CampaignState.SCHEDULED, CampaignState.RUNNING, CampaignState.PAUSED},
+        "the campaign has finished already",
+    ),
 }
 
 
-def transition(engine: Engine, campaign_id: uuid.UUID, user_id: uuid.UUID, target: str) -> Campaign:
+def transition(
+    engine: Engine, campaign_id: uuid.UUID, user_id: uuid.UUID, target: CampaignState
+) -> Campaign:
     """pause / resume / cancel, written before the workflow is told (the row is the truth)."""
     allowed, message = _TRANSITIONS[target]
     with session_scope(engine) as session:
@@ -292,8 +289,9 @@ def transition(engine: Engine, campaign_id: uuid.UUID, user_id: uuid.UUID, targe
             return row  # repeating a control request is harmless
         if row.state not in allowed:
             raise InvalidTransition(f"{message} (it is {row.state})")
-        if target == RUNNING and row.started_at is None:
-            target = SCHEDULED  # resuming a campaign that never started: back to waiting
+        if target == CampaignState.RUNNING and row.started_at is None:
+            # Resuming a campaign that never started: back to waiting.
+            target = CampaignState.SCHEDULED
         row.state = target
         row.updated_at = utcnow()
         session.add(row)

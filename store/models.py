@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy import CheckConstraint, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from contracts.campaigns import CampaignState, RecipientState
 from store.db import UTCDateTime
 
 
@@ -188,7 +189,7 @@ class Campaign(SQLModel, table=True):
     redial_max_attempts: int = 1
     redial_delay_seconds: int = 0
     # scheduled -> running <-> paused -> completed | canceled
-    state: str = Field(default="scheduled", max_length=16)
+    state: str = Field(default=CampaignState.SCHEDULED, max_length=16)
     total_recipients: int = 0
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
@@ -215,7 +216,7 @@ class CampaignRecipient(SQLModel, table=True):
     variables: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # JSON
     external_id: str | None = Field(default=None, max_length=200)
     # not_started, queued, calling, completed, failed, busy, no_answer, skipped, canceled
-    state: str = Field(default="not_started", max_length=16)
+    state: str = Field(default=RecipientState.NOT_STARTED, max_length=16)
     reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     failure_code: str | None = Field(default=None, max_length=64)
     attempts: int = 0

@@ -24,15 +24,14 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from contracts.campaigns import (
-        CANCELED,
-        RUNNING,
-        SCHEDULED,
         CampaignCarry,
         CampaignConfig,
         CampaignInput,
         CampaignProgress,
         CampaignSignal,
+        CampaignState,
         LoadCampaignInput,
+        ProgressState,
         TickInput,
         TickResult,
         pacing,
@@ -71,7 +70,7 @@ class CampaignWorkflow:
         self._wake = False
         self._progress = CampaignProgress(
             campaign_id=input.campaign_id,
-            state=SCHEDULED,
+            state=CampaignState.SCHEDULED,
             started_total=carry.started_total,
             run=carry.run,
         )
@@ -87,10 +86,10 @@ class CampaignWorkflow:
             summary="load campaign",
         )
         if not config.found:
-            self._progress.state = "missing"
+            self._progress.state = ProgressState.MISSING
             return self._progress
         self._progress.state = config.state
-        if config.state == SCHEDULED and config.start_at is not None:
+        if config.state == CampaignState.SCHEDULED and config.start_at is not None:
             await self._wait_for_start(config.start_at)
 
         cps = config.calls_per_second
@@ -158,7 +157,7 @@ class CampaignWorkflow:
                 summary="reload campaign",
             )
             self._progress.state = config.state
-            if config.state == CANCELED:
+            if config.state == CampaignState.CANCELED:
                 break
         self._progress.waiting_until = None
 
@@ -178,7 +177,7 @@ class CampaignWorkflow:
             await workflow.sleep(self._not_before - workflow.now())
 
     def _next_delay(self, result: TickResult, now: datetime) -> timedelta:
-        if result.state == RUNNING:
+        if result.state == CampaignState.RUNNING:
             if result.due and result.in_flight < result.max_concurrency:
                 pace = (self._not_before - now) if self._not_before else timedelta(0)
                 return max(pace, timedelta(milliseconds=1))

@@ -41,11 +41,7 @@ from api.deps import (
 )
 from api.limits import check_recipient_count
 from api.schemas import Detail, Page, as_utc
-from contracts.campaigns import (
-    CANCELED,
-    PAUSED,
-    RUNNING,
-)
+from contracts.campaigns import CampaignState
 from core.windows import ALL_DAYS, DAY_NAMES
 from services.campaigns import CampaignService, OrchestratorUnavailable
 from store import campaigns as store
@@ -404,7 +400,7 @@ def campaign_status(
 
 async def _control(
     campaign_id: uuid.UUID,
-    target: str,
+    target: CampaignState,
     user: CurrentUser,
     settings: SettingsDep,
     engine: EngineDep,
@@ -433,7 +429,7 @@ async def pause_campaign(
     temporal: TemporalDep,
 ) -> CampaignStatus:
     """Stop starting new calls; calls in progress finish."""
-    return await _control(campaign_id, PAUSED, user, settings, engine, temporal)
+    return await _control(campaign_id, CampaignState.PAUSED, user, settings, engine, temporal)
 
 
 @router.post(
@@ -447,7 +443,7 @@ async def resume_campaign(
     temporal: TemporalDep,
 ) -> CampaignStatus:
     """Start calls again where the campaign stopped."""
-    return await _control(campaign_id, RUNNING, user, settings, engine, temporal)
+    return await _control(campaign_id, CampaignState.RUNNING, user, settings, engine, temporal)
 
 
 @router.post(
@@ -461,4 +457,4 @@ async def cancel_campaign(
     temporal: TemporalDep,
 ) -> CampaignStatus:
     """Start no more calls (recipients not called become canceled); calls in progress finish."""
-    return await _control(campaign_id, CANCELED, user, settings, engine, temporal)
+    return await _control(campaign_id, CampaignState.CANCELED, user, settings, engine, temporal)
