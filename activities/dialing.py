@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from datetime import datetime
+from enum import StrEnum
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -31,7 +32,16 @@ DEFAULT_DIAL_DEADLINE = 15.0
 DEADLINE_MARGIN = 1.0
 
 
-def _note_dial(input: DialInput, result: str) -> None:
+class DialOutcome(StrEnum):
+    """The `result` label of the dials metric: what the provider made of one attempt."""
+
+    PLACED = "placed"
+    REJECTED = "rejected"  # refused for good
+    NOT_PLACED = "not_placed"  # provably not placed
+    AMBIGUOUS = "ambiguous"  # no clear answer: it may have been placed
+
+
+def _note_dial(input: DialInput, result: DialOutcome) -> None:
     """Logs the attempt (number masked; the call's ids come from the worker's log context)
     and counts it by provider and result, through the worker's Temporal runtime so the
     worker's metrics endpoint serves it beside the SDK's."""
@@ -114,7 +124,7 @@ class DialActivities:
             # could place a second call.
             call = await asyncio.wait_for(provider.create_call(request), deadline)
         except TimeoutError as exc:
-            _note_dial(input, "ambiguous")
+            _note_dial(input, DialOutcome.AMBIGUOUS)
             raise ApplicationError(
                 "no answer from the provider within the attempt's deadline",
                 None,
@@ -122,10 +132,10 @@ class DialActivities:
                 non_retryable=True,
             ) from exc
         except Rejected as exc:
-            _note_dial(input, "rejected")
+            _note_dial(input, DialOutcome.REJECTED)
             return DialResult(placed=False, provider_error_code=exc.code, reason=exc.message)
         except NotPlaced as exc:
-            _note_dial(input, "not_placed")
+            _note_dial(input, DialOutcome.NOT_PLACED)
             raise ApplicationError(
                 exc.message,
                 exc.code,
@@ -134,11 +144,11 @@ class DialActivities:
                 non_retryable=True,
             ) from exc
         except Ambiguous as exc:
-            _note_dial(input, "ambiguous")
+            _note_dial(input, DialOutcome.AMBIGUOUS)
             raise ApplicationError(
                 exc.message, exc.code, type=ErrorType.DIAL_AMBIGUOUS, non_retryable=True
             ) from exc
-        _note_dial(input, "placed")
+        _note_dial(input, DialOutcome.PLACED)
         return DialResult(placed=True, telephony_leg_id=call.sid)
 
     @activity.defn(name="reconcile_dial")
