@@ -14,7 +14,7 @@ from contracts.calls import StatusSource
 
 
 class CallStatus(StrEnum):
-    """Where a placed call is (`call_sessions.call_status`, the call's timeline)."""
+    """Where a placed call is; completed, busy, no-answer, canceled and failed are final."""
 
     INITIATED = "initiated"
     RINGING = "ringing"
