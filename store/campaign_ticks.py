@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, update
 from sqlalchemy.engine import Engine
@@ -51,7 +51,7 @@ def load_config(engine: Engine, campaign_id: str) -> CampaignConfig:
         user_id=str(row.user_id),
         calls_per_second=row.calls_per_second,
         max_concurrency=row.max_concurrency,
-        start_at=_aware(row.start_at) if row.start_at else None,
+        start_at=row.start_at,
     )
 
 
@@ -74,7 +74,7 @@ def recipient_outcome(
             return RecipientState.COMPLETED, None, None
         return state, row.call_status.replace("-", "_"), f"the call ended {row.call_status}"
     dialed = row.dialed_at or row.updated_at
-    if dialed is not None and _aware(dialed) + max_age < now:
+    if dialed is not None and dialed + max_age < now:
         return (
             RecipientState.COMPLETED,
             None,
@@ -257,7 +257,6 @@ def prepare_tick(engine: Engine, input: TickInput, policies: CallPolicies) -> Ti
             )
         ).one()
         if redial_at is not None:
-            redial_at = _aware(redial_at)
             next_due = redial_at if next_due is None else min(next_due, redial_at)
         done = in_flight == 0 and pending == 0
         if done and campaign.state not in CAMPAIGN_FINAL:
@@ -279,11 +278,6 @@ def prepare_tick(engine: Engine, input: TickInput, policies: CallPolicies) -> Ti
             done=done,
         )
         return TickPlan(result, calls, [r.id for r in claimed])
-
-
-def _aware(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every stored time is UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def mark_calling(engine: Engine, recipient_ids: list[uuid.UUID]) -> None:
