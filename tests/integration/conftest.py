@@ -3,10 +3,9 @@ fixture. Readers of the database and `create_call` are in tests/support."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -14,9 +13,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from tests.support.settings import settings_for
-from tests.support.stack import Stack, open_stack
-
-StackFactory = Callable[..., AbstractAsyncContextManager[Stack]]
+from tests.support.stack import Stack, StackFactory, open_stack
 
 
 @pytest.fixture
@@ -26,10 +23,10 @@ def stack_factory(
     """Open a stack on the dev server with settings overrides (same database as `engine`)."""
 
     def factory(
-        *, workers: bool = True, client: Client | None | str = "dev", **overrides: Any
+        *, workers: bool = True, client: Client | None | Literal["dev"] = "dev", **overrides: Any
     ) -> AbstractAsyncContextManager[Stack]:
         settings = settings_for(tmp_path, database_url, **overrides)
-        chosen = dev_env.client if client == "dev" else client
-        return open_stack(settings, engine, chosen, workers=workers)  # type: ignore[arg-type]
+        chosen = dev_env.client if isinstance(client, str) else client
+        return open_stack(settings, engine, chosen, workers=workers)
 
     return factory

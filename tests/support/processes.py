@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -154,7 +154,9 @@ class DialerProcesses:
         assert self.engine is not None
         with Session(self.engine) as session:
             rows = session.exec(
-                select(SimulatedCall.session_id, func.count()).group_by(SimulatedCall.session_id)
+                select(SimulatedCall.session_id, func.count()).group_by(
+                    col(SimulatedCall.session_id)
+                )
             ).all()
         return {sid: n for sid, n in rows}
 
@@ -162,7 +164,7 @@ class DialerProcesses:
         assert self.engine is not None
         wanted = [uuid.UUID(i) for i in ids]
         with Session(self.engine) as session:
-            rows = session.exec(select(CallSession).where(CallSession.id.in_(wanted))).all()  # type: ignore[attr-defined]
+            rows = session.exec(select(CallSession).where(col(CallSession.id).in_(wanted))).all()
         return {str(r.id): r for r in rows}
 
     def all_terminal(self, ids: list[str]) -> Callable[[], bool]:

@@ -18,6 +18,13 @@ def session_row(engine: Engine, session_id: str | uuid.UUID) -> CallSession | No
         return session.get(CallSession, uuid.UUID(str(session_id)))
 
 
+def stored_row(engine: Engine, session_id: str | uuid.UUID) -> CallSession:
+    """The session row, which must exist."""
+    row = session_row(engine, session_id)
+    assert row is not None, f"no session row {session_id}"
+    return row
+
+
 def sessions_of(engine: Engine, user_id: uuid.UUID) -> list[CallSession]:
     with Session(engine) as session:
         return list(session.exec(select(CallSession).where(CallSession.user_id == user_id)).all())
@@ -48,7 +55,7 @@ def table_counts(engine: Engine) -> dict[str, int]:
     """Row counts of the tables a request could write to: proof that nothing was written."""
     with Session(engine) as session:
         return {
-            model.__tablename__: session.exec(select(func.count()).select_from(model)).one()  # type: ignore[attr-defined]
+            model.__tablename__: session.exec(select(func.count()).select_from(model)).one()
             for model in (CallSession, CallEvent, SimulatedCall, PhoneNumber, ApiKey)
         }
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 from core.config import Settings
 
 TEST_SECRET = "test-secret-not-for-production"
 
 
-def settings_for(tmp_path: Path, database_url: str, **overrides: object) -> Settings:
+def settings_for(tmp_path: Path, database_url: str, **overrides: Any) -> Settings:
     """Settings for a test: its own task queues, no simulated latency, fast backoff."""
     suffix = uuid.uuid4().hex[:8]
-    values: dict[str, object] = {
+    values: dict[str, Any] = {  # fields of every type; Settings validates them
         "data_dir": tmp_path,
         "database_url": database_url,
         "secret_key": TEST_SECRET,
@@ -34,4 +35,4 @@ def settings_for(tmp_path: Path, database_url: str, **overrides: object) -> Sett
         "call_max_age_seconds": 60.0,
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+    return Settings(_env_file=None, **values)

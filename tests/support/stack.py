@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Coroutine
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 from sqlalchemy.engine import Engine
@@ -29,6 +29,10 @@ class Stack:
     engine: Engine
     client: Client
     http: httpx.AsyncClient
+
+
+# The `stack_factory` fixture (tests/integration/conftest.py): settings overrides -> a stack.
+StackFactory = Callable[..., AbstractAsyncContextManager[Stack]]
 
 
 @asynccontextmanager
@@ -69,7 +73,9 @@ async def open_stack(
         http = await stack_.enter_async_context(
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dialer")
         )
-        yield Stack(settings=settings, engine=engine, client=client, http=http)  # type: ignore[arg-type]
+        # client=None is for a stack whose test never reads stack.client (test_degraded's
+        # unreachable server): a Stack keeps `client: Client` for every other test.
+        yield Stack(settings=settings, engine=engine, client=cast(Client, client), http=http)
 
 
 async def create_call(

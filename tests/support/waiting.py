@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, overload
+
+T = TypeVar("T")
 
 
-async def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+# Only a truthy value comes back, so never None: the overloads say so.
+@overload
+async def wait_until(
+    predicate: Callable[[], Awaitable[T | None]], timeout: float = ..., interval: float = ...
+) -> T: ...
+@overload
+async def wait_until(
+    predicate: Callable[[], T | None], timeout: float = ..., interval: float = ...
+) -> T: ...
+async def wait_until(
+    predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05
+) -> Any:
     """Poll `predicate` (sync or async) until it returns a truthy value, within a bound."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
