@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 from sqlalchemy.engine import make_url
@@ -136,7 +137,7 @@ def stop_deadline_seconds(settings: Settings, api_drain_seconds: float) -> float
     return max(settings.worker_graceful_shutdown_seconds, api) + STOP_MARGIN_SECONDS
 
 
-def stop_processes(procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
+def stop_processes(procs: list[subprocess.Popen[Any]], timeout: float) -> None:
     """SIGTERM to all (last started first), then wait for them side by side for up to
     `timeout` seconds in total; SIGKILL whichever is still running after that."""
     for proc in reversed(procs):

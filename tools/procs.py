@@ -25,7 +25,7 @@ _SIGINT_DEFAULT = (
 )
 
 
-def clean_env(values: Mapping[str, object] | None = None, **more: object) -> dict[str, str]:
+def clean_env(values: Mapping[str, object] | None = None, /, **more: object) -> dict[str, str]:
     """This process's environment without any DIALER_* setting, plus `values` and `more`
     (as strings): a child configured only by what the caller says."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIALER_")}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,18 @@ class Carrier:
         self.placed.append(req.attempt_tag)
         return ProviderCall(sid="SM1", status="queued")
 
-    async def lookup_call(self, **kwargs: object) -> ProviderCall | None:
+    async def lookup_call(
+        self,
+        *,
+        call_session_id: str,
+        attempts: list[int],
+        to_number: str = "",
+        from_number: str = "",
+        since: datetime | None = None,
+    ) -> ProviderCall | None:
+        return None
+
+    async def fetch_call(self, sid: str) -> ProviderCall | None:
         return None
 
 
@@ -79,7 +91,7 @@ async def test_each_fault_around_the_carrier(
 ) -> None:
     injector = FaultInjector(seed=3, rate=0.8, spike_ms=1)
     carrier = Carrier()
-    provider = FaultyProvider(carrier, injector)  # type: ignore[arg-type]
+    provider = FaultyProvider(carrier, injector)
     req = _request_meeting(fault, injector)
     if error is None:
         assert (await provider.create_call(req)).sid == "SM1"
@@ -93,7 +105,7 @@ async def test_each_fault_around_the_carrier(
 
 def test_off_unless_a_seed_is_set(tmp_path: Path) -> None:
     carrier = Carrier()
-    plain = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
-    assert with_faults(carrier, fault_injector(plain)) is carrier  # type: ignore[arg-type]
-    seeded = Settings(_env_file=None, data_dir=tmp_path, simulated_fault_seed=5)  # type: ignore[call-arg]
-    assert isinstance(with_faults(carrier, fault_injector(seeded)), FaultyProvider)  # type: ignore[arg-type]
+    plain = Settings(_env_file=None, data_dir=tmp_path)
+    assert with_faults(carrier, fault_injector(plain)) is carrier
+    seeded = Settings(_env_file=None, data_dir=tmp_path, simulated_fault_seed=5)
+    assert isinstance(with_faults(carrier, fault_injector(seeded)), FaultyProvider)

@@ -25,7 +25,7 @@ async def e2e_temporal(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
     registered), the same command `dialer run` uses; each test uses its own task queues."""
     data = tmp_path_factory.mktemp("temporal")
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         data_dir=data,
         temporal_port=free_port(),
         temporal_ui_port=free_port(),

@@ -44,7 +44,8 @@ CREATE_CALL = "/api/call/create_call"
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]  # typeshed: the address of any family is Any
+        return port
 
 
 def process_env(settings: Settings) -> dict[str, str]:
@@ -61,7 +62,9 @@ def process_env(settings: Settings) -> dict[str, str]:
 
 
 @contextmanager
-def dialer_process(command: str, settings: Settings, log: Path) -> Iterator[subprocess.Popen]:
+def dialer_process(
+    command: str, settings: Settings, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "dialer.cli", command],
@@ -82,7 +85,7 @@ def _target(env: WorkflowEnvironment) -> str:
     return env.client.service_client.config.target_host
 
 
-async def _exit_code(proc: subprocess.Popen, timeout: float) -> int:
+async def _exit_code(proc: subprocess.Popen[bytes], timeout: float) -> int:
     return await asyncio.to_thread(proc.wait, timeout)
 
 
@@ -174,7 +177,7 @@ async def in_process_workers(
         await asyncio.gather(*runs, return_exceptions=True)
 
 
-def _health(settings: Settings) -> subprocess.CompletedProcess:
+def _health(settings: Settings) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "dialer.cli", "worker-health"],
         env=process_env(settings),

@@ -4,6 +4,7 @@ with the CLI, everything over real HTTP."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import httpx
 
@@ -43,14 +44,15 @@ async def test_calls_over_http_between_processes(dialer_processes: DialerProcess
         assert rejected.json()["status"] == "success"  # accepted; the carrier refuses later
         rejected_id = rejected.json()["call_session_id"]
 
-        async def analytics(sid: str) -> dict:
+        async def analytics(sid: str) -> dict[str, Any]:
             resp = await http.get(
                 "/api/v1/call-analytics", params={"call_session_id": sid}, headers=procs.headers
             )
             assert resp.status_code == 200, resp.text
-            return resp.json()
+            detail: dict[str, Any] = resp.json()
+            return detail
 
-        async def failed() -> dict | None:
+        async def failed() -> dict[str, Any] | None:
             detail = await analytics(rejected_id)
             return detail if detail["status"] == "failed" else None
 

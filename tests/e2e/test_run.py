@@ -10,6 +10,7 @@ import shlex
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -83,13 +84,14 @@ class RunningStack:
             self.proc.kill()
 
 
-async def _call(banner: Banner, **extra: str) -> dict:
+async def _call(banner: Banner, **extra: str) -> dict[str, Any]:
     url = httpx.URL(banner.url)
     url = url.copy_merge_params(extra) if extra else url
     async with httpx.AsyncClient(timeout=60) as http:
         resp = await http.request(banner.method, url, headers=banner.headers)
     assert resp.status_code == 200, resp.text
-    return resp.json()
+    body: dict[str, Any] = resp.json()
+    return body
 
 
 @pytest.mark.slow

@@ -4,6 +4,9 @@ for a repeat with the same Idempotency-Key; once its retries run out, `failed`."
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import httpx
 from temporalio.client import Client
 
@@ -15,8 +18,8 @@ ALWAYS_TRANSIENT = "+12025550106"
 
 
 async def test_wait_dialed_answers_pending_until_the_dial_is_known(
-    tmp_path, e2e_temporal: str, temporal_client: Client
-) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path, e2e_temporal: str, temporal_client: Client
+) -> None:
     async with running_processes(
         tmp_path,
         e2e_temporal,
@@ -29,10 +32,11 @@ async def test_wait_dialed_answers_pending_until_the_dial_is_known(
         params = {"phoneNumber": ALWAYS_TRANSIENT, "wait": "dialed"}
         async with httpx.AsyncClient(base_url=procs.base_url, timeout=30) as http:
 
-            async def ask() -> dict:
+            async def ask() -> dict[str, Any]:
                 resp = await http.post("/api/call/create_call", params=params, headers=headers)
                 assert resp.status_code == 200, resp.text
-                return resp.json()
+                body: dict[str, Any] = resp.json()
+                return body
 
             first = await ask()
             assert first["status"] == "pending", first
@@ -47,7 +51,8 @@ async def test_wait_dialed_answers_pending_until_the_dial_is_known(
                     params={"call_session_id": first["call_session_id"]},
                     headers=procs.headers,
                 )
-                return resp.json()["status"] == "failed"
+                status: str = resp.json()["status"]
+                return status == "failed"
 
             await wait_until(failed, timeout=60, interval=0.5)
             last = await ask()

@@ -80,7 +80,7 @@ async def test_sigkill_worker_mid_flight_loses_nothing_and_never_dials_twice(
         rows = procs.sessions(ids)
         dials = procs.dials_by_session()
         assert len(rows) == len(ids)  # none lost
-        outcomes = Counter()
+        outcomes: Counter[str] = Counter()
         for sid, row in rows.items():
             number = number_of[sid]
             status, code = EXPECTED.get(number, ("success", None))

@@ -98,6 +98,7 @@ class FakeTwilio:
     def base_url(self) -> str:
         assert self._server is not None
         host, port = self._server.server_address[:2]
+        assert isinstance(host, str)  # typeshed allows bytes; an AF_INET server has a str
         return f"http://{host}:{port}"
 
     def inject(self, *faults: Fault) -> None:

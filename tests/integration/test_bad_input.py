@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from store import crud
 from tests.support.accounts import make_account
 from tests.support.rows import dial_count, session_row, sessions_of, table_counts
-from tests.support.stack import CREATE_CALL, create_call
+from tests.support.stack import CREATE_CALL, Stack, create_call
 
 # (method, path, json body) of routes that would write if the caller were let in.
 GUARDED = [
@@ -28,13 +30,15 @@ def _credentials(style: str, key: str | None) -> dict[str, str]:
     return {"x-api-key": key} if style == "x-api-key" else {"Authorization": f"Bearer {key}"}
 
 
-async def test_bad_credentials_are_401_and_write_nothing(stack, subtests) -> None:
+async def test_bad_credentials_are_401_and_write_nothing(
+    stack: Stack, subtests: pytest.Subtests
+) -> None:
     for style in ("x-api-key", "bearer"):
         with subtests.test(style=style):
             await _bad_credentials(stack, style)
 
 
-async def _bad_credentials(stack, style: str) -> None:
+async def _bad_credentials(stack: Stack, style: str) -> None:
     account = make_account(stack.engine)
     revoked = make_account(stack.engine)
     assert crud.revoke_keys(engine=stack.engine, user=revoked.user) == 1
@@ -79,7 +83,9 @@ UNREADABLE = {
 }
 
 
-async def test_unreadable_requests_are_422_and_write_nothing(stack, subtests) -> None:
+async def test_unreadable_requests_are_422_and_write_nothing(
+    stack: Stack, subtests: pytest.Subtests
+) -> None:
     account = make_account(stack.engine)
     before = table_counts(stack.engine)
     for case, params in UNREADABLE.items():
@@ -90,10 +96,11 @@ async def test_unreadable_requests_are_422_and_write_nothing(stack, subtests) ->
     assert table_counts(stack.engine) == before
 
 
-async def _named(stack, headers: dict[str, str], kind: str) -> str:
+async def _named(stack: Stack, headers: dict[str, str], kind: str) -> str:
     resp = await stack.http.post(f"/api/v1/{kind}", json={"name": kind}, headers=headers)
     assert resp.status_code == 201, resp.text
-    return resp.json()["id"]
+    row_id: str = resp.json()["id"]
+    return row_id
 
 
 ANSWER_FIELDS = (
@@ -107,7 +114,7 @@ ANSWER_FIELDS = (
 )
 
 
-async def test_foreign_ids_answer_exactly_like_missing_ones(stack) -> None:
+async def test_foreign_ids_answer_exactly_like_missing_ones(stack: Stack) -> None:
     me = make_account(stack.engine)
     other = make_account(stack.engine)
     other_line = (await stack.http.get("/api/v1/phone", headers=other.headers)).json()[0]["id"]
@@ -153,8 +160,8 @@ async def test_foreign_ids_answer_exactly_like_missing_ones(stack) -> None:
     assert sessions_of(stack.engine, other.user.id) == []
 
 
-async def _deactivated_line(stack, headers: dict[str, str]) -> str:
-    line = (await stack.http.get("/api/v1/phone", headers=headers)).json()[0]["id"]
+async def _deactivated_line(stack: Stack, headers: dict[str, str]) -> str:
+    line: str = (await stack.http.get("/api/v1/phone", headers=headers)).json()[0]["id"]
     resp = await stack.http.patch(f"/api/v1/phone/{line}", json={"active": False}, headers=headers)
     assert resp.status_code == 200 and resp.json()["active"] is False
     return line
@@ -170,13 +177,15 @@ UNDIALABLE = (
 )
 
 
-async def test_undialable_requests_are_recorded_as_failed(stack, subtests) -> None:
+async def test_undialable_requests_are_recorded_as_failed(
+    stack: Stack, subtests: pytest.Subtests
+) -> None:
     for case in UNDIALABLE:
         with subtests.test(case=case):
             await _undialable(stack, case)
 
 
-async def _undialable(stack, case: str) -> None:
+async def _undialable(stack: Stack, case: str) -> None:
     account = make_account(stack.engine, with_line=case != "no-line")
     number, params, code = "+12025550100", {}, None
     if case == "unparseable":

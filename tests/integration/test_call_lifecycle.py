@@ -5,14 +5,16 @@ workflow's search attribute, through the callbacks or, with callbacks dropped, b
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from contracts.search_attributes import SA_CALL_STATUS
-from tests.support.accounts import make_account
+from store.models import CallSession
+from tests.support.accounts import Account, make_account
 from tests.support.rows import events_of, session_row
-from tests.support.stack import create_call
+from tests.support.stack import Stack, StackFactory, create_call
 from tests.support.waiting import wait_until
 from workflows.create_call import CreateCallWorkflow
 
@@ -29,7 +31,7 @@ PATH = {
 }
 
 
-async def _followed_to_the_end(stack, account, number: str) -> dict:
+async def _followed_to_the_end(stack: Stack, account: Account, number: str) -> dict[str, Any]:
     resp = await create_call(stack, account.headers, number, wait="dialed")
     assert resp.status_code == 200, resp.text
     body = resp.json()
@@ -37,14 +39,14 @@ async def _followed_to_the_end(stack, account, number: str) -> dict:
     assert body["status"] == "success" and body["telephony_leg_id"]
     sid = body["call_session_id"]
 
-    async def final() -> dict | None:
+    async def final() -> dict[str, Any] | None:
         r = await stack.http.get(
             "/api/v1/call-analytics", params={"call_session_id": sid}, headers=account.headers
         )
-        detail = r.json()
+        detail: dict[str, Any] = r.json()
         return detail if detail["call_status"] in FINAL.values() else None
 
-    detail = await wait_until(final, timeout=30)
+    detail: dict[str, Any] = await wait_until(final, timeout=30)
     handle = stack.client.get_workflow_handle_for(CreateCallWorkflow.run, sid)
     result = await handle.result()
     assert result.call_status == detail["call_status"]
@@ -55,7 +57,7 @@ async def _followed_to_the_end(stack, account, number: str) -> dict:
 
 
 @pytest.mark.parametrize("number", list(FINAL))
-async def test_simulated_calls_end_in_their_final_status(stack, number: str) -> None:
+async def test_simulated_calls_end_in_their_final_status(stack: Stack, number: str) -> None:
     account = make_account(stack.engine)
     detail = await _followed_to_the_end(stack, account, number)
 
@@ -76,7 +78,9 @@ async def test_simulated_calls_end_in_their_final_status(stack, number: str) -> 
         assert detail["duration_seconds"] is None
 
 
-async def test_with_callbacks_dropped_every_call_ends_by_polling(stack_factory) -> None:
+async def test_with_callbacks_dropped_every_call_ends_by_polling(
+    stack_factory: StackFactory,
+) -> None:
     async with stack_factory(
         simulated_callbacks=False, call_status_poll_seconds=0.3, call_status_poll_max_seconds=0.6
     ) as stack:
@@ -88,10 +92,12 @@ async def test_with_callbacks_dropped_every_call_ends_by_polling(stack_factory) 
             sids[number] = resp.json()["call_session_id"]
 
         for number, sid in sids.items():
-            row = await wait_until(
-                lambda sid=sid: (r := session_row(stack.engine, sid)) and r.ended_at and r,
-                timeout=30,
-            )
+
+            def ended(sid: str = sid) -> CallSession | None:
+                r = session_row(stack.engine, sid)
+                return r if r and r.ended_at else None
+
+            row = await wait_until(ended, timeout=30)
             assert row.call_status == FINAL[number]
             sources = {
                 e.detail and json.loads(e.detail)["source"]

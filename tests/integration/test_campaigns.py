@@ -105,7 +105,8 @@ async def test_thousand_recipients_one_dial_each(stack) -> None:  # type: ignore
     query = f"DialerCampaignId = '{campaign_id}' AND WorkflowType = 'CreateCallWorkflow'"
 
     async def all_indexed() -> bool:
-        return (await stack.client.count_workflows(query)).count == 1000
+        counted: int = (await stack.client.count_workflows(query)).count
+        return counted == 1000
 
     await wait_until(all_indexed, timeout=60, interval=0.5)
 

@@ -10,7 +10,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.support.accounts import make_account
 from tests.support.rows import dial_count, session_row, sessions_of, terminal_row
-from tests.support.stack import create_call, running_workers
+from tests.support.stack import StackFactory, create_call, running_workers
 from tests.support.waiting import wait_until
 
 
@@ -18,11 +18,12 @@ def closed_port() -> int:
     """A local port nothing listens on (bound once to pick it, then released)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]  # typeshed: the address of any family is Any
+        return port
 
 
 async def test_pending_when_nobody_polls_then_proceeds_with_a_worker(
-    stack_factory, dev_env: WorkflowEnvironment
+    stack_factory: StackFactory, dev_env: WorkflowEnvironment
 ) -> None:
     # The task queues of these settings are fresh: no worker polls them yet.
     async with stack_factory(workers=False, create_call_wait_seconds=0.5) as stack:
@@ -64,7 +65,7 @@ async def test_pending_when_nobody_polls_then_proceeds_with_a_worker(
         assert dial_count(stack.engine, sid) == 1
 
 
-async def test_orchestrator_unavailable_is_recorded_not_a_500(stack_factory) -> None:
+async def test_orchestrator_unavailable_is_recorded_not_a_500(stack_factory: StackFactory) -> None:
     port = closed_port()
     async with stack_factory(
         workers=False, client=None, temporal_address=f"127.0.0.1:{port}"

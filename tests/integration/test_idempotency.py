@@ -10,19 +10,19 @@ import uuid
 from temporalio.client import WorkflowExecutionStatus
 
 from tests.support.accounts import make_account
-from tests.support.rows import dial_count, session_row, sessions_of, terminal_row
-from tests.support.stack import create_call
+from tests.support.rows import dial_count, sessions_of, stored_row, terminal_row
+from tests.support.stack import Stack, create_call
 from tests.support.waiting import wait_until
 
 IDS = ("request_id", "call_session_id", "user_id")
 
 
-async def _closed(stack, workflow_id: str) -> bool:
+async def _closed(stack: Stack, workflow_id: str) -> bool:
     desc = await stack.client.get_workflow_handle(workflow_id).describe()
     return desc.status != WorkflowExecutionStatus.RUNNING
 
 
-async def test_replay_returns_same_ids_and_never_dials_twice(stack) -> None:
+async def test_replay_returns_same_ids_and_never_dials_twice(stack: Stack) -> None:
     account = make_account(stack.engine)
     key = f"order-{uuid.uuid4()}"
     first = await create_call(stack, account.headers, "+12025550104", idempotency_key=key)
@@ -57,12 +57,12 @@ async def test_replay_returns_same_ids_and_never_dials_twice(stack) -> None:
         body = again.json()
         assert {k: body[k] for k in IDS} == ids
         assert body["status"] == "success"
-        assert body["telephony_leg_id"] == session_row(stack.engine, sid).telephony_leg_id
+        assert body["telephony_leg_id"] == stored_row(stack.engine, sid).telephony_leg_id
     assert dial_count(stack.engine, sid) == 1
     assert len(sessions_of(stack.engine, account.user.id)) == 1
 
 
-async def test_replay_of_a_failed_call_reports_its_failure(stack) -> None:
+async def test_replay_of_a_failed_call_reports_its_failure(stack: Stack) -> None:
     account = make_account(stack.engine)
     key = "k-failed"
     first = await create_call(
@@ -74,7 +74,7 @@ async def test_replay_of_a_failed_call_reports_its_failure(stack) -> None:
     assert dial_count(stack.engine, first.json()["call_session_id"]) == 0
 
 
-async def test_same_key_other_parameters_is_409(stack) -> None:
+async def test_same_key_other_parameters_is_409(stack: Stack) -> None:
     account = make_account(stack.engine)
     key = "k-conflict"
     first = await create_call(stack, account.headers, "+12025550100", idempotency_key=key)
@@ -99,7 +99,7 @@ async def test_same_key_other_parameters_is_409(stack) -> None:
     assert len(sessions_of(stack.engine, account.user.id)) == 1
 
 
-async def test_concurrent_requests_with_one_key_make_one_call(stack) -> None:
+async def test_concurrent_requests_with_one_key_make_one_call(stack: Stack) -> None:
     account = make_account(stack.engine)
     key = f"burst-{uuid.uuid4()}"
     responses = await asyncio.gather(

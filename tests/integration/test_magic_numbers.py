@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from tests.support.accounts import make_account
+import httpx
+import pytest
+
+from tests.support.accounts import Account, make_account
 from tests.support.rows import dial_count, session_row, terminal_row
-from tests.support.stack import create_call
+from tests.support.stack import Stack, StackFactory, create_call
 from tests.support.waiting import wait_until
 
 
@@ -43,7 +46,7 @@ MAGIC = {
 }
 
 
-async def test_magic_numbers_wait_dialed(stack, subtests) -> None:
+async def test_magic_numbers_wait_dialed(stack: Stack, subtests: pytest.Subtests) -> None:
     """All six at once (one account, one line), each checked on its own."""
     account = make_account(stack.engine)
     responses = await asyncio.gather(
@@ -54,7 +57,7 @@ async def test_magic_numbers_wait_dialed(stack, subtests) -> None:
             await _check(stack, account, number, resp)
 
 
-async def _check(stack, account, number: str, resp) -> None:
+async def _check(stack: Stack, account: Account, number: str, resp: httpx.Response) -> None:
     expected = MAGIC[number]
     assert resp.status_code == 200, resp.text
     body = resp.json()
@@ -108,7 +111,9 @@ async def _check(stack, account, number: str, resp) -> None:
     assert by_request.json()["call_session_id"] == sid
 
 
-async def test_wait_accepted_answers_before_the_leg_id_is_known(stack_factory) -> None:
+async def test_wait_accepted_answers_before_the_leg_id_is_known(
+    stack_factory: StackFactory,
+) -> None:
     # A slow carrier: the answer must come back after persist, long before the dial ends.
     async with stack_factory(simulated_latency_ms=1500) as stack:
         account = make_account(stack.engine)

@@ -4,21 +4,25 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from tests.support.accounts import make_account
 from tests.support.rows import sessions_of
-from tests.support.stack import create_call
+from tests.support.stack import Stack, create_call
 
 DEFAULT_LINE = "+12025550199"  # make_account's line
 
 
-async def _post(stack, path: str, headers: dict[str, str], json: dict) -> dict:
+async def _post(
+    stack: Stack, path: str, headers: dict[str, str], json: dict[str, Any]
+) -> dict[str, Any]:
     resp = await stack.http.post(path, json=json, headers=headers)
     assert resp.status_code == 201, resp.text
-    return resp.json()
+    body: dict[str, Any] = resp.json()
+    return body
 
 
-async def test_phone_lines(stack) -> None:
+async def test_phone_lines(stack: Stack) -> None:
     account = make_account(stack.engine)
     h = account.headers
     line = await _post(stack, "/api/v1/phone", h, {"number": "(202) 555-0142", "label": "desk"})
@@ -45,7 +49,7 @@ async def test_phone_lines(stack) -> None:
     await _post(stack, "/api/v1/phone", other.headers, {"number": "+12025550142"})
 
 
-async def test_mappings_resolve_the_from_number(stack) -> None:
+async def test_mappings_resolve_the_from_number(stack: Stack) -> None:
     account = make_account(stack.engine)
     h = account.headers
     line2 = await _post(stack, "/api/v1/phone", h, {"number": "+12025550142"})
@@ -86,7 +90,8 @@ async def test_mappings_resolve_the_from_number(stack) -> None:
     async def from_number(**params: str) -> str:
         resp = await create_call(stack, h, "+12025550100", **params)
         assert resp.status_code == 200 and resp.json()["status"] == "success", resp.text
-        return resp.json()["from_phone_number"]
+        number: str = resp.json()["from_phone_number"]
+        return number
 
     # explicit line -> the agent's line -> the workflow's line -> the first active line
     assert await from_number(phone_number_id=line3["id"], agent_id=agent["id"]) == "+12025550143"
@@ -98,7 +103,7 @@ async def test_mappings_resolve_the_from_number(stack) -> None:
     assert await from_number(agent_id=agent["id"], workflow_id=flow["id"]) == "+12025550143"
 
 
-async def test_suppressions(stack) -> None:
+async def test_suppressions(stack: Stack) -> None:
     account = make_account(stack.engine)
     h = account.headers
     for raw in ("+12025550188", "(202) 555-0188"):
@@ -130,7 +135,7 @@ async def test_suppressions(stack) -> None:
     assert allowed.json()["status"] == "success"
 
 
-async def test_me_health_ready(stack) -> None:
+async def test_me_health_ready(stack: Stack) -> None:
     account = make_account(stack.engine)
     me = await stack.http.get("/api/v1/me", headers={"Authorization": f"Bearer {account.key}"})
     assert me.status_code == 200
@@ -145,7 +150,7 @@ async def test_me_health_ready(stack) -> None:
     assert ready.json()["ready"] is True
 
 
-async def test_foreign_ids_behave_like_missing_ones_on_every_route(stack) -> None:
+async def test_foreign_ids_behave_like_missing_ones_on_every_route(stack: Stack) -> None:
     me = make_account(stack.engine)
     other = make_account(stack.engine)
     mine = (await stack.http.get("/api/v1/phone", headers=me.headers)).json()[0]["id"]

@@ -74,7 +74,8 @@ async def test_api_metrics_count_requests_and_create_call_outcomes(stack: Stack)
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]  # typeshed: the address of any family is Any
+        return port
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@ the models describe, on SQLite and on PostgreSQL, and must go down and up again.
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -14,12 +16,13 @@ from store.db import make_engine
 from store.migrate import alembic_config, upgrade
 
 
-def _diff(url: str) -> list:
+def _diff(url: str) -> list[Any]:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"compare_type": True})
-            return compare_metadata(ctx, SQLModel.metadata)
+            diff: list[Any] = compare_metadata(ctx, SQLModel.metadata)  # alembic: Any
+            return diff
     finally:
         engine.dispose()
 

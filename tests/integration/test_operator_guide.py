@@ -56,12 +56,13 @@ async def ops_stack(
     engine.dispose()
 
 
-async def _attributes(handle: WorkflowHandle) -> dict[str, str]:
+async def _attributes(handle: WorkflowHandle[Any, Any]) -> dict[str, str]:
     desc = await handle.describe()
     return {p.key.name: str(p.value) for p in desc.typed_search_attributes.search_attributes}
 
 
-async def _current_details(handle: WorkflowHandle) -> str:
+async def _current_details(handle: WorkflowHandle[Any, Any]) -> str:
+    meta: WorkflowMetadata
     meta = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
     return meta.current_details
 

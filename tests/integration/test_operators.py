@@ -4,7 +4,7 @@ DialerCallStatus and DialerRequestId, and no search attribute or summary holds a
 from __future__ import annotations
 
 from tests.support.accounts import make_account
-from tests.support.stack import create_call
+from tests.support.stack import Stack, create_call
 from tests.support.waiting import wait_until
 
 NUMBERS = ("+12025550100", "+12025550103")
@@ -12,11 +12,11 @@ NUMBERS = ("+12025550100", "+12025550103")
 TELLTALES = ("2025550", "+1202", "555-01", "5550100", "5550103", "5550199")
 
 
-async def _ids(stack, query: str) -> list[str]:
+async def _ids(stack: Stack, query: str) -> list[str]:
     return [wf.id async for wf in stack.client.list_workflows(query)]
 
 
-async def test_calls_are_findable_by_search_attributes(stack) -> None:
+async def test_calls_are_findable_by_search_attributes(stack: Stack) -> None:
     account = make_account(stack.engine)
     ok = (await create_call(stack, account.headers, NUMBERS[0], wait="dialed")).json()
     failed = (await create_call(stack, account.headers, NUMBERS[1], wait="dialed")).json()
@@ -62,5 +62,5 @@ async def test_calls_are_findable_by_search_attributes(stack) -> None:
         assert await desc.static_summary()
 
 
-async def _expect(stack, query: str, expected: list[str]) -> bool:
+async def _expect(stack: Stack, query: str, expected: list[str]) -> bool:
     return sorted(await _ids(stack, query)) == sorted(expected)

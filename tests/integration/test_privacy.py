@@ -9,6 +9,7 @@ import base64
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.protobuf.message import Message
@@ -65,6 +66,7 @@ def payloads_of(message: Message) -> Iterator[Payload]:
     for field, value in message.ListFields():
         if field.type != field.TYPE_MESSAGE:
             continue
+        assert field.message_type is not None  # a message field names its type
         if isinstance(value, Message):
             items = [value]
         elif field.message_type.GetOptions().map_entry:
@@ -104,9 +106,9 @@ async def test_history_without_the_key_holds_no_phone_number(
         for telltale in TELLTALES:
             assert telltale not in blob, (session_id, telltale)
         # The same payloads, decrypted with the key, are the call's data.
-        decoded = await secure_stack.client.data_converter.payload_codec.decode(  # type: ignore[union-attr]
-            list(_all(history))
-        )
+        codec = secure_stack.client.data_converter.payload_codec
+        assert codec is not None  # secure_stack encrypts
+        decoded = await codec.decode(list(_all(history)))
         plain = b"".join(p.data for p in decoded)
         assert LINE[2:].encode() in plain
 
@@ -117,7 +119,8 @@ async def test_codec_endpoint_decodes_history_for_the_operator_only(
     [session_id, *_] = await _place_calls(secure_stack)
     history = await _finished_history(secure_stack.client, session_id)
     body = {"payloads": [_as_json(p) for p in _all(history)]}
-    token = secure_stack.settings.codec_auth_token.get_secret_value()  # type: ignore[union-attr]
+    assert secure_stack.settings.codec_auth_token is not None  # secure_stack sets one
+    token = secure_stack.settings.codec_auth_token.get_secret_value()
     http = secure_stack.http
 
     assert (await http.post("/codec/decode", json=body)).status_code == 401
@@ -162,14 +165,15 @@ async def test_codec_cors_allows_the_ui_origin_only(secure_stack: Stack) -> None
 
 
 async def test_codec_login_cookie_opens_the_codec(secure_stack: Stack) -> None:
-    token = secure_stack.settings.codec_auth_token.get_secret_value()  # type: ignore[union-attr]
+    assert secure_stack.settings.codec_auth_token is not None  # secure_stack sets one
+    token = secure_stack.settings.codec_auth_token.get_secret_value()
     http = secure_stack.http
     refused = await http.post("/codec/login", content=b"token=nope")
     assert refused.status_code == 403
     resp = await http.post("/codec/login", content=f"token={token}".encode())
     assert resp.status_code == 200
     assert "httponly" in resp.headers["set-cookie"].lower()
-    empty = {"payloads": []}
+    empty: dict[str, list[Any]] = {"payloads": []}
     # httpx keeps the cookie, as the browser does for the UI's codec requests.
     assert (await http.post("/codec/decode", json=empty)).status_code == 200
     http.cookies.clear()
@@ -194,7 +198,7 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def _as_json(payload: Payload) -> dict:
+def _as_json(payload: Payload) -> dict[str, Any]:
     return {
         "metadata": {k: _b64(v) for k, v in payload.metadata.items()},
         "data": _b64(payload.data),

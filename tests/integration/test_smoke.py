@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 from tests.support.accounts import make_account
+from tests.support.stack import Stack
 
 
-async def test_create_call_dialed(stack):
+async def test_create_call_dialed(stack: Stack) -> None:
     account = make_account(stack.engine)
     resp = await stack.http.post(
         "/api/call/create_call",

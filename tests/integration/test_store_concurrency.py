@@ -9,9 +9,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from sqlalchemy import func
+from sqlalchemy import ColumnElement, func
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, SQLModel, select
 
 from contracts.calls import (
     CreateCallInput,
@@ -56,7 +56,8 @@ def _ok() -> ValidationResult:
     return ValidationResult(ok=True, target_number="+12025550100", from_number="+12025550199")
 
 
-def _count(engine: Engine, model: type, *where: object) -> int:
+# SQLModel types `Model.column == value` as bool, SQLAlchemy as a ColumnElement.
+def _count(engine: Engine, model: type[SQLModel], *where: ColumnElement[bool] | bool) -> int:
     with Session(engine) as session:
         return session.exec(select(func.count()).select_from(model).where(*where)).one()
 

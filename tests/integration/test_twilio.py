@@ -10,14 +10,15 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from twilio.request_validator import RequestValidator
 
 from contracts.search_attributes import SA_CALL_STATUS
 from tests.fakes.twilio_server import FakeTwilio, Fault
-from tests.support.accounts import make_account
-from tests.support.rows import events_of, session_row, table_counts
-from tests.support.stack import create_call
+from tests.support.accounts import Account, make_account
+from tests.support.rows import events_of, stored_row, table_counts
+from tests.support.stack import Stack, StackFactory, create_call
 from tests.support.waiting import wait_until
 from workflows.create_call import CreateCallWorkflow
 
@@ -54,7 +55,7 @@ def callback_url(fake: FakeTwilio, session_id: str) -> str:
 
 
 async def post_callback(
-    stack,
+    stack: Stack,
     fake: FakeTwilio,
     url: str,
     params: dict[str, str],
@@ -62,7 +63,7 @@ async def post_callback(
     token: str | None = None,
     signature: str | None = None,
     headers: dict[str, str] | None = None,
-):
+) -> httpx.Response:
     """POST a status callback as Twilio would: form-encoded, signed over the public URL."""
     if signature is None:
         signature = RequestValidator(token or fake.auth_token).compute_signature(url, params)
@@ -85,13 +86,16 @@ def status_params(sid: str, status: str, **extra: str) -> dict[str, str]:
     }
 
 
-async def dialed(stack, account, number: str = "+12025550100") -> dict:
+async def dialed(stack: Stack, account: Account, number: str = "+12025550100") -> dict[str, Any]:
     resp = await create_call(stack, account.headers, number, wait="dialed")
     assert resp.status_code == 200, resp.text
-    return resp.json()
+    body: dict[str, Any] = resp.json()
+    return body
 
 
-async def test_twilio_success_one_call_and_a_full_signed_lifecycle(stack_factory, fake) -> None:
+async def test_twilio_success_one_call_and_a_full_signed_lifecycle(
+    stack_factory: StackFactory, fake: FakeTwilio
+) -> None:
     async with stack_factory(**twilio_settings(fake)) as stack:
         account = make_account(stack.engine)  # its line's label says "simulated"
         body = await dialed(stack, account)
@@ -104,7 +108,7 @@ async def test_twilio_success_one_call_and_a_full_signed_lifecycle(stack_factory
         for status in ("initiated", "ringing", "in-progress"):
             resp = await post_callback(stack, fake, url, status_params(leg, status))
             assert resp.status_code == 204, resp.text
-        await wait_until(lambda: session_row(stack.engine, sid).call_status == "answered")
+        await wait_until(lambda: stored_row(stack.engine, sid).call_status == "answered")
         resp = await post_callback(
             stack, fake, url, status_params(leg, "completed", CallDuration="43")
         )
@@ -115,7 +119,7 @@ async def test_twilio_success_one_call_and_a_full_signed_lifecycle(stack_factory
         assert result.call_status == "completed" and result.duration_seconds == 43
         desc = await handle.describe()
         assert desc.typed_search_attributes.get(SA_CALL_STATUS) == "completed"
-        row = session_row(stack.engine, sid)
+        row = stored_row(stack.engine, sid)
         assert row.call_status == "completed" and row.duration_seconds == 43
         assert row.answered_at is not None and row.ended_at is not None
         analytics = await stack.http.get(
@@ -131,25 +135,27 @@ async def test_twilio_success_one_call_and_a_full_signed_lifecycle(stack_factory
         assert fake.created == 1
 
 
-async def test_twilio_permanent_code_fails_with_the_provider_code(stack_factory, fake) -> None:
+async def test_twilio_permanent_code_fails_with_the_provider_code(
+    stack_factory: StackFactory, fake: FakeTwilio
+) -> None:
     async with stack_factory(**twilio_settings(fake)) as stack:
         account = make_account(stack.engine)
         fake.inject(Fault("error", status=400, code=21214, message="To number not reachable"))
         body = await dialed(stack, account)
         assert body["status"] == "failed"
         assert body["failure_code"] == "provider_rejected"
-        row = session_row(stack.engine, body["call_session_id"])
+        row = stored_row(stack.engine, body["call_session_id"])
         assert row.provider_error_code == "21214" and row.attempts == 1
         assert fake.created == 0
 
 
-async def test_twilio_20429_then_success(stack_factory, fake) -> None:
+async def test_twilio_20429_then_success(stack_factory: StackFactory, fake: FakeTwilio) -> None:
     async with stack_factory(**twilio_settings(fake)) as stack:
         account = make_account(stack.engine)
         fake.inject(Fault("error", status=429, code=20429, message="Too Many Requests"))
         body = await dialed(stack, account)
         assert body["status"] == "success", body
-        row = session_row(stack.engine, body["call_session_id"])
+        row = stored_row(stack.engine, body["call_session_id"])
         assert row.attempts == 2
         assert fake.created == 1
         # The second attempt carries its own tag.
@@ -165,7 +171,7 @@ async def test_twilio_20429_then_success(stack_factory, fake) -> None:
     ids=["5xx-after-create", "lost-response"],
 )
 async def test_twilio_ambiguous_answer_is_reconciled_to_the_one_call(
-    stack_factory, fake, fault: Fault
+    stack_factory: StackFactory, fake: FakeTwilio, fault: Fault
 ) -> None:
     async with stack_factory(**twilio_settings(fake)) as stack:
         account = make_account(stack.engine)
@@ -181,10 +187,13 @@ async def test_twilio_ambiguous_answer_is_reconciled_to_the_one_call(
             if e.type == "dial_attempt"
         ]
         assert [r[0] for r in results] == ["dial_attempt", "dial_attempt"]
-        assert '"ambiguous"' in results[0][1] and '"reconciled_found"' in results[1][1]
+        details = [detail or "" for _, detail in results]
+        assert '"ambiguous"' in details[0] and '"reconciled_found"' in details[1]
 
 
-async def test_forged_or_unsigned_callbacks_get_403_and_change_nothing(stack_factory, fake) -> None:
+async def test_forged_or_unsigned_callbacks_get_403_and_change_nothing(
+    stack_factory: StackFactory, fake: FakeTwilio
+) -> None:
     async with stack_factory(**twilio_settings(fake)) as stack:
         account = make_account(stack.engine)
         body = await dialed(stack, account)
@@ -215,14 +224,14 @@ async def test_forged_or_unsigned_callbacks_get_403_and_change_nothing(stack_fac
         for resp in (forged, unsigned, tampered, moved):
             assert resp.status_code == 403, resp.text
         assert table_counts(stack.engine) == before
-        row = session_row(stack.engine, sid)
+        row = stored_row(stack.engine, sid)
         assert row.call_status is None
         desc = await stack.client.get_workflow_handle(sid).describe()
         assert desc.close_time is None  # still following the call
 
 
 async def test_replayed_and_out_of_order_callbacks_leave_the_right_final_state(
-    stack_factory, fake
+    stack_factory: StackFactory, fake: FakeTwilio
 ) -> None:
     async with stack_factory(**twilio_settings(fake)) as stack:
         account = make_account(stack.engine)
@@ -245,14 +254,16 @@ async def test_replayed_and_out_of_order_callbacks_leave_the_right_final_state(
         assert result.call_status == "busy"
         for late in (status_params(leg, "in-progress"), status_params(leg, "completed")):
             assert (await post_callback(stack, fake, url, late)).status_code == 204
-        row = session_row(stack.engine, sid)
+        row = stored_row(stack.engine, sid)
         assert row.call_status == "busy" and row.answered_at is None
-        statuses = [e.detail for e in events_of(stack.engine, sid) if e.type == "call_status"]
+        statuses = [e.detail or "" for e in events_of(stack.engine, sid) if e.type == "call_status"]
         assert sum('"busy"' in d for d in statuses) == 1  # absorbed duplicates
         assert sum('"ringing"' in d for d in statuses) == 1
 
 
-async def test_signature_behind_a_proxy_uses_the_forwarded_url(stack_factory, fake) -> None:
+async def test_signature_behind_a_proxy_uses_the_forwarded_url(
+    stack_factory: StackFactory, fake: FakeTwilio
+) -> None:
     # Twilio called https://dialer.example.test; the proxy forwards to us over plain HTTP.
     async with stack_factory(**twilio_settings(fake, public_base_url=None)) as stack:
         account = make_account(stack.engine)
@@ -267,10 +278,12 @@ async def test_signature_behind_a_proxy_uses_the_forwarded_url(stack_factory, fa
         wrong_host = {**forwarded, "X-Forwarded-Host": "elsewhere.example.test"}
         bad = await post_callback(stack, fake, public, params, headers=wrong_host)
         assert bad.status_code == 403
-        await wait_until(lambda: session_row(stack.engine, sid).call_status == "ringing")
+        await wait_until(lambda: stored_row(stack.engine, sid).call_status == "ringing")
 
 
-async def test_twilio_calls_end_by_polling_when_callbacks_never_come(stack_factory, fake) -> None:
+async def test_twilio_calls_end_by_polling_when_callbacks_never_come(
+    stack_factory: StackFactory, fake: FakeTwilio
+) -> None:
     async with stack_factory(
         **twilio_settings(fake, call_status_poll_seconds=0.3, call_status_poll_max_seconds=0.6)
     ) as stack:
@@ -287,7 +300,7 @@ async def test_twilio_calls_end_by_polling_when_callbacks_never_come(stack_facto
                 CreateCallWorkflow.run, body["call_session_id"]
             ).result()
             assert result.call_status == status
-            row = session_row(stack.engine, body["call_session_id"])
+            row = stored_row(stack.engine, body["call_session_id"])
             assert row.call_status == status and row.ended_at is not None
             assert row.duration_seconds == outcomes[status]
         assert fake.created == 3

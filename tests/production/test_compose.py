@@ -61,12 +61,13 @@ def interpolate(value: Any, env: dict[str, str]) -> Any:
         op, arg = match["op"], match["arg"] or ""
         current = env.get(name)
         unset = current is None or (op is not None and op.startswith(":") and current == "")
+        # `current is None` is part of `unset`; spelled out, it narrows the type.
         if op in (":-", "-"):
-            return arg if unset else current  # type: ignore[return-value]
+            return arg if unset or current is None else current
         if op in (":?", "?"):
-            if unset:
+            if unset or current is None:
                 raise MissingVariable(f"{name}: {arg}")
-            return current  # type: ignore[return-value]
+            return current
         if op in (":+", "+"):
             return "" if unset else arg
         return current or ""
@@ -80,7 +81,8 @@ def referenced_variables(text: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def raw() -> dict[str, Any]:
-    return yaml.safe_load(COMPOSE.read_text())
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return loaded
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +94,8 @@ def validator() -> Draft7Validator:
 
 @pytest.fixture(scope="module")
 def compose(raw: dict[str, Any]) -> dict[str, Any]:
-    return interpolate(raw, OPERATOR_ENV)
+    interpolated: dict[str, Any] = interpolate(raw, OPERATOR_ENV)
+    return interpolated
 
 
 def _errors(validator: Draft7Validator, document: dict[str, Any]) -> list[str]:

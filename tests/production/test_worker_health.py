@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from infra.health import clear_heartbeat, worker_health_problem, write_heartbeat
 
 def _settings(tmp_path: Path) -> Settings:
     return Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         data_dir=tmp_path,
         worker_heartbeat_max_age_seconds=30,
     )
@@ -51,7 +52,7 @@ def test_a_cleared_or_garbled_heartbeat_is_unhealthy(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def heartbeat_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+def heartbeat_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "beat"
     monkeypatch.setenv("DIALER_WORKER_HEARTBEAT_FILE", str(path))

@@ -93,7 +93,9 @@ async def test_cli_revokes_one_key_by_prefix_and_lists_keys(
     lines = listing.strip().splitlines()
     assert lines[0].split() == ["prefix", "created_at", "revoked_at"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
-    assert set(rows) == {prefix, key_prefix(second)}
+    second_prefix = key_prefix(second)
+    assert second_prefix is not None
+    assert set(rows) == {prefix, second_prefix}
     assert rows[prefix][2] != "-"
-    assert rows[key_prefix(second)][2] == "-"  # type: ignore[index]
+    assert rows[second_prefix][2] == "-"
     assert account.key not in listing and second not in listing

@@ -3,6 +3,7 @@ upload size (413), recipients per campaign (422)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -99,7 +100,7 @@ async def test_body_and_upload_size_limits(
         assert resp.json()["detail"] == "request body too large: at most 2048 bytes"
 
         # Without Content-Length (chunked), the body is counted as it arrives.
-        async def chunks():  # type: ignore[no-untyped-def]
+        async def chunks() -> AsyncIterator[bytes]:
             for _ in range(4):
                 yield b"x" * 1000
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import phonenumbers
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from contracts.calls import (
@@ -53,17 +55,18 @@ fictional = (
         )
     )
 )
+
+
 # Valid numbers of many countries, written in their national and international formats.
+def _example_of(region: str) -> list[str]:
+    example = phonenumbers.example_number(region)
+    if not example:
+        return ["+"]
+    return [phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.INTERNATIONAL)]
+
+
 any_country = st.sampled_from(sorted(phonenumbers.SUPPORTED_REGIONS)).flatmap(
-    lambda region: st.sampled_from(
-        [
-            phonenumbers.format_number(
-                phonenumbers.example_number(region), phonenumbers.PhoneNumberFormat.INTERNATIONAL
-            )
-        ]
-        if phonenumbers.example_number(region)
-        else ["+"]
-    )
+    lambda region: st.sampled_from(_example_of(region))
 )
 anything = st.one_of(st.text(max_size=50), number_like, fictional, any_country)
 
@@ -74,7 +77,7 @@ anything = st.one_of(st.text(max_size=50), number_like, fictional, any_country)
 @example(raw="\x00", region="US")
 @example(raw="+" + "9" * 60, region="US")
 @example(raw="+4930000000000000", region="US")  # 16 digits: valid to the metadata, not E.164
-def test_normalize_is_e164_idempotent_and_raises_only_invalid_number(raw: str, region: str):
+def test_normalize_is_e164_idempotent_and_raises_only_invalid_number(raw: str, region: str) -> None:
     try:
         out = normalize(raw, region)
     except InvalidNumber as exc:
@@ -87,7 +90,7 @@ def test_normalize_is_e164_idempotent_and_raises_only_invalid_number(raw: str, r
 
 
 @given(digits=st.integers(0, 99))
-def test_fictional_range_normalizes_to_one_number(digits: int):
+def test_fictional_range_normalizes_to_one_number(digits: int) -> None:
     national = f"202555{digits:04d}"
     forms = [f"+1{national}", f"1{national}", national, f"(202) 555-{digits:04d}"]
     assert {normalize(f, "US") for f in forms} == {f"+1{national}"}
@@ -111,7 +114,7 @@ PROVIDER_STATUSES = [
 
 
 @given(reports=st.lists(st.sampled_from(PROVIDER_STATUSES), max_size=30))
-def test_call_status_never_moves_backwards(reports: list[str]):
+def test_call_status_never_moves_backwards(reports: list[str]) -> None:
     """Fold reports in any order (late, duplicated, replayed) the way the lifecycle does."""
     current: str | None = None
     for raw in reports:
@@ -135,8 +138,11 @@ OUTCOMES = st.lists(
 )
 
 
+Db = tuple[Engine, uuid.UUID]  # the `db` fixture: a migrated database and a user in it
+
+
 @pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Db]:
     path: Path = tmp_path_factory.mktemp("props") / "dialer.db"
     url = f"sqlite:///{path}"
     upgrade(url)
@@ -145,7 +151,7 @@ def db(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def
     engine.dispose()
 
 
-def _status(engine, sid: uuid.UUID) -> str:  # type: ignore[no-untyped-def]
+def _status(engine: Engine, sid: uuid.UUID) -> str:
     with Session(engine) as session:
         row = session.get(CallSession, sid)
         assert row is not None
@@ -156,7 +162,9 @@ def _status(engine, sid: uuid.UUID) -> str:  # type: ignore[no-untyped-def]
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(outcomes=OUTCOMES, replay_persist=st.booleans(), ok=st.booleans())
-def test_session_status_terminal_is_final(db, outcomes, replay_persist: bool, ok: bool):  # type: ignore[no-untyped-def]
+def test_session_status_terminal_is_final(
+    db: Db, outcomes: list[tuple[SessionStatus, int]], replay_persist: bool, ok: bool
+) -> None:
     engine, user_id = db
     sid = uuid.uuid4()
     call = CreateCallInput(
@@ -203,7 +211,7 @@ def test_session_status_terminal_is_final(db, outcomes, replay_persist: bool, ok
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(batches=st.lists(st.lists(st.sampled_from(PROVIDER_STATUSES), max_size=4), max_size=8))
-def test_stored_call_status_never_moves_backwards(db, batches: list[list[str]]):  # type: ignore[no-untyped-def]
+def test_stored_call_status_never_moves_backwards(db: Db, batches: list[list[str]]) -> None:
     """The same rule on the database, through the one writer of call statuses (workflow
     activity and webhook alike), with reports arriving in batches in any order."""
     engine, user_id = db

@@ -109,12 +109,13 @@ async def _owner_call(probe: Probe) -> dict[str, Any]:
         headers=probe.owner.headers,
     )
     assert resp.status_code == 200, resp.text
-    return resp.json()
+    body: dict[str, Any] = resp.json()
+    return body
 
 
-def _owned(probe: Probe, model: type) -> str:
+def _owned(probe: Probe, model: type[Agent | Flow]) -> str:
     with session_scope(probe.stack.engine) as session:
-        row = model(user_id=probe.owner.user.id, name="owner's")  # type: ignore[call-arg]
+        row = model(user_id=probe.owner.user.id, name="owner's")
         session.add(row)
         session.flush()
         return str(row.id)
@@ -248,7 +249,8 @@ async def _owner_campaign(probe: Probe) -> str:
         headers=probe.owner.headers,
     )
     assert resp.status_code == 201, resp.text
-    return resp.json()["campaign"]["id"]
+    campaign_id: str = resp.json()["campaign"]["id"]
+    return campaign_id
 
 
 def _campaign_route(method: str, action: str) -> Check:

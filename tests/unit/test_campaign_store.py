@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from api.routes.campaigns import parse_csv
 from contracts.calls import CallPolicies
@@ -24,7 +24,9 @@ from tests.support.campaigns import fictional_numbers, make_campaign
 NOW = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
 
 
-def _tick(engine: Engine, campaign_id: uuid.UUID, limit: int, now: datetime = NOW):  # type: ignore[no-untyped-def]
+def _tick(
+    engine: Engine, campaign_id: uuid.UUID, limit: int, now: datetime = NOW
+) -> campaign_ticks.TickPlan:
     return campaign_ticks.prepare_tick(
         engine,
         TickInput(campaign_id=str(campaign_id), now=now, limit=limit, begin=True),
@@ -38,7 +40,7 @@ def _rows(engine: Engine, campaign_id: uuid.UUID) -> list[CampaignRecipient]:
             session.exec(
                 select(CampaignRecipient)
                 .where(CampaignRecipient.campaign_id == campaign_id)
-                .order_by(CampaignRecipient.row_number)  # type: ignore[arg-type]
+                .order_by(col(CampaignRecipient.row_number))
             ).all()
         )
 

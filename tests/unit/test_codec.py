@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import stat
+from pathlib import Path
 
 import pytest
 from cryptography.exceptions import InvalidTag
@@ -103,7 +104,7 @@ async def test_data_converter_encrypts_values_and_failure_messages() -> None:
     assert failure.encoded_attributes.data
 
 
-def test_local_secrets_are_created_once_private_and_reused(tmp_path) -> None:
+def test_local_secrets_are_created_once_private_and_reused(tmp_path: Path) -> None:
     keys = local_keys(tmp_path)
     token = local_codec_token(tmp_path)
     assert parse_keys(keys) and len(token) >= 32

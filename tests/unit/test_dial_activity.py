@@ -61,7 +61,7 @@ def dial_input(attempt: int = 2) -> DialInput:
 
 
 async def run_dial(provider: ScriptedProvider, input: DialInput) -> DialResult:
-    activities = DialActivities(ProviderRegistry({"simulated": provider}, default="simulated"))  # type: ignore[dict-item]
+    activities = DialActivities(ProviderRegistry({"simulated": provider}, default="simulated"))
     return await ActivityEnvironment().run(activities.dial, input)
 
 
@@ -100,7 +100,7 @@ async def test_ambiguous_is_never_retried_by_temporal() -> None:
 
 async def test_reconcile_asks_for_every_attempt_and_returns_the_found_leg() -> None:
     provider = ScriptedProvider()
-    activities = DialActivities(ProviderRegistry({"simulated": provider}, default="simulated"))  # type: ignore[dict-item]
+    activities = DialActivities(ProviderRegistry({"simulated": provider}, default="simulated"))
     sid = str(uuid.uuid4())
     found = await ActivityEnvironment().run(
         activities.reconcile_dial,
@@ -141,7 +141,7 @@ def slotted(at: float, key: str = "campaign-1", min_gap: float = 0.1) -> DialInp
 def activities_with_timeout(provider: ScriptedProvider, seconds: float):  # type: ignore[no-untyped-def]
     env = ActivityEnvironment()
     env.info = replace(env.info, start_to_close_timeout=timedelta(seconds=seconds))
-    activities = DialActivities(ProviderRegistry({"simulated": provider}, default="simulated"))  # type: ignore[dict-item]
+    activities = DialActivities(ProviderRegistry({"simulated": provider}, default="simulated"))
     return env, activities
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,8 +17,8 @@ from core.config import Settings
 from dialer.stack import STOP_MARGIN_SECONDS, stop_deadline_seconds, stop_processes
 
 
-def settings(tmp_path: Path, **values: float) -> Settings:
-    return Settings(_env_file=None, data_dir=tmp_path, **values)  # type: ignore[call-arg, arg-type]
+def settings(tmp_path: Path, **values: Any) -> Settings:  # seconds
+    return Settings(_env_file=None, data_dir=tmp_path, **values)
 
 
 def test_the_default_deadline_outlasts_the_worker_grace(

@@ -86,7 +86,7 @@ async def authenticate(
     """Resolve the caller exactly as every /api route does: through the CurrentUser
     dependency, on a minimal app that holds the same state the real one does."""
     app = FastAPI()
-    app.state.settings = Settings(_env_file=None, secret_key=secret)  # type: ignore[call-arg]
+    app.state.settings = Settings(_env_file=None, secret_key=secret)
     app.state.engine = engine
 
     @app.get("/whoami")
@@ -103,7 +103,8 @@ async def authenticate(
         resp = await client.get("/whoami", headers=headers)
     if resp.status_code != 200:
         raise Refused(resp.status_code, resp.json()["detail"], dict(resp.headers))
-    return resp.json()
+    caller: dict[str, str] = resp.json()
+    return caller
 
 
 async def test_key_is_stored_only_as_its_keyed_hash(engine: Engine) -> None:

@@ -91,7 +91,7 @@ class Owner:
         with session_scope(self.engine) as session:
             session.add(SuppressedNumber(user_id=self.user.id, number=number))
 
-    def call(self, phone_number: str = TARGET, **ids: object) -> CreateCallInput:
+    def call(self, phone_number: str = TARGET, /, **ids: object) -> CreateCallInput:
         return CreateCallInput(
             call_session_id=str(uuid.uuid4()),
             request_id=str(uuid.uuid4()),
@@ -103,7 +103,7 @@ class Owner:
             phone_number_id=str(ids["line"]) if ids.get("line") else None,
         )
 
-    def validate(self, phone_number: str = TARGET, **ids: object) -> ValidationResult:
+    def validate(self, phone_number: str = TARGET, /, **ids: object) -> ValidationResult:
         return calls.validate_call(self.engine, self.call(phone_number, **ids), "US")
 
 

@@ -14,6 +14,7 @@ import sys
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, TypedDict
 
 from temporalio import activity
 from temporalio.testing import WorkflowEnvironment
@@ -41,19 +42,25 @@ from workflows.campaign import CampaignWorkflow
 
 HERE = Path(__file__).resolve().parent / "histories"
 
-SCENARIOS = {
+
+class Scenario(TypedDict):
+    fakes: Fakes
+    wait: str  # the stage create_call waits for
+
+
+SCENARIOS: dict[str, Scenario] = {
     # placed at once, followed until the (fake) poll reports completed
-    "placed_and_followed": dict(fakes=Fakes(default_dial=placed()), wait="dialed"),
+    "placed_and_followed": Scenario(fakes=Fakes(default_dial=placed()), wait="dialed"),
     # not placed twice (backoff timers), then placed
-    "retried_then_placed": dict(
+    "retried_then_placed": Scenario(
         fakes=Fakes(dial_steps={1: not_placed(), 2: not_placed()}), wait="dialed"
     ),
     # the answer lost, reconciliation finds the call: no second dial
-    "ambiguous_reconciled": dict(
+    "ambiguous_reconciled": Scenario(
         fakes=Fakes(dial_steps={1: ambiguous(was_placed=True)}), wait="dialed"
     ),
-    "rejected": dict(fakes=Fakes(default_dial=rejected()), wait="dialed"),
-    "refused_by_validation": dict(
+    "rejected": Scenario(fakes=Fakes(default_dial=rejected()), wait="dialed"),
+    "refused_by_validation": Scenario(
         fakes=Fakes(
             validation=ValidationResult(
                 ok=False,
@@ -93,7 +100,7 @@ class ScriptedCampaign:
     async def campaign_tick(self, input: TickInput) -> TickResult:
         self.ticks += 1
         slot = input.now.timestamp() + 1.0
-        common = dict(calls_per_second=20.0, max_concurrency=60)
+        common: dict[str, Any] = dict(calls_per_second=20.0, max_concurrency=60)
         script = {
             1: TickResult(
                 "running",
@@ -156,8 +163,8 @@ async def record(only: list[str]) -> None:
         for name, scenario in SCENARIOS.items():
             if only and name not in only:
                 continue
-            async with running(env, scenario["fakes"]) as run:  # type: ignore[arg-type]
-                await run.create(wait=scenario["wait"])  # type: ignore[arg-type]
+            async with running(env, scenario["fakes"]) as run:
+                await run.create(wait=scenario["wait"])
                 await run.finish()
                 history = await run.handle.fetch_history()
             (HERE / f"create_call-{name}.json").write_text(history.to_json())

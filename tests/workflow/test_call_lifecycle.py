@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WithStartWorkflowOperation, WorkflowHandle
+from temporalio.client import WithStartWorkflowOperation, WorkflowHandle, WorkflowHistory
 from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -44,6 +45,7 @@ from workflows.create_call import (
 )
 
 LEG = "CA-test-leg"
+CallHandle = WorkflowHandle[CreateCallWorkflow, CallState]
 
 
 @dataclass
@@ -121,7 +123,7 @@ class Fakes:
 @asynccontextmanager
 async def started(
     env: WorkflowEnvironment, fakes: Fakes, follow: FollowPolicy | None = None
-) -> AsyncIterator[tuple[WorkflowHandle, CallState]]:
+) -> AsyncIterator[tuple[CallHandle, CallState]]:
     """Start a call with update-with-start, waiting for "dialed" as the API does."""
     queue = f"lifecycle-{uuid.uuid4().hex[:8]}"
     call = CreateCallInput(
@@ -167,29 +169,32 @@ async def started(
         yield handle, state
 
 
-async def signal(handle: WorkflowHandle, status: str, leg: str = LEG, **extra: object) -> None:
+async def signal(handle: CallHandle, status: str, leg: str = LEG, **extra: Any) -> None:
     await handle.signal(
         CreateCallWorkflow.call_statuses,
-        [CallStatusUpdate(status=status, telephony_leg_id=leg, **extra)],  # type: ignore[arg-type]
+        [CallStatusUpdate(status=status, telephony_leg_id=leg, **extra)],
     )
 
 
-async def finish(env: WorkflowEnvironment, handle: WorkflowHandle) -> CallState:
+async def finish(env: WorkflowEnvironment, handle: CallHandle) -> CallState:
     """The run's result, letting the server skip time meanwhile (a fetched handle does not
     do that by itself)."""
-    async with env.time_skipping_unlocked():
+    # Only the SDK's time-skipping environment (a private subclass) declares this method.
+    async with env.time_skipping_unlocked():  # type: ignore[attr-defined]
         return await asyncio.wait_for(handle.result(), 20)
 
 
-async def _eq(value: object, expected: object) -> bool:
-    return (await value) == expected  # type: ignore[misc]
+async def _eq(value: Awaitable[object], expected: object) -> bool:
+    return (await value) == expected
 
 
-async def current(handle: WorkflowHandle) -> CallState:
+async def current(handle: CallHandle) -> CallState:
     return await handle.query(CreateCallWorkflow.state)
 
 
-async def test_dialed_answers_at_once_then_signals_carry_the_call_to_its_end(ts_env) -> None:
+async def test_dialed_answers_at_once_then_signals_carry_the_call_to_its_end(
+    ts_env: WorkflowEnvironment,
+) -> None:
     fakes = Fakes()
     async with started(ts_env, fakes) as (handle, state):
         # The update came back at "dialed" while the call is still being followed.
@@ -219,11 +224,13 @@ async def test_dialed_answers_at_once_then_signals_carry_the_call_to_its_end(ts_
     assert len(history.events) < 80, len(history.events)
 
 
-def _events(history, kind: EventType.ValueType) -> int:  # type: ignore[no-untyped-def]
+def _events(history: WorkflowHistory, kind: EventType.ValueType) -> int:
     return sum(1 for e in history.events if e.event_type == kind)
 
 
-async def test_a_lifecycle_reported_during_the_dial_is_recorded_with_the_outcome(ts_env) -> None:
+async def test_a_lifecycle_reported_during_the_dial_is_recorded_with_the_outcome(
+    ts_env: WorkflowEnvironment,
+) -> None:
     """One signal carries the whole lifecycle; it is written with the dial's outcome (one
     local activity), and DialerCallStatus is upserted once per workflow task, not per step."""
     fakes = Fakes(report_during_dial=["initiated", "ringing", "in-progress", "completed"])
@@ -245,7 +252,9 @@ async def test_a_lifecycle_reported_during_the_dial_is_recorded_with_the_outcome
     assert _events(history, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED) == 1
 
 
-async def test_out_of_order_and_replayed_statuses_never_move_the_call_backwards(ts_env) -> None:
+async def test_out_of_order_and_replayed_statuses_never_move_the_call_backwards(
+    ts_env: WorkflowEnvironment,
+) -> None:
     fakes = Fakes()
     async with started(ts_env, fakes) as (handle, _):
         await signal(handle, "in-progress")
@@ -269,7 +278,9 @@ async def test_out_of_order_and_replayed_statuses_never_move_the_call_backwards(
     assert "busy" not in fakes.statuses
 
 
-async def test_without_callbacks_polls_with_a_doubling_wait_until_final(ts_env) -> None:
+async def test_without_callbacks_polls_with_a_doubling_wait_until_final(
+    ts_env: WorkflowEnvironment,
+) -> None:
     fakes = Fakes(polls=["ringing", "ringing", "answered", "answered", "completed"])
     follow = FollowPolicy(poll_after_seconds=10, poll_max_seconds=40, max_age_seconds=3600)
     async with started(ts_env, fakes, follow) as (handle, _):
@@ -288,7 +299,7 @@ async def test_without_callbacks_polls_with_a_doubling_wait_until_final(ts_env) 
     assert timers == [10, 10, 20, 10, 20], timers
 
 
-async def test_stops_following_at_the_maximum_call_age(ts_env) -> None:
+async def test_stops_following_at_the_maximum_call_age(ts_env: WorkflowEnvironment) -> None:
     fakes = Fakes(polls=["ringing"])
     follow = FollowPolicy(poll_after_seconds=60, poll_max_seconds=600, max_age_seconds=1800)
     async with started(ts_env, fakes, follow) as (handle, _):
@@ -303,7 +314,7 @@ async def test_stops_following_at_the_maximum_call_age(ts_env) -> None:
     assert len((await handle.fetch_history()).events) < 100
 
 
-async def test_a_failed_dial_is_not_followed(ts_env) -> None:
+async def test_a_failed_dial_is_not_followed(ts_env: WorkflowEnvironment) -> None:
     fakes = Fakes(dial_placed=False)
     async with started(ts_env, fakes) as (handle, state):
         assert state.status == "failed"

@@ -45,6 +45,8 @@ from tests.support.campaigns import (
 from tests.support.waiting import wait_until
 from workflows.campaign import CampaignWorkflow
 
+CampaignHandle = WorkflowHandle[CampaignWorkflow, CampaignProgress]
+
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
@@ -63,7 +65,7 @@ class Harness:
     task_queue: str
     user_id: uuid.UUID
 
-    async def start(self, campaign_id: uuid.UUID) -> WorkflowHandle:
+    async def start(self, campaign_id: uuid.UUID) -> CampaignHandle:
         return await self.env.client.start_workflow(
             CampaignWorkflow.run,
             CampaignInput(campaign_id=str(campaign_id)),
@@ -166,7 +168,9 @@ async def test_outside_the_window_waits_until_it_opens(harness: Harness) -> None
         assert is_open(window, "America/New_York", started)
 
 
-async def _signal(harness: Harness, handle: WorkflowHandle, campaign_id: uuid.UUID, what: str):  # type: ignore[no-untyped-def]
+async def _signal(
+    harness: Harness, handle: CampaignHandle, campaign_id: uuid.UUID, what: str
+) -> None:
     """What the API does: write the request to the row, then wake the workflow."""
     target = {"pause": "paused", "resume": "running", "cancel": "canceled"}[what]
     campaigns.transition(harness.engine, campaign_id, harness.user_id, target)

@@ -23,6 +23,7 @@ from tests.workflow.harness import (
     PHONE_DIGITS,
     TARGET,
     Fakes,
+    Run,
     ambiguous,
     gated,
     hangs,
@@ -400,8 +401,10 @@ def _no_phone_number(text: str) -> None:
         assert number not in digits, f"phone number digits in {text!r}"
 
 
-async def _metadata(run) -> WorkflowMetadata:  # type: ignore[no-untyped-def]
-    return await run.handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+async def _metadata(run: Run) -> WorkflowMetadata:
+    metadata: WorkflowMetadata
+    metadata = await run.handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    return metadata
 
 
 async def test_search_attributes_summary_and_details_of_a_finished_run(
@@ -424,6 +427,7 @@ async def test_search_attributes_summary_and_details_of_a_finished_run(
 
     summary = await description.static_summary()
     details = await description.static_details()
+    assert run.call.agent_id is not None  # new_call names an agent
     assert summary and run.call.user_id[:8] in summary and run.call.agent_id in summary
     assert details and run.call.call_session_id in details and run.call.request_id in details
     assert metadata.current_details
