@@ -260,7 +260,7 @@ def write_outcome(session: Session, input: RecordOutcomeInput) -> None:
         raise LookupError(f"session {sid} does not exist")
     # One conditional UPDATE: the first terminal outcome wins whole, on every database
     # (a read-then-write would let a racing writer mix its fields into the winner's row).
-    session.exec(  # type: ignore[call-overload]
+    session.exec(
         update(CallSession)
         .where(col(CallSession.id) == sid, col(CallSession.status).not_in(TERMINAL))
         .values(

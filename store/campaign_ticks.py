@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, update
+from sqlalchemy import ColumnElement, func, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -215,7 +215,8 @@ def prepare_tick(engine: Engine, input: TickInput, policies: CallPolicies) -> Ti
             ).all()
         )
         open_zones, opens_next = _open_zones(session, campaign, now)
-        due_filter = [
+        # SQLModel types `Model.column == value` as bool, SQLAlchemy's operators as ColumnElement.
+        due_filter: list[ColumnElement[bool] | bool] = [
             CampaignRecipient.campaign_id == campaign.id,
             CampaignRecipient.state == RecipientState.NOT_STARTED,
             (col(CampaignRecipient.next_attempt_at).is_(None))

@@ -189,7 +189,7 @@ class TwilioProvider:
         candidates = [
             _provider_call(c)
             for c in calls
-            if _datetime(c.date_created) is None or _datetime(c.date_created) >= since
+            if (created := _datetime(c.date_created)) is None or created >= since
         ]
         # The oldest match is the first attempt that went through.
         candidates.sort(key=lambda c: c.created_at or since)

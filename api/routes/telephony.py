@@ -54,7 +54,8 @@ def _seen_tokens(request: Request) -> _SeenTokens:
     state = request.app.state
     if not hasattr(state, "twilio_seen_tokens"):
         state.twilio_seen_tokens = _SeenTokens()
-    return state.twilio_seen_tokens
+    seen: _SeenTokens = state.twilio_seen_tokens  # app.state is untyped (Starlette's State)
+    return seen
 
 
 def signed_urls(settings: Settings, request: Request) -> list[str]:
