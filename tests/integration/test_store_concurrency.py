@@ -118,7 +118,9 @@ def test_concurrent_outcomes_keep_the_first_terminal_status(database_url: str) -
         calls.persist_session(engine, PersistSessionInput(call=call, validation=_ok()))
 
         def record(i: int) -> None:
-            status, leg = ("success", f"CA{i:032d}") if i % 2 else (SessionStatus.FAILED, None)
+            status, leg = (
+                (SessionStatus.SUCCESS, f"CA{i:032d}") if i % 2 else (SessionStatus.FAILED, None)
+            )
             lifecycle.record_outcome_and_statuses(
                 engine,
                 RecordOutcomeInput(

@@ -19,6 +19,7 @@ from contracts.calls import (
     TERMINAL,
     CallStatusUpdate,
     CreateCallInput,
+    FailureCode,
     PersistSessionInput,
     RecordCallStatusInput,
     RecordOutcomeInput,
@@ -175,7 +176,7 @@ def test_session_status_terminal_is_final(
         request_hash="h",
     )
     validation = ValidationResult(
-        ok=ok, target_number="+12025550100", failure_code=None if ok else "invalid_number"
+        ok=ok, target_number="+12025550100", failure_code=None if ok else FailureCode.INVALID_NUMBER
     )
     first = store_calls.persist_session(
         engine, PersistSessionInput(call=call, validation=validation)
@@ -189,7 +190,9 @@ def test_session_status_terminal_is_final(
                 call_session_id=str(sid),
                 status=status,
                 attempts=attempts,
-                failure_code=None if status == SessionStatus.SUCCESS else "retries_exhausted",
+                failure_code=(
+                    None if status == SessionStatus.SUCCESS else FailureCode.RETRIES_EXHAUSTED
+                ),
             ),
         )
         if replay_persist:

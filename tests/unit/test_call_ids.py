@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
+from contracts.calls import Stage
 from services.calls import CallRequest, ids_for, request_fingerprint, spec_for
 
 USER = uuid.UUID("00000000-0000-4000-8000-000000000001")
@@ -16,17 +18,17 @@ FLOW = uuid.UUID("00000000-0000-4000-8000-0000000000f1")
 LINE = uuid.UUID("00000000-0000-4000-8000-0000000000c1")
 
 
-def request(**changes: object) -> CallRequest:
+def request(**changes: Any) -> CallRequest:  # CallRequest's fields
     base = CallRequest(
         user_id=USER,
         phone_number="+12025550100",
         agent_id=AGENT,
         flow_id=None,
         phone_number_id=None,
-        wait="accepted",
+        wait=Stage.ACCEPTED,
         idempotency_key="order-42",
     )
-    return replace(base, **changes)  # type: ignore[arg-type]
+    return replace(base, **changes)
 
 
 def fp(**changes: object) -> str:

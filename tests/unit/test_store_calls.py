@@ -14,12 +14,14 @@ from sqlmodel import Session, col, select
 
 from activities.calls import CallActivities
 from contracts.calls import (
+    AttemptResult,
     CallStatusUpdate,
     CreateCallInput,
     FailureCode,
     PersistSessionInput,
     RecordAttemptInput,
     RecordOutcomeInput,
+    SessionStatus,
     ValidationResult,
 )
 from store import calls, crud, lifecycle
@@ -392,7 +394,7 @@ def test_a_successful_row_already_there_reports_its_leg(me: Owner) -> None:
         me.engine,
         RecordOutcomeInput(
             call_session_id=call.call_session_id,
-            status="success",
+            status=SessionStatus.SUCCESS,
             attempts=1,
             telephony_leg_id="L1",
         ),
@@ -412,7 +414,9 @@ def test_a_non_terminal_row_already_there_is_not_terminal(me: Owner) -> None:
     calls.persist_session(me.engine, PersistSessionInput(call=call, validation=validation))
     calls.record_attempt(
         me.engine,
-        RecordAttemptInput(call_session_id=call.call_session_id, attempt=1, result="not_placed"),
+        RecordAttemptInput(
+            call_session_id=call.call_session_id, attempt=1, result=AttemptResult.NOT_PLACED
+        ),
     )
     result = calls.persist_session(me.engine, PersistSessionInput(call=call, validation=validation))
     assert (result.already_terminal, result.status) == (False, "accepted")
@@ -432,17 +436,21 @@ def accepted(me: Owner) -> str:
     return call.call_session_id
 
 
-def attempt(session_id: str, n: int, result: str, **extra: object) -> RecordAttemptInput:
-    return RecordAttemptInput(call_session_id=session_id, attempt=n, result=result, **extra)  # type: ignore[arg-type]
+def attempt(
+    session_id: str, n: int, result: AttemptResult, **extra: str | None
+) -> RecordAttemptInput:
+    return RecordAttemptInput(call_session_id=session_id, attempt=n, result=result, **extra)
 
 
 def test_record_attempt_is_idempotent(me: Owner, accepted: str) -> None:
-    first = attempt(accepted, 1, "not_placed", provider_error_code="20429", detail="Too Many")
+    first = attempt(
+        accepted, 1, AttemptResult.NOT_PLACED, provider_error_code="20429", detail="Too Many"
+    )
     calls.record_attempt(me.engine, first)
     calls.record_attempt(me.engine, first)
-    calls.record_attempt(me.engine, attempt(accepted, 2, "ambiguous"))
-    calls.record_attempt(me.engine, attempt(accepted, 2, "reconciled_not_found"))
-    calls.record_attempt(me.engine, attempt(accepted, 2, "ambiguous"))
+    calls.record_attempt(me.engine, attempt(accepted, 2, AttemptResult.AMBIGUOUS))
+    calls.record_attempt(me.engine, attempt(accepted, 2, AttemptResult.RECONCILED_NOT_FOUND))
+    calls.record_attempt(me.engine, attempt(accepted, 2, AttemptResult.AMBIGUOUS))
     timeline = events(me.engine, accepted)
     assert [e.type for e in timeline] == ["created"] + ["dial_attempt"] * 3
     assert [json.loads(e.detail or "{}").get("result") for e in timeline[1:]] == [
@@ -456,14 +464,14 @@ def test_record_attempt_is_idempotent(me: Owner, accepted: str) -> None:
 
 
 def test_a_late_attempt_never_lowers_the_count(me: Owner, accepted: str) -> None:
-    calls.record_attempt(me.engine, attempt(accepted, 3, "not_placed"))
-    calls.record_attempt(me.engine, attempt(accepted, 1, "not_placed"))
+    calls.record_attempt(me.engine, attempt(accepted, 3, AttemptResult.NOT_PLACED))
+    calls.record_attempt(me.engine, attempt(accepted, 1, AttemptResult.NOT_PLACED))
     assert row(me.engine, accepted).attempts == 3
 
 
 def test_record_outcome_is_idempotent(me: Owner, accepted: str) -> None:
     outcome = RecordOutcomeInput(
-        call_session_id=accepted, status="success", attempts=2, telephony_leg_id="LEG-1"
+        call_session_id=accepted, status=SessionStatus.SUCCESS, attempts=2, telephony_leg_id="LEG-1"
     )
     lifecycle.record_outcome_and_statuses(me.engine, outcome)
     lifecycle.record_outcome_and_statuses(me.engine, outcome)
@@ -478,7 +486,7 @@ def test_a_failed_outcome_records_its_codes(me: Owner, accepted: str) -> None:
         me.engine,
         RecordOutcomeInput(
             call_session_id=accepted,
-            status="failed",
+            status=SessionStatus.FAILED,
             attempts=1,
             failure_code=FailureCode.PROVIDER_REJECTED,
             failure_reason="invalid destination",
@@ -494,8 +502,10 @@ def test_a_failed_outcome_records_its_codes(me: Owner, accepted: str) -> None:
     assert stored.telephony_leg_id is None and stored.dialed_at is None
 
 
-@pytest.mark.parametrize("first", ["success", "failed"])
-def test_a_terminal_row_is_never_overwritten(me: Owner, accepted: str, first: str) -> None:
+@pytest.mark.parametrize("first", [SessionStatus.SUCCESS, SessionStatus.FAILED])
+def test_a_terminal_row_is_never_overwritten(
+    me: Owner, accepted: str, first: SessionStatus
+) -> None:
     lifecycle.record_outcome_and_statuses(
         me.engine,
         RecordOutcomeInput(
@@ -512,14 +522,14 @@ def test_a_terminal_row_is_never_overwritten(me: Owner, accepted: str, first: st
         me.engine,
         RecordOutcomeInput(
             call_session_id=accepted,
-            status="failed" if first == "success" else "success",
+            status=SessionStatus.FAILED if first == "success" else SessionStatus.SUCCESS,
             attempts=4,
             telephony_leg_id=None if first == "success" else "LEG-2",
             failure_code=FailureCode.PROVIDER_REJECTED if first == "success" else None,
             provider_error_code="21211" if first == "success" else None,
         ),
     )
-    calls.record_attempt(me.engine, attempt(accepted, 1, "ambiguous"))
+    calls.record_attempt(me.engine, attempt(accepted, 1, AttemptResult.AMBIGUOUS))
     after = row(me.engine, accepted)
     for field in (
         "status",
@@ -536,9 +546,10 @@ def test_a_terminal_row_is_never_overwritten(me: Owner, accepted: str, first: st
 @pytest.mark.parametrize(
     "write",
     [
-        lambda engine, sid: calls.record_attempt(engine, attempt(sid, 1, "not_placed")),
+        lambda engine, sid: calls.record_attempt(engine, attempt(sid, 1, AttemptResult.NOT_PLACED)),
         lambda engine, sid: lifecycle.record_outcome_and_statuses(
-            engine, RecordOutcomeInput(call_session_id=sid, status="success", attempts=1)
+            engine,
+            RecordOutcomeInput(call_session_id=sid, status=SessionStatus.SUCCESS, attempts=1),
         ),
     ],
     ids=["record_attempt", "record_outcome"],
@@ -586,7 +597,7 @@ async def test_record_outcome_writes_the_statuses_that_came_with_the_dial(
 ) -> None:
     outcome = RecordOutcomeInput(
         call_session_id=accepted,
-        status="success",
+        status=SessionStatus.SUCCESS,
         attempts=1,
         telephony_leg_id="LEG-1",
         statuses=[

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
@@ -38,6 +38,8 @@ from contracts.calls import (
     ReconcileResult,
     RecordAttemptInput,
     RecordOutcomeInput,
+    SessionStatus,
+    Stage,
     ValidationResult,
     WaitForStageInput,
 )
@@ -139,7 +141,7 @@ class Fakes:
         )
     )
     persisted: PersistSessionResult = field(
-        default_factory=lambda: PersistSessionResult(status="accepted")
+        default_factory=lambda: PersistSessionResult(status=SessionStatus.ACCEPTED)
     )
     # Dial behaviour per attempt number; `default_dial` for every other attempt.
     dial_steps: dict[int, DialStep] = field(default_factory=dict)
@@ -269,7 +271,9 @@ class Run:
     def task_queue(self) -> str:
         return f"calls-{self.call.call_session_id}"
 
-    async def create(self, wait: str = "accepted", request_hash: str | None = None) -> CallState:
+    async def create(
+        self, wait: Stage = Stage.ACCEPTED, request_hash: str | None = None
+    ) -> CallState:
         """What POST /api/call/create_call does: update-with-start, answer at `wait`."""
         async with self.time_skipping():
             return await asyncio.wait_for(
@@ -284,11 +288,12 @@ class Run:
             )
 
     async def update(self, stage: str, request_hash: str) -> CallState:
-        """The update alone, straight to the running workflow."""
+        """The update alone, straight to the running workflow. Any string: a client may send
+        a stage that does not exist, and the workflow must refuse it."""
         return await asyncio.wait_for(
             self.handle.execute_update(
                 CreateCallWorkflow.wait_for_stage,
-                WaitForStageInput(stage=stage, request_hash=request_hash),
+                WaitForStageInput(stage=cast(Stage, stage), request_hash=request_hash),
             ),
             WAIT_BOUND,
         )

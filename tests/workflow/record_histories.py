@@ -21,10 +21,17 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from contracts.calls import FailureCode, PersistSessionResult, ValidationResult
+from contracts.calls import (
+    FailureCode,
+    PersistSessionResult,
+    SessionStatus,
+    Stage,
+    ValidationResult,
+)
 from contracts.campaigns import (
     CampaignConfig,
     CampaignInput,
+    CampaignState,
     LoadCampaignInput,
     TickInput,
     TickResult,
@@ -45,21 +52,21 @@ HERE = Path(__file__).resolve().parent / "histories"
 
 class Scenario(TypedDict):
     fakes: Fakes
-    wait: str  # the stage create_call waits for
+    wait: Stage  # the stage create_call waits for
 
 
 SCENARIOS: dict[str, Scenario] = {
     # placed at once, followed until the (fake) poll reports completed
-    "placed_and_followed": Scenario(fakes=Fakes(default_dial=placed()), wait="dialed"),
+    "placed_and_followed": Scenario(fakes=Fakes(default_dial=placed()), wait=Stage.DIALED),
     # not placed twice (backoff timers), then placed
     "retried_then_placed": Scenario(
-        fakes=Fakes(dial_steps={1: not_placed(), 2: not_placed()}), wait="dialed"
+        fakes=Fakes(dial_steps={1: not_placed(), 2: not_placed()}), wait=Stage.DIALED
     ),
     # the answer lost, reconciliation finds the call: no second dial
     "ambiguous_reconciled": Scenario(
-        fakes=Fakes(dial_steps={1: ambiguous(was_placed=True)}), wait="dialed"
+        fakes=Fakes(dial_steps={1: ambiguous(was_placed=True)}), wait=Stage.DIALED
     ),
-    "rejected": Scenario(fakes=Fakes(default_dial=rejected()), wait="dialed"),
+    "rejected": Scenario(fakes=Fakes(default_dial=rejected()), wait=Stage.DIALED),
     "refused_by_validation": Scenario(
         fakes=Fakes(
             validation=ValidationResult(
@@ -69,10 +76,10 @@ SCENARIOS: dict[str, Scenario] = {
                 failure_reason="the number is on the do-not-call list",
             ),
             persisted=PersistSessionResult(
-                status="failed", failure_code=FailureCode.SUPPRESSED_NUMBER
+                status=SessionStatus.FAILED, failure_code=FailureCode.SUPPRESSED_NUMBER
             ),
         ),
-        wait="accepted",
+        wait=Stage.ACCEPTED,
     ),
 }
 
@@ -90,7 +97,7 @@ class ScriptedCampaign:
         start_at = activity.info().current_attempt_scheduled_time + timedelta(minutes=5)
         return CampaignConfig(
             found=True,
-            state="scheduled",
+            state=CampaignState.SCHEDULED,
             calls_per_second=20,
             max_concurrency=60,
             start_at=start_at,
@@ -103,7 +110,7 @@ class ScriptedCampaign:
         common: dict[str, Any] = dict(calls_per_second=20.0, max_concurrency=60)
         script = {
             1: TickResult(
-                "running",
+                CampaignState.RUNNING,
                 started=40,
                 in_flight=40,
                 pending=60,
@@ -112,7 +119,7 @@ class ScriptedCampaign:
                 **common,
             ),
             2: TickResult(
-                "running",
+                CampaignState.RUNNING,
                 started=20,
                 in_flight=60,
                 pending=40,
@@ -121,7 +128,7 @@ class ScriptedCampaign:
                 **common,
             ),
             3: TickResult(
-                "running",
+                CampaignState.RUNNING,
                 in_flight=0,
                 pending=40,
                 due=0,
@@ -129,10 +136,15 @@ class ScriptedCampaign:
                 **common,
             ),
             4: TickResult(
-                "running", started=40, in_flight=40, pending=0, last_start_wall=slot + 2, **common
+                CampaignState.RUNNING,
+                started=40,
+                in_flight=40,
+                pending=0,
+                last_start_wall=slot + 2,
+                **common,
             ),
         }
-        return script.get(self.ticks) or TickResult("completed", done=True, **common)
+        return script.get(self.ticks) or TickResult(CampaignState.COMPLETED, done=True, **common)
 
 
 async def record_campaign(env: WorkflowEnvironment) -> None:

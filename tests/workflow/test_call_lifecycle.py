@@ -34,6 +34,9 @@ from contracts.calls import (
     RecordAttemptInput,
     RecordCallStatusInput,
     RecordOutcomeInput,
+    SessionStatus,
+    Stage,
+    StatusSource,
     ValidationResult,
     WaitForStageInput,
 )
@@ -67,7 +70,7 @@ class Fakes:
             phone_number_id=str(uuid.uuid4()),
             provider="simulated",
         )
-        return PrepareCallResult(validation, PersistSessionResult(status="accepted"))
+        return PrepareCallResult(validation, PersistSessionResult(status=SessionStatus.ACCEPTED))
 
     @activity.defn(name="record_attempt")
     async def record_attempt(self, input: RecordAttemptInput) -> None:
@@ -110,7 +113,7 @@ class Fakes:
             update=CallStatusUpdate(
                 status=status,
                 telephony_leg_id=input.telephony_leg_id,
-                source="poll",
+                source=StatusSource.POLL,
                 duration_seconds=duration,
             )
         )
@@ -155,7 +158,7 @@ async def started(
     async with call_worker, dial_worker:
         state = await env.client.execute_update_with_start_workflow(
             CreateCallWorkflow.wait_for_stage,
-            WaitForStageInput(stage="dialed", request_hash=call.request_hash),
+            WaitForStageInput(stage=Stage.DIALED, request_hash=call.request_hash),
             start_workflow_operation=WithStartWorkflowOperation(
                 CreateCallWorkflow.run,
                 call,

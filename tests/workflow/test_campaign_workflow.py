@@ -26,6 +26,7 @@ from contracts.campaigns import (
     CampaignInput,
     CampaignProgress,
     CampaignSignal,
+    CampaignState,
     LoadCampaignInput,
     TickInput,
     TickResult,
@@ -172,7 +173,11 @@ async def _signal(
     harness: Harness, handle: CampaignHandle, campaign_id: uuid.UUID, what: str
 ) -> None:
     """What the API does: write the request to the row, then wake the workflow."""
-    target = {"pause": "paused", "resume": "running", "cancel": "canceled"}[what]
+    target = {
+        "pause": CampaignState.PAUSED,
+        "resume": CampaignState.RUNNING,
+        "cancel": CampaignState.CANCELED,
+    }[what]
     campaigns.transition(harness.engine, campaign_id, harness.user_id, target)
     await handle.signal(what, CampaignSignal())
 
@@ -283,7 +288,7 @@ class FakeCampaign:
     @activity.defn(name="load_campaign")
     async def load_campaign(self, input: LoadCampaignInput) -> CampaignConfig:
         return CampaignConfig(
-            found=True, state="running", calls_per_second=CPS, max_concurrency=500
+            found=True, state=CampaignState.RUNNING, calls_per_second=CPS, max_concurrency=500
         )
 
     @activity.defn(name="campaign_tick")
@@ -293,7 +298,7 @@ class FakeCampaign:
         self.started += n
         pending = self.total - self.started
         return TickResult(
-            state="running" if pending else "completed",
+            state=CampaignState.RUNNING if pending else CampaignState.COMPLETED,
             started=n,
             pending=pending,
             due=pending,

@@ -16,7 +16,13 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from contracts.calls import FailureCode, PersistSessionResult, ValidationResult
+from contracts.calls import (
+    FailureCode,
+    PersistSessionResult,
+    SessionStatus,
+    Stage,
+    ValidationResult,
+)
 from contracts.search_attributes import SA_CALL_STATUS, SA_PROVIDER, SA_REQUEST_ID, SA_USER_ID
 from tests.workflow.harness import (
     FROM,
@@ -40,7 +46,7 @@ async def test_accepted_answers_before_the_dial_finishes(ts_env: WorkflowEnviron
     gate = asyncio.Event()
     fakes = Fakes(default_dial=gated(gate, placed()))
     async with running(ts_env, fakes) as run:
-        state = await run.create(wait="accepted")
+        state = await run.create(wait=Stage.ACCEPTED)
 
         assert state.status == "accepted" and state.stage == "accepted"
         assert state.call_session_id == run.call.call_session_id
@@ -66,7 +72,7 @@ async def test_accepted_answers_before_the_dial_finishes(ts_env: WorkflowEnviron
 async def test_dialed_answers_with_the_leg_id(ts_env: WorkflowEnvironment) -> None:
     fakes = Fakes()
     async with running(ts_env, fakes) as run:
-        state = await run.create(wait="dialed")
+        state = await run.create(wait=Stage.DIALED)
 
         assert state.status == "success" and state.stage == "dialed"
         assert state.telephony_leg_id == "LEG-1"
@@ -90,7 +96,7 @@ async def test_provider_rejection_fails_with_its_code_after_one_dial(
 ) -> None:
     fakes = Fakes(default_dial=rejected("21211", "The 'To' number is not valid"))
     async with running(ts_env, fakes) as run:
-        state = await run.create(wait="dialed")
+        state = await run.create(wait=Stage.DIALED)
         assert state.status == "failed"
         assert state.failure_code == FailureCode.PROVIDER_REJECTED
         assert state.provider_error_code == "21211"
@@ -158,7 +164,7 @@ async def test_not_placed_on_every_attempt_exhausts_exactly_max_attempts(
 ) -> None:
     fakes = Fakes(default_dial=not_placed("connect"))
     async with running(ts_env, fakes) as run:
-        state = await run.create(wait="dialed")
+        state = await run.create(wait=Stage.DIALED)
         final = await run.finish()
         # 1 s doubling, and no wait after the last attempt.
         assert await run.backoff_timers() == [1.0, 2.0, 4.0, 8.0]
@@ -275,7 +281,7 @@ async def test_a_reconcile_that_keeps_failing_never_dials_again(
 ) -> None:
     fakes = Fakes(dial_steps={1: ambiguous(was_placed=True)}, reconcile_fails=True)
     async with running(ts_env, fakes) as run:
-        state = await run.create(wait="dialed")
+        state = await run.create(wait=Stage.DIALED)
         final = await run.finish()
         assert await run.scheduled("dial") == 1
 
@@ -301,13 +307,13 @@ async def test_a_validation_failure_fails_without_dialing(ts_env: WorkflowEnviro
             failure_reason="the number is on the do-not-call list",
         ),
         persisted=PersistSessionResult(
-            status="failed",
+            status=SessionStatus.FAILED,
             failure_code=FailureCode.SUPPRESSED_NUMBER,
             failure_reason="the number is on the do-not-call list",
         ),
     )
     async with running(ts_env, fakes) as run:
-        state = await run.create(wait="accepted")
+        state = await run.create(wait=Stage.ACCEPTED)
         final = await run.finish()
         assert await run.scheduled("dial") == 0
 
@@ -325,14 +331,14 @@ async def test_a_session_already_terminal_is_never_dialed(ts_env: WorkflowEnviro
     """The API recorded orchestrator_unavailable, then the workflow started after all."""
     fakes = Fakes(
         persisted=PersistSessionResult(
-            status="failed",
+            status=SessionStatus.FAILED,
             already_terminal=True,
             failure_code=FailureCode.ORCHESTRATOR_UNAVAILABLE,
             failure_reason="the call orchestrator is unreachable",
         )
     )
     async with running(ts_env, fakes) as run:
-        state = await run.create(wait="dialed")
+        state = await run.create(wait=Stage.DIALED)
         final = await run.finish()
         assert await run.scheduled("dial") == 0
 
@@ -349,11 +355,11 @@ async def test_update_validator_refuses_another_request_hash(ts_env: WorkflowEnv
     gate = asyncio.Event()
     fakes = Fakes(default_dial=gated(gate, placed()))
     async with running(ts_env, fakes) as run:
-        first = await run.create(wait="accepted")
+        first = await run.create(wait=Stage.ACCEPTED)
 
         # The same Idempotency-Key with other parameters, as the API sends it...
         with pytest.raises(WorkflowUpdateFailedError) as info:
-            await run.create(wait="accepted", request_hash="0" * 64)
+            await run.create(wait=Stage.ACCEPTED, request_hash="0" * 64)
         assert isinstance(info.value.cause, ApplicationError)
         assert info.value.cause.type == "IdempotencyConflict"
         # ...and straight to the running workflow.
@@ -366,7 +372,7 @@ async def test_update_validator_refuses_another_request_hash(ts_env: WorkflowEnv
             await run.update("answered", request_hash=run.call.request_hash)
 
         # The same request again joins the running workflow and gets the same state.
-        again = await run.create(wait="accepted")
+        again = await run.create(wait=Stage.ACCEPTED)
         assert again == first
         assert await run.update("accepted", request_hash=run.call.request_hash) == first
 
@@ -378,7 +384,7 @@ async def test_update_validator_refuses_another_request_hash(ts_env: WorkflowEnv
         # (The real server says WorkflowAlreadyStartedError; the test server a bare
         # ALREADY_EXISTS.)
         with pytest.raises((WorkflowAlreadyStartedError, RPCError)) as refused:
-            await run.create(wait="accepted")
+            await run.create(wait=Stage.ACCEPTED)
         if isinstance(refused.value, RPCError):
             assert refused.value.status == RPCStatusCode.ALREADY_EXISTS
 
