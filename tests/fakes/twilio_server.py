@@ -155,7 +155,7 @@ class _Handler(BaseHTTPRequestHandler):
     fake: FakeTwilio
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: the tests read `fake.requests`
 
     def _send(self, status: int, body: dict[str, Any]) -> None:
@@ -194,7 +194,7 @@ class _Handler(BaseHTTPRequestHandler):
             return "call", path[len(prefix) + 1 : -len(".json")]
         return None
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.fake.requests.append(("POST", self.path))
         length = int(self.headers.get("Content-Length") or 0)
         form = parse_qs(self.rfile.read(length).decode(), keep_blank_values=True)
@@ -225,7 +225,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(201, call.json(self.fake.account_sid))
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.fake.requests.append(("GET", self.path))
         if not self._authorized():
             return

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import func
@@ -22,6 +23,7 @@ from store.models import (
 )
 from tests.support.accounts import Account, make_account
 from tests.support.campaigns import fictional_numbers
+from tests.support.stack import Stack
 from tests.support.waiting import wait_until
 
 CREATE = "/api/v1/batch-call/create"
@@ -34,7 +36,7 @@ def make_agent(engine: Engine, account: Account) -> uuid.UUID:
     return agent.id
 
 
-def finished(engine: Engine, campaign_id: str):  # type: ignore[no-untyped-def]
+def finished(engine: Engine, campaign_id: str) -> Callable[[], bool]:
     """A predicate for wait_until: the campaign is over, its last call ended (read from the
     database, not over HTTP, so polling does not spend the key's rate limit)."""
 
@@ -50,7 +52,7 @@ def finished(engine: Engine, campaign_id: str):  # type: ignore[no-untyped-def]
 # Minutes of CPU on a shared machine: one backend carries the big run; the smaller campaign
 # tests below run on PostgreSQL too.
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_thousand_recipients_one_dial_each(stack) -> None:  # type: ignore[no-untyped-def]
+async def test_thousand_recipients_one_dial_each(stack: Stack) -> None:
     account = make_account(stack.engine)
     agent_id = make_agent(stack.engine, account)
     numbers = fictional_numbers(1000)
@@ -123,7 +125,7 @@ CSV_WITH_BAD_ROWS = (
 )
 
 
-async def test_csv_upload_reports_bad_rows_and_accepts_good_ones(stack) -> None:  # type: ignore[no-untyped-def]
+async def test_csv_upload_reports_bad_rows_and_accepts_good_ones(stack: Stack) -> None:
     account = make_account(stack.engine)
     agent_id = make_agent(stack.engine, account)
     with session_scope(stack.engine) as session:
@@ -171,7 +173,7 @@ async def test_csv_upload_reports_bad_rows_and_accepts_good_ones(stack) -> None:
     assert status["counts"]["completed"] == 2 and status["counts"]["skipped"] == 2
 
 
-async def test_a_file_of_only_bad_rows_is_refused_whole(stack) -> None:  # type: ignore[no-untyped-def]
+async def test_a_file_of_only_bad_rows_is_refused_whole(stack: Stack) -> None:
     account = make_account(stack.engine)
     agent_id = make_agent(stack.engine, account)
     resp = await stack.http.post(
@@ -200,7 +202,7 @@ async def test_a_file_of_only_bad_rows_is_refused_whole(stack) -> None:  # type:
         )
 
 
-async def test_foreign_ids_look_missing_and_limits_are_clear(stack) -> None:  # type: ignore[no-untyped-def]
+async def test_foreign_ids_look_missing_and_limits_are_clear(stack: Stack) -> None:
     owner, other = make_account(stack.engine), make_account(stack.engine)
     foreign_agent = make_agent(stack.engine, owner)
     answers = []
@@ -270,7 +272,7 @@ async def test_foreign_ids_look_missing_and_limits_are_clear(stack) -> None:  # 
     await wait_until(finished(stack.engine, campaign_id), timeout=30, interval=0.2)
 
 
-async def test_pause_resume_cancel_over_http(stack) -> None:  # type: ignore[no-untyped-def]
+async def test_pause_resume_cancel_over_http(stack: Stack) -> None:
     account = make_account(stack.engine)
     agent_id = make_agent(stack.engine, account)
     resp = await stack.http.post(

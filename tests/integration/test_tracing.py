@@ -4,6 +4,7 @@ tracer provider is installed (an in-memory exporter here; OTLP in production).""
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
@@ -36,6 +37,8 @@ class Recorder(SpanExporter):
 
 
 _recorder = Recorder()
+# The providers the recorder is added to: the global one outlives a test.
+_recording_on: weakref.WeakSet[TracerProvider] = weakref.WeakSet()
 
 
 @pytest.fixture
@@ -44,9 +47,9 @@ def spans() -> Iterator[Recorder]:
         trace.set_tracer_provider(TracerProvider())
     provider = trace.get_tracer_provider()
     assert isinstance(provider, TracerProvider)
-    if not getattr(provider, "_dialer_test_recorder", False):
+    if provider not in _recording_on:
         provider.add_span_processor(SimpleSpanProcessor(_recorder))
-        provider._dialer_test_recorder = True  # type: ignore[attr-defined]
+        _recording_on.add(provider)
     _recorder.spans.clear()
     _recorder.recording = True
     try:

@@ -138,7 +138,9 @@ def slotted(at: float, key: str = "campaign-1", min_gap: float = 0.1) -> DialInp
     return replace(dial_input(1), slot=DialSlot(at=at, key=key, min_gap=min_gap))
 
 
-def activities_with_timeout(provider: ScriptedProvider, seconds: float):  # type: ignore[no-untyped-def]
+def activities_with_timeout(
+    provider: ScriptedProvider, seconds: float
+) -> tuple[ActivityEnvironment, DialActivities]:
     env = ActivityEnvironment()
     env.info = replace(env.info, start_to_close_timeout=timedelta(seconds=seconds))
     activities = DialActivities(ProviderRegistry({"simulated": provider}, default="simulated"))

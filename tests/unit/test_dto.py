@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from types import ModuleType
 
 import pytest
 
@@ -12,7 +13,7 @@ from contracts import campaigns as campaign_dto
 
 
 @pytest.mark.parametrize("module", [dto, campaign_dto])
-def test_payload_dataclasses_have_evaluated_annotations(module) -> None:  # type: ignore[no-untyped-def]
+def test_payload_dataclasses_have_evaluated_annotations(module: ModuleType) -> None:
     classes = [
         c
         for _, c in inspect.getmembers(module, inspect.isclass)

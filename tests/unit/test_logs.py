@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from typing import Any
 
 import pytest
 
@@ -46,12 +47,12 @@ def test_ids_times_and_addresses_are_kept(text: str) -> None:
     assert redact(text) == text
 
 
-def _log(fmt: str, logger: logging.Logger, *args: object, **kwargs: object) -> str:
+def _log(fmt: str, logger: logging.Logger, *args: object, **kwargs: Any) -> str:
     out = io.StringIO()
     handler = make_handler(fmt, out)
     logger.addHandler(handler)
     try:
-        logger.warning(*args, **kwargs)  # type: ignore[arg-type]
+        logger.warning(*args, **kwargs)
     finally:
         logger.removeHandler(handler)
     return out.getvalue()

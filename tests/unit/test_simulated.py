@@ -12,7 +12,7 @@ from sqlmodel import Session, select
 
 from store.models import SimulatedCall
 from store.simulated_ledger import DatabaseLedger
-from telephony.base import Ambiguous, DialRequest, NotPlaced, Rejected, attempt_tag
+from telephony.base import Ambiguous, DialRequest, NotPlaced, ProviderCall, Rejected, attempt_tag
 from telephony.simulated import SimulatedProvider, SimulatedTimeline
 from telephony.status import StatusEvent, is_final
 
@@ -43,7 +43,9 @@ def ledger(engine: Engine, session_id: str) -> list[SimulatedCall]:
         )
 
 
-async def lookup(carrier: SimulatedProvider, session_id: str, attempts: list[int], to: str):  # type: ignore[no-untyped-def]
+async def lookup(
+    carrier: SimulatedProvider, session_id: str, attempts: list[int], to: str
+) -> ProviderCall | None:
     return await carrier.lookup_call(
         call_session_id=session_id, attempts=attempts, to_number=to, from_number=FROM
     )
@@ -90,7 +92,8 @@ async def test_0104_fails_twice_without_placing_then_is_accepted(
     assert carrier.dial_count(sid) == 0
     call = await carrier.create_call(request("+12025550104", 3, sid))
     assert carrier.dial_count(sid) == 1
-    assert (await lookup(carrier, sid, [1, 2, 3], "+12025550104")).sid == call.sid
+    found = await lookup(carrier, sid, [1, 2, 3], "+12025550104")
+    assert found is not None and found.sid == call.sid
 
 
 async def test_0105_places_the_call_but_loses_the_answer_once(
@@ -135,8 +138,10 @@ async def test_lookup_finds_only_the_attempts_asked_for(carrier: SimulatedProvid
     call = await carrier.create_call(request("+12025550100", 2, sid))
     assert await lookup(carrier, sid, [1], "+12025550100") is None
     assert await lookup(carrier, sid, [], "+12025550100") is None
-    assert (await lookup(carrier, sid, [2], "+12025550100")).sid == call.sid
-    assert (await lookup(carrier, sid, [1, 2, 3], "+12025550100")).sid == call.sid
+    found = await lookup(carrier, sid, [2], "+12025550100")
+    assert found is not None and found.sid == call.sid
+    found = await lookup(carrier, sid, [1, 2, 3], "+12025550100")
+    assert found is not None and found.sid == call.sid
 
 
 async def test_lookup_never_finds_another_sessions_call(carrier: SimulatedProvider) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -554,7 +555,9 @@ def test_a_terminal_row_is_never_overwritten(
     ],
     ids=["record_attempt", "record_outcome"],
 )
-def test_writes_for_an_unknown_session_fail_loudly(engine: Engine, write) -> None:  # type: ignore[no-untyped-def]
+def test_writes_for_an_unknown_session_fail_loudly(
+    engine: Engine, write: Callable[[Engine, str], object]
+) -> None:
     sid = str(uuid.uuid4())
     with pytest.raises(LookupError):
         write(engine, sid)
