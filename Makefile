@@ -48,4 +48,4 @@ format: install
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) .data .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .data .pytest_cache .ruff_cache .mypy_cache *.egg-info
