@@ -16,9 +16,9 @@ from contracts.calls import (
     RecordCallStatusInput,
     StatusSource,
 )
+from contracts.lifecycle import CallStatus, is_final, normalize_status
 from store import lifecycle
 from telephony.registry import ProviderRegistry
-from telephony.status import CallStatus, is_final, normalize_status
 
 
 class LifecycleActivities:

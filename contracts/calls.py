@@ -45,7 +45,7 @@ WAIT_STAGES = (Stage.ACCEPTED, Stage.DIALED)
 
 class CallProgress(StrEnum):
     """Values of the DialerCallStatus search attribute that are neither a SessionStatus nor a
-    carrier status (telephony.status.CallStatus), which it also shows."""
+    carrier status (contracts.lifecycle.CallStatus), which it also shows."""
 
     VALIDATING = "validating"  # before the session is accepted
     EXPIRED = "expired"  # followed for the maximum call age without a final carrier status
@@ -188,7 +188,7 @@ class CallState:
     failure_reason: str | None = None
     provider_error_code: str | None = None
     attempts: int = 0
-    # A telephony.status.CallStatus; `str` because contracts may not import telephony.
+    # A contracts.lifecycle.CallStatus value (kept `str`: recorded histories carry it as one).
     call_status: str | None = None
     duration_seconds: int | None = None
 
@@ -279,7 +279,7 @@ class CallStatusUpdate:
     """One provider status report about the session's call (the `call_statuses` signal
     carries a list of them: every report a carrier had ready at once, in one signal)."""
 
-    status: str  # provider vocabulary; normalized by telephony.status
+    status: str  # provider vocabulary; normalized by contracts.lifecycle
     telephony_leg_id: str | None = None
     occurred_at: str | None = None  # ISO 8601, the provider's time when it has one
     duration_seconds: int | None = None

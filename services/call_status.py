@@ -17,8 +17,8 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from contracts.calls import CallStatusUpdate, RecordCallStatusInput
+from contracts.lifecycle import StatusEvent
 from store import lifecycle
-from telephony.status import StatusEvent
 from workflows.create_call import CreateCallWorkflow
 
 log = logging.getLogger(__name__)

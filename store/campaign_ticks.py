@@ -23,11 +23,11 @@ from contracts.campaigns import (
     TickInput,
     TickResult,
 )
+from contracts.lifecycle import CallStatus
 from core.ids import campaign_call_ids
 from core.windows import Window, is_open, next_open
 from store.db import session_scope
 from store.models import CallSession, Campaign, CampaignRecipient, utcnow
-from telephony.status import CallStatus
 
 SYNC_PAGE = 500  # calls brought up to date per tick
 # Final lifecycle statuses of a placed call (`call_status`) and the recipient state they give.

@@ -2,7 +2,7 @@
 
 One writer function, used by the workflow's local activity and by the webhook when the
 workflow has already closed. It is idempotent and monotonic: a status is written to the
-timeline once, and the session's `call_status` only ever moves forward (telephony.status)."""
+timeline once, and the session's `call_status` only ever moves forward (contracts.lifecycle)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from contracts.calls import CallStatusUpdate, RecordCallStatusInput, RecordOutcomeInput
+from contracts.lifecycle import CallStatus, advances, is_final, normalize_status
 from store.calls import add_events, write_outcome
 from store.db import session_scope
 from store.models import CallSession, utcnow
-from telephony.status import CallStatus, advances, is_final, normalize_status
 
 
 def _parse(value: str | None) -> datetime | None:

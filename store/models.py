@@ -114,7 +114,7 @@ class CallSession(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     dialed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
-    # The call's lifecycle after the dial (telephony.status): only ever moves forward.
+    # The call's lifecycle after the dial (contracts.lifecycle): only ever moves forward.
     call_status: str | None = Field(default=None, max_length=16)
     answered_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     ended_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))

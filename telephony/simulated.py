@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from telephony import status as st
+from contracts import lifecycle as st
+from contracts.lifecycle import CallStatus, StatusEvent, StatusSink
 from telephony.base import Ambiguous, DialRequest, NotPlaced, ProviderCall, Rejected, attempt_tag
-from telephony.status import CallStatus, StatusEvent, StatusSink
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 from urllib3.exceptions import NewConnectionError
 
 from contracts.calls import StatusSource
+from contracts.lifecycle import StatusEvent, normalize_status
 from telephony.base import Ambiguous, DialRequest, NotPlaced, ProviderCall, Rejected
-from telephony.status import StatusEvent, normalize_status
 
 log = logging.getLogger(__name__)
 

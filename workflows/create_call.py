@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         Stage,
         WaitForStageInput,
     )
+    from contracts.lifecycle import advances, is_final, normalize_status, rank
     from contracts.search_attributes import (
         SA_CALL_STATUS,
         SA_CAMPAIGN_ID,
@@ -45,7 +46,6 @@ with workflow.unsafe.imports_passed_through():
         SA_REQUEST_ID,
         SA_USER_ID,
     )
-    from telephony.status import advances, is_final, normalize_status, rank
 
 WORKFLOW_NAME = "CreateCallWorkflow"
 

@@ -26,13 +26,13 @@ from contracts.calls import (
     SessionStatus,
     ValidationResult,
 )
+from contracts.lifecycle import FINAL, advances, is_final, normalize_status, rank
 from core.phone import InvalidNumber, normalize
 from store import calls as store_calls
 from store.db import make_engine
 from store.lifecycle import record_call_status, record_outcome_and_statuses
 from store.migrate import upgrade
 from store.models import CallSession
-from telephony.status import FINAL, advances, is_final, normalize_status, rank
 from tests.support.accounts import make_account
 
 E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")

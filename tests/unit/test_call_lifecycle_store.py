@@ -1,4 +1,4 @@
-"""The lifecycle vocabulary (telephony.status) and its writer (store.lifecycle), on SQLite and
+"""The lifecycle vocabulary (contracts.lifecycle) and its writer (store.lifecycle), on SQLite and
 PostgreSQL: a status moves the session only forward, a final one is final, each status lands in
 the timeline once."""
 
@@ -16,11 +16,11 @@ from contracts.calls import (
     RecordCallStatusInput,
     ValidationResult,
 )
+from contracts.lifecycle import advances, is_final, normalize_status
 from store import crud, lifecycle
 from store.calls import new_session_row
 from store.db import session_scope
 from store.models import CallEvent, CallSession
-from telephony.status import advances, is_final, normalize_status
 
 
 @pytest.mark.parametrize(

@@ -10,11 +10,11 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from contracts.lifecycle import StatusEvent, is_final
 from store.models import SimulatedCall
 from store.simulated_ledger import DatabaseLedger
 from telephony.base import Ambiguous, DialRequest, NotPlaced, ProviderCall, Rejected, attempt_tag
 from telephony.simulated import SimulatedProvider, SimulatedTimeline
-from telephony.status import StatusEvent, is_final
 
 FROM = "+12025550199"
 
