@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from activities.calls import CallActivities
 from contracts.calls import (
@@ -29,7 +29,6 @@ from store import calls, crud, lifecycle
 from store.db import session_scope
 from store.models import (
     Agent,
-    CallEvent,
     CallSession,
     Flow,
     LineMapping,
@@ -40,6 +39,7 @@ from store.models import (
 from store.simulated_ledger import DatabaseLedger
 from telephony.registry import ProviderRegistry
 from telephony.simulated import SimulatedProvider
+from tests.support.rows import events_of
 
 TARGET = "+12025550100"
 T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
@@ -122,17 +122,6 @@ def me(engine: Engine) -> Owner:
 @pytest.fixture
 def other(engine: Engine) -> Owner:
     return new_owner(engine)
-
-
-def events(engine: Engine, session_id: str | uuid.UUID) -> list[CallEvent]:
-    with Session(engine) as session:
-        return list(
-            session.exec(
-                select(CallEvent)
-                .where(CallEvent.session_id == uuid.UUID(str(session_id)))
-                .order_by(col(CallEvent.id))
-            ).all()
-        )
 
 
 def sessions(engine: Engine, session_id: str) -> list[CallSession]:
@@ -328,7 +317,7 @@ def test_persist_twice_writes_one_row_and_one_created_event(me: Owner) -> None:
     assert (stored.target_number, stored.from_number) == (TARGET, "+12025550199")
     assert str(stored.request_id) == call.request_id
     assert str(stored.phone_number_id) == validation.phone_number_id
-    assert [e.type for e in events(me.engine, call.call_session_id)] == ["created"]
+    assert [e.type for e in events_of(me.engine, call.call_session_id)] == ["created"]
 
 
 def test_a_validation_failure_is_persisted_as_failed(me: Owner) -> None:
@@ -341,7 +330,7 @@ def test_a_validation_failure_is_persisted_as_failed(me: Owner) -> None:
     stored = row(me.engine, call.call_session_id)
     assert (stored.status, stored.failure_code) == ("failed", FailureCode.INVALID_NUMBER)
     assert stored.requested_number == "garbage" and stored.target_number is None
-    (created,) = events(me.engine, call.call_session_id)
+    (created,) = events_of(me.engine, call.call_session_id)
     assert json.loads(created.detail or "{}")["failure_code"] == FailureCode.INVALID_NUMBER
 
 
@@ -383,7 +372,7 @@ def test_a_terminal_row_already_there_wins(me: Owner) -> None:
     stored = row(me.engine, call.call_session_id)
     assert (stored.status, stored.failure_code) == ("failed", FailureCode.ORCHESTRATOR_UNAVAILABLE)
     assert stored.from_number is None  # the later, successful validation changed nothing
-    assert len(events(me.engine, call.call_session_id)) == 1
+    assert len(events_of(me.engine, call.call_session_id)) == 1
 
 
 def test_a_successful_row_already_there_reports_its_leg(me: Owner) -> None:
@@ -452,7 +441,7 @@ def test_record_attempt_is_idempotent(me: Owner, accepted: str) -> None:
     calls.record_attempt(me.engine, attempt(accepted, 2, AttemptResult.AMBIGUOUS))
     calls.record_attempt(me.engine, attempt(accepted, 2, AttemptResult.RECONCILED_NOT_FOUND))
     calls.record_attempt(me.engine, attempt(accepted, 2, AttemptResult.AMBIGUOUS))
-    timeline = events(me.engine, accepted)
+    timeline = events_of(me.engine, accepted)
     assert [e.type for e in timeline] == ["created"] + ["dial_attempt"] * 3
     assert [json.loads(e.detail or "{}").get("result") for e in timeline[1:]] == [
         "not_placed",
@@ -479,7 +468,7 @@ def test_record_outcome_is_idempotent(me: Owner, accepted: str) -> None:
     stored = row(me.engine, accepted)
     assert (stored.status, stored.telephony_leg_id, stored.attempts) == ("success", "LEG-1", 2)
     assert stored.dialed_at is not None and stored.failure_code is None
-    assert [e.type for e in events(me.engine, accepted)] == ["created", "success"]
+    assert [e.type for e in events_of(me.engine, accepted)] == ["created", "success"]
 
 
 def test_a_failed_outcome_records_its_codes(me: Owner, accepted: str) -> None:
@@ -561,7 +550,7 @@ def test_writes_for_an_unknown_session_fail_loudly(
     sid = str(uuid.uuid4())
     with pytest.raises(LookupError):
         write(engine, sid)
-    assert sessions(engine, sid) == [] and events(engine, sid) == []
+    assert sessions(engine, sid) == [] and events_of(engine, sid) == []
 
 
 # --- the local activities that wrap these writes ---------------------------------------------
@@ -584,7 +573,7 @@ async def test_prepare_call_validates_then_persists_once(me: Owner) -> None:
         assert (prepared.stored.status, prepared.stored.already_terminal) == ("accepted", False)
     stored = row(me.engine, call.call_session_id)
     assert (stored.target_number, stored.provider) == (TARGET, "simulated")
-    assert [e.type for e in events(me.engine, call.call_session_id)] == ["created"]
+    assert [e.type for e in events_of(me.engine, call.call_session_id)] == ["created"]
 
 
 async def test_prepare_call_persists_a_refused_call_as_failed(me: Owner) -> None:
@@ -616,6 +605,6 @@ async def test_record_outcome_writes_the_statuses_that_came_with_the_dial(
         "completed",
         12,
     )
-    assert [e.type for e in events(me.engine, accepted)] == ["created", "success"] + [
+    assert [e.type for e in events_of(me.engine, accepted)] == ["created", "success"] + [
         "call_status"
     ] * 3
