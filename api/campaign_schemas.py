@@ -1,4 +1,5 @@
-"""Request and response schemas of the batch-call (campaign) routes."""
+"""Request and response schemas of the batch-call (campaign) routes. Every request model,
+nested ones included, refuses fields it does not know (api.schemas.RequestModel)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from api.schemas import UTCDatetime
+from api.schemas import RequestModel, UTCDatetime
 from contracts.campaigns import CampaignState, RecipientState
 from core.windows import DAY_NAMES, DayName, valid_zone
 
@@ -16,7 +17,7 @@ _HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
 VariableValue = str | int | float | bool | None
 
 
-class CallingWindow(BaseModel):
+class CallingWindow(RequestModel):
     """Local hours in which a recipient may be called, in the recipient's time zone when the
     number has exactly one (e.g. a US area code), else in `timezone`."""
 
@@ -47,7 +48,7 @@ class CallingWindow(BaseModel):
 RedialOutcome = Literal[RecipientState.BUSY, RecipientState.NO_ANSWER]
 
 
-class RedialPolicy(BaseModel):
+class RedialPolicy(RequestModel):
     outcomes: list[RedialOutcome] = Field(min_length=1)
     max_attempts: int = Field(
         default=2, ge=2, le=10, description="calls per recipient in all, the first included"
@@ -55,7 +56,7 @@ class RedialPolicy(BaseModel):
     delay_seconds: int = Field(default=600, ge=0, le=7 * 86400)
 
 
-class CampaignOptions(BaseModel):
+class CampaignOptions(RequestModel):
     calls_per_second: float = Field(default=1.0, gt=0, le=100)
     max_concurrency: int = Field(default=10, ge=1, le=1000)
     calling_window: CallingWindow | None = None
@@ -70,13 +71,13 @@ class CampaignOptions(BaseModel):
         return value
 
 
-class RecipientIn(BaseModel):
+class RecipientIn(RequestModel):
     phone_number: str = Field(max_length=64, examples=["+12025550100"])
     variables: dict[str, VariableValue] = Field(default_factory=dict)
     external_id: str | None = Field(default=None, max_length=200)
 
 
-class CampaignFields(BaseModel):
+class CampaignFields(RequestModel):
     """Everything of a campaign but its recipients (the form fields of a CSV upload)."""
 
     batch_name: str = Field(min_length=1, max_length=200)

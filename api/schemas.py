@@ -9,8 +9,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from contracts.calls import SessionStatus, Stage
+from contracts.lifecycle import CallStatus
 from services.calls import AnswerStatus
-from telephony.status import CallStatus
 
 T = TypeVar("T")
 
@@ -26,6 +26,26 @@ UTCDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
 # The stages a create_call request can wait for (contracts.calls.WAIT_STAGES).
 WaitStage = Literal[Stage.ACCEPTED, Stage.DIALED]
+
+
+class RequestModel(BaseModel):
+    """The base of every request model (bodies, create_call's query): a field it does not
+    know is refused with a 422 that names it, never ignored, so a misspelled or misplaced
+    field (`calls_per_second` beside `options`, `phone_number` for `phoneNumber`) cannot
+    quietly fall back to a default. The OpenAPI document says so for bodies
+    (additionalProperties: false); query parameters have no such keyword."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class CreateCallQuery(RequestModel):
+    """create_call's query parameters; any other parameter is refused."""
+
+    phone_number: str = Field(alias="phoneNumber", min_length=1, max_length=64)
+    agent_id: uuid.UUID | None = None
+    workflow_id: uuid.UUID | None = None
+    phone_number_id: uuid.UUID | None = None
+    wait: WaitStage = Stage.ACCEPTED
 
 
 class CreateCallResponse(BaseModel):
@@ -90,14 +110,14 @@ class Page(BaseModel, Generic[T]):
     page_size: int
 
 
-class PhoneNumberCreate(BaseModel):
+class PhoneNumberCreate(RequestModel):
     number: str = Field(max_length=40, examples=["+12025550199"])
     provider: str = Field(default="simulated", max_length=32, pattern=r"^[a-z][a-z0-9_-]*$")
     label: str | None = Field(default=None, max_length=200)
     active: bool = True
 
 
-class PhoneNumberUpdate(BaseModel):
+class PhoneNumberUpdate(RequestModel):
     active: bool | None = None
     label: str | None = Field(default=None, max_length=200)
 
@@ -112,7 +132,7 @@ class PhoneNumberPublic(BaseModel):
     created_at: UTCDatetime
 
 
-class MappingCreate(BaseModel):
+class MappingCreate(RequestModel):
     phone_number_id: uuid.UUID
     agent_id: uuid.UUID | None = None
     workflow_id: uuid.UUID | None = None
@@ -132,7 +152,7 @@ class MappingPublic(BaseModel):
     created_at: UTCDatetime
 
 
-class NamedCreate(BaseModel):
+class NamedCreate(RequestModel):
     name: str = Field(min_length=1, max_length=200)
 
 
@@ -148,7 +168,7 @@ class FlowPublic(AgentPublic):
     pass
 
 
-class SuppressionCreate(BaseModel):
+class SuppressionCreate(RequestModel):
     phone_number: str = Field(max_length=40)
     reason: str | None = Field(default=None, max_length=500)
 

@@ -17,12 +17,12 @@ from api.schemas import (
     CallEventPublic,
     CallSessionDetail,
     CallSessionPublic,
+    CreateCallQuery,
     CreateCallResponse,
     Detail,
     Page,
-    WaitStage,
 )
-from contracts.calls import SessionStatus, Stage
+from contracts.calls import SessionStatus
 from infra.metrics import CREATE_CALLS
 from services.calls import CallRequest, CallStarter, IdempotencyConflict
 from store.models import CallEvent, CallSession
@@ -44,11 +44,8 @@ async def create_call(
     settings: SettingsDep,
     engine: EngineDep,
     temporal: TemporalDep,
-    phoneNumber: Annotated[str, Query(min_length=1, max_length=64)],  # the public parameter name
-    agent_id: uuid.UUID | None = None,
-    workflow_id: uuid.UUID | None = None,
-    phone_number_id: uuid.UUID | None = None,
-    wait: WaitStage = Stage.ACCEPTED,
+    # One model for the query, so an unknown parameter is a 422 that names it.
+    query: Annotated[CreateCallQuery, Query()],
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
     ] = None,
@@ -59,11 +56,11 @@ async def create_call(
         answer = await starter.create(
             CallRequest(
                 user_id=user.user_id,
-                phone_number=phoneNumber,
-                agent_id=agent_id,
-                flow_id=workflow_id,
-                phone_number_id=phone_number_id,
-                wait=wait,
+                phone_number=query.phone_number,
+                agent_id=query.agent_id,
+                flow_id=query.workflow_id,
+                phone_number_id=query.phone_number_id,
+                wait=query.wait,
                 idempotency_key=idempotency_key,
             )
         )

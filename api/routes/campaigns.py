@@ -73,8 +73,13 @@ _UPLOAD_SCHEMA = {
         "agent_id": {"type": "string", "format": "uuid"},
         "workflow_id": {"type": "string", "format": "uuid"},
         "phone_number_id": {"type": "string", "format": "uuid"},
-        "options": {"type": "string", "description": "the options object, as JSON text"},
+        "options": {
+            "type": "string",
+            "description": "the options object, as JSON text (unknown fields are refused)",
+        },
     },
+    # Like every request body: a form field not listed here is refused with a 422 naming it.
+    "additionalProperties": False,
 }
 
 
@@ -162,8 +167,12 @@ async def _read_upload(request: Request, max_bytes: int) -> tuple[CampaignFields
         raise HTTPException(
             status.HTTP_413_CONTENT_TOO_LARGE, f"upload too large: at most {max_bytes} bytes"
         )
+    # An empty known field counts as not given; an unknown field, even empty, is kept so that
+    # CampaignFields refuses it by name.
     values: dict[str, Any] = {
-        k: v for k, v in form.items() if k != "file" and isinstance(v, str) and v != ""
+        k: v
+        for k, v in form.items()
+        if k != "file" and isinstance(v, str) and (v != "" or k not in CampaignFields.model_fields)
     }
     if "options" in values:
         try:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
 from contracts.calls import TERMINAL
 from store.models import ApiKey, CallEvent, CallSession, PhoneNumber, SimulatedCall
@@ -57,6 +57,16 @@ def table_counts(engine: Engine) -> dict[str, int]:
         return {
             model.__tablename__: session.exec(select(func.count()).select_from(model)).one()
             for model in (CallSession, CallEvent, SimulatedCall, PhoneNumber, ApiKey)
+        }
+
+
+def every_table_count(engine: Engine) -> dict[str, int]:
+    """Row counts of every table of the schema: proof that a refused request wrote nothing,
+    wherever it would have written (campaigns, mappings, agents, suppressions, ...)."""
+    with Session(engine) as session:
+        return {
+            table.name: session.exec(select(func.count()).select_from(table)).one()
+            for table in SQLModel.metadata.sorted_tables
         }
 
 
