@@ -2,12 +2,16 @@
 
 One writer function, used by the workflow's local activity and by the webhook when the
 workflow has already closed. It is idempotent and monotonic: a status is written to the
-timeline once, and the session's `call_status` only ever moves forward (contracts.lifecycle)."""
+timeline once, and the session's `call_status` only ever moves forward (contracts.lifecycle).
+Its times keep their order too: `created_at <= answered_at <= ended_at`, whatever a provider
+reports."""
 
 from __future__ import annotations
 
+import logging
 import uuid
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -18,6 +22,12 @@ from contracts.lifecycle import CallStatus, advances, is_final, normalize_status
 from store.calls import add_events, write_outcome
 from store.db import session_scope
 from store.models import CallSession, utcnow
+
+log = logging.getLogger(__name__)
+
+# Provider times come in whole seconds (Twilio's callback Timestamp) and our own have
+# microseconds: a time less than this before the bound is a rounding, not an impossibility.
+PROVIDER_TIME_PRECISION = timedelta(seconds=1)
 
 
 def _parse(value: str | None) -> datetime | None:
@@ -64,13 +74,16 @@ def apply_call_statuses(
         status = normalize_status(update.status)
         if status is None:
             continue
-        at = _parse(update.occurred_at)
+        checked = _checked_time(row, status, _parse(update.occurred_at))
+        if checked.ignored is not None:
+            events.append((f"time_ignored:{status}", "provider_time_ignored", checked.ignored))
+        at = checked.at
         if advances(row.call_status, status):
             row.call_status = status
             if status == CallStatus.ANSWERED:
-                row.answered_at = at or utcnow()
+                row.answered_at = at or checked.recorded
             if is_final(status):
-                row.ended_at = at or utcnow()
+                row.ended_at = at or checked.recorded
                 if update.duration_seconds is not None:
                     row.duration_seconds = update.duration_seconds
             row.updated_at = utcnow()
@@ -91,3 +104,33 @@ def apply_call_statuses(
     session.add(row)
     add_events(session, sid, events)
     return row.call_status
+
+
+@dataclass(frozen=True)
+class _CheckedTime:
+    at: datetime | None  # the provider's time, when it is possible; else None
+    recorded: datetime  # the time to use instead: when the report was recorded, in order
+    ignored: dict[str, Any] | None = None  # the timeline note about an impossible time
+
+
+def _checked_time(row: CallSession, status: CallStatus, reported: datetime | None) -> _CheckedTime:
+    """The time of a status report, kept in the session's order: nothing happens to a call
+    before its session was created, and it cannot end before it was answered. A provider
+    time before that bound (a clock that is wrong, a provider's bug) is ignored: the report is
+    treated like one without a time (the session's field gets the time it was recorded, the
+    timeline's status has no `at`), and a note keeps what was reported and why."""
+    floor, after = row.created_at, "created"
+    if is_final(status) and row.answered_at is not None and row.answered_at > floor:
+        floor, after = row.answered_at, "answered"
+    recorded = max(utcnow(), floor)
+    if reported is None:
+        return _CheckedTime(at=None, recorded=recorded)
+    if reported >= floor - PROVIDER_TIME_PRECISION:
+        return _CheckedTime(at=max(reported, floor), recorded=recorded)
+    note = {
+        "status": status,
+        "reported_at": reported.isoformat(),
+        "reason": f"the provider's time is before the call was {after}",
+        "used": "the time the report was recorded",
+    }
+    return _CheckedTime(at=None, recorded=recorded, ignored=note)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -76,11 +78,12 @@ async def post_callback(
 
 
 def status_params(sid: str, status: str, **extra: str) -> dict[str, str]:
+    """A callback's form fields; Timestamp is now, as Twilio sends it (RFC 2822, in seconds)."""
     return {
         "CallSid": sid,
         "AccountSid": "AC" + "0" * 32,
         "CallStatus": status,
-        "Timestamp": "Fri, 27 Nov 2026 10:00:00 +0000",
+        "Timestamp": format_datetime(datetime.now(UTC), usegmt=True),
         "SequenceNumber": "0",
         **extra,
     }
@@ -259,6 +262,43 @@ async def test_replayed_and_out_of_order_callbacks_leave_the_right_final_state(
         statuses = [e.detail or "" for e in events_of(stack.engine, sid) if e.type == "call_status"]
         assert sum('"busy"' in d for d in statuses) == 1  # absorbed duplicates
         assert sum('"ringing"' in d for d in statuses) == 1
+
+
+async def analytics(stack: Stack, account: Account, sid: str) -> dict[str, Any]:
+    resp = await stack.http.get(
+        "/api/v1/call-analytics", params={"call_session_id": sid}, headers=account.headers
+    )
+    assert resp.status_code == 200, resp.text
+    body: dict[str, Any] = resp.json()
+    return body
+
+
+async def test_a_provider_time_before_the_call_existed_is_not_stored(
+    stack_factory: StackFactory, fake: FakeTwilio
+) -> None:
+    async with stack_factory(**twilio_settings(fake)) as stack:
+        account = make_account(stack.engine)
+        body = await dialed(stack, account)
+        sid, leg = body["call_session_id"], body["telephony_leg_id"]
+        url = callback_url(fake, sid)
+        created = stored_row(stack.engine, sid).created_at
+        # A signed callback whose clock says the call ended a day before it was created.
+        stale = format_datetime(created - timedelta(days=1), usegmt=True)
+        params = {**status_params(leg, "completed", CallDuration="12"), "Timestamp": stale}
+        assert (await post_callback(stack, fake, url, params)).status_code == 204
+        result = await stack.client.get_workflow_handle_for(CreateCallWorkflow.run, sid).result()
+        assert result.call_status == "completed"
+
+        detail = await analytics(stack, account, sid)
+        assert detail["call_status"] == "completed" and detail["duration_seconds"] == 12
+        ended = datetime.fromisoformat(detail["ended_at"])
+        assert ended >= datetime.fromisoformat(detail["created_at"])
+        (note,) = [e["detail"] for e in detail["events"] if e["type"] == "provider_time_ignored"]
+        assert note["status"] == "completed"
+        assert datetime.fromisoformat(note["reported_at"]) == created.replace(
+            microsecond=0
+        ) - timedelta(days=1)
+        assert "before the call was created" in note["reason"]
 
 
 async def test_signature_behind_a_proxy_uses_the_forwarded_url(

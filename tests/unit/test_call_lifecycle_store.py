@@ -1,14 +1,17 @@
 """The lifecycle vocabulary (contracts.lifecycle) and its writer (store.lifecycle), on SQLite and
 PostgreSQL: a status moves the session only forward, a final one is final, each status lands in
-the timeline once."""
+the timeline once, an impossible provider time is not stored (with a note saying so)."""
 
 from __future__ import annotations
 
+import json
 import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from contracts.calls import (
     CallStatusUpdate,
@@ -74,7 +77,10 @@ def _record(engine: Engine, sid: str, *updates: CallStatusUpdate) -> str | None:
 
 def test_statuses_move_forward_and_land_once(engine: Engine) -> None:
     sid = _session(engine)
-    answered = "2026-11-27T10:00:05+00:00"
+    # The provider's time of the answer, after the session was created (an earlier one is
+    # ignored: test_impossible_provider_times_are_ignored_with_a_note).
+    answered_time = (datetime.now(UTC) + timedelta(seconds=5)).replace(microsecond=0)
+    answered = answered_time.isoformat()
     assert _record(engine, sid, CallStatusUpdate(status="ringing")) == "ringing"
     assert _record(engine, sid, CallStatusUpdate(status="in-progress", occurred_at=answered))
     # Late, repeated, then final, then a stray status after the end.
@@ -90,9 +96,7 @@ def test_statuses_move_forward_and_land_once(engine: Engine) -> None:
         row = session.get(CallSession, uuid.UUID(sid))
         assert row is not None
         assert row.call_status == "completed" and row.duration_seconds == 43
-        assert row.answered_at is not None and row.answered_at.isoformat().startswith(
-            "2026-11-27T10:00:05"
-        )
+        assert row.answered_at == answered_time
         assert row.ended_at is not None
         keys = session.exec(
             select(CallEvent.key).where(CallEvent.session_id == uuid.UUID(sid))
@@ -112,6 +116,78 @@ def test_giving_up_is_recorded_only_for_a_live_call(engine: Engine) -> None:
             select(CallEvent.type).where(CallEvent.session_id == uuid.UUID(sid))
         ).all()
     assert "call_follow_expired" in types
+
+
+def _row(engine: Engine, sid: str) -> CallSession:
+    with Session(engine) as session:
+        row = session.get(CallSession, uuid.UUID(sid))
+        assert row is not None
+        return row
+
+
+def _timeline(engine: Engine, sid: str) -> list[tuple[str, str, dict[str, Any]]]:
+    with Session(engine) as session:
+        events = session.exec(
+            select(CallEvent)
+            .where(CallEvent.session_id == uuid.UUID(sid))
+            .order_by(col(CallEvent.id))
+        ).all()
+    return [(e.key, e.type, json.loads(e.detail) if e.detail else {}) for e in events]
+
+
+def test_impossible_provider_times_are_ignored_with_a_note(engine: Engine) -> None:
+    sid = _session(engine)
+    created = _row(engine, sid).created_at
+    # Answered a day before the session existed; then ended after its creation but before the
+    # (recorded) answer: neither time is possible, neither is stored as it came.
+    before_creation = (created - timedelta(days=1)).isoformat()
+    _record(engine, sid, CallStatusUpdate(status="in-progress", occurred_at=before_creation))
+    answered_at = _row(engine, sid).answered_at
+    assert answered_at is not None and answered_at >= created
+    before_answer = (answered_at - timedelta(seconds=30)).isoformat()
+    _record(engine, sid, CallStatusUpdate(status="completed", occurred_at=before_answer))
+    # The same reports again (a retried activity, a repeated callback): nothing new.
+    _record(engine, sid, CallStatusUpdate(status="in-progress", occurred_at=before_creation))
+    _record(engine, sid, CallStatusUpdate(status="completed", occurred_at=before_answer))
+
+    row = _row(engine, sid)
+    assert row.call_status == "completed"
+    assert row.answered_at == answered_at
+    assert row.ended_at is not None and created <= answered_at <= row.ended_at
+    timeline = _timeline(engine, sid)
+    notes = {key: detail for key, type_, detail in timeline if type_ == "provider_time_ignored"}
+    assert notes == {
+        "time_ignored:answered": {
+            "status": "answered",
+            "reported_at": before_creation,
+            "reason": "the provider's time is before the call was created",
+            "used": "the time the report was recorded",
+        },
+        "time_ignored:completed": {
+            "status": "completed",
+            "reported_at": before_answer,
+            "reason": "the provider's time is before the call was answered",
+            "used": "the time the report was recorded",
+        },
+    }
+    # The statuses themselves are kept, without the impossible time.
+    statuses = {key: detail for key, type_, detail in timeline if type_ == "call_status"}
+    assert set(statuses) == {"call:answered", "call:completed"}
+    assert all("at" not in detail for detail in statuses.values())
+
+
+def test_provider_times_in_whole_seconds_are_not_impossible(engine: Engine) -> None:
+    # A provider's time rounded down to the second may fall just before our own microsecond
+    # creation time: it is taken as the creation time, without a note.
+    sid = _session(engine)
+    created = _row(engine, sid).created_at
+    rounded = (created - timedelta(microseconds=1)).replace(microsecond=0)
+    ended = created + timedelta(seconds=7)
+    _record(engine, sid, CallStatusUpdate(status="in-progress", occurred_at=rounded.isoformat()))
+    _record(engine, sid, CallStatusUpdate(status="completed", occurred_at=ended.isoformat()))
+    row = _row(engine, sid)
+    assert (row.answered_at, row.ended_at) == (created, ended)
+    assert all(type_ != "provider_time_ignored" for _, type_, _ in _timeline(engine, sid))
 
 
 def test_unknown_session_raises(engine: Engine) -> None:
