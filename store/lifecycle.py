@@ -4,7 +4,7 @@ One writer function, used by the workflow's local activity and by the webhook wh
 workflow has already closed. It is idempotent and monotonic: a status is written to the
 timeline once, and the session's `call_status` only ever moves forward (contracts.lifecycle).
 Its times keep their order too: `created_at <= answered_at <= ended_at`, whatever a provider
-reports."""
+reports; and once the session has a leg id, reports about any other leg are ignored."""
 
 from __future__ import annotations
 
@@ -73,6 +73,14 @@ def apply_call_statuses(
     for update in updates:
         status = normalize_status(update.status)
         if status is None:
+            continue
+        if row.telephony_leg_id and update.telephony_leg_id not in (None, row.telephony_leg_id):
+            # Another call than the one this session placed (a stray or misrouted callback):
+            # the workflow ignores it while it runs, and so does this writer after it closed.
+            log.info(
+                "status report about another call leg ignored",
+                extra={"call_session_id": call_session_id, "status": status},
+            )
             continue
         checked = _checked_time(row, status, _parse(update.occurred_at))
         if checked.ignored is not None:

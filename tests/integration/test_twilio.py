@@ -301,6 +301,37 @@ async def test_a_provider_time_before_the_call_existed_is_not_stored(
         assert "before the call was created" in note["reason"]
 
 
+async def test_a_callback_about_another_call_sid_is_ignored_running_or_closed(
+    stack_factory: StackFactory, fake: FakeTwilio
+) -> None:
+    async with stack_factory(**twilio_settings(fake)) as stack:
+        account = make_account(stack.engine)
+        body = await dialed(stack, account)
+        sid, leg = body["call_session_id"], body["telephony_leg_id"]
+        url = callback_url(fake, sid)
+        other = "CA" + "e" * 32
+        # While the workflow runs: signed, for this session, about another call.
+        ringing = status_params(other, "ringing")
+        assert (await post_callback(stack, fake, url, ringing)).status_code == 204
+        done = status_params(leg, "completed", CallDuration="20")
+        assert (await post_callback(stack, fake, url, done)).status_code == 204
+        result = await stack.client.get_workflow_handle_for(CreateCallWorkflow.run, sid).result()
+        assert result.call_status == "completed"
+        before = await analytics(stack, account, sid)
+        assert [e["detail"]["status"] for e in before["events"] if e["type"] == "call_status"] == [
+            "completed"
+        ]
+
+        # The workflow has closed: the webhook writes to the session itself, and must ignore
+        # the other call as the workflow did.
+        for status in ("ringing", "in-progress", "no-answer"):
+            resp = await post_callback(stack, fake, url, status_params(other, status))
+            assert resp.status_code == 204
+        after = await analytics(stack, account, sid)
+        assert after == before
+        assert fake.created == 1
+
+
 async def test_signature_behind_a_proxy_uses_the_forwarded_url(
     stack_factory: StackFactory, fake: FakeTwilio
 ) -> None:

@@ -1,6 +1,7 @@
 """The lifecycle vocabulary (contracts.lifecycle) and its writer (store.lifecycle), on SQLite and
 PostgreSQL: a status moves the session only forward, a final one is final, each status lands in
-the timeline once, an impossible provider time is not stored (with a note saying so)."""
+the timeline once, an impossible provider time is not stored (with a note saying so), and reports
+about another leg than the session's are ignored."""
 
 from __future__ import annotations
 
@@ -188,6 +189,31 @@ def test_provider_times_in_whole_seconds_are_not_impossible(engine: Engine) -> N
     row = _row(engine, sid)
     assert (row.answered_at, row.ended_at) == (created, ended)
     assert all(type_ != "provider_time_ignored" for _, type_, _ in _timeline(engine, sid))
+
+
+def test_reports_about_another_leg_are_ignored_once_the_leg_is_known(engine: Engine) -> None:
+    sid = _session(engine)
+    with session_scope(engine) as session:
+        row = session.get(CallSession, uuid.UUID(sid))
+        assert row is not None
+        row.telephony_leg_id = "CA" + "1" * 32
+    other = "CA" + "2" * 32
+    assert _record(engine, sid, CallStatusUpdate(status="ringing", telephony_leg_id=other)) is None
+    assert (
+        _record(
+            engine,
+            sid,
+            CallStatusUpdate(status="completed", telephony_leg_id=other, duration_seconds=9),
+        )
+        is None
+    )
+    assert _timeline(engine, sid) == []
+    row = _row(engine, sid)
+    assert (row.call_status, row.ended_at, row.duration_seconds) == (None, None, None)
+    # Its own leg, and a report that names no leg, still count.
+    own = CallStatusUpdate(status="ringing", telephony_leg_id="CA" + "1" * 32)
+    assert _record(engine, sid, own) == "ringing"
+    assert _record(engine, sid, CallStatusUpdate(status="in-progress")) == "answered"
 
 
 def test_unknown_session_raises(engine: Engine) -> None:
