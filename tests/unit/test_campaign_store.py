@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from api.routes.campaigns import parse_csv
+from api.campaign_input import parse_csv
 from contracts.calls import CallPolicies
 from contracts.campaigns import TickInput
 from services.calls import request_fingerprint
