@@ -5,6 +5,7 @@ no arrow points from the core towards the edge. Change the table and the documen
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,27 @@ def test_tooling_stays_out_of_the_wheel() -> None:
     for name in ALLOWED:
         if (ROOT / name).is_dir():
             assert f'"{name}*"' in packaged, f"{name} is not packaged"
+
+
+ARCHITECTURE = ROOT / "docs" / "ARCHITECTURE.md"
+
+
+def test_the_architecture_page_names_every_module() -> None:
+    """docs/ARCHITECTURE.md matches the tree: each product module is named in its package's row
+    (as `name.py`), and each package of the table has a row."""
+    page = ARCHITECTURE.read_text()
+    missing = []
+    for path in product_files():
+        if path.name == "__init__.py" or path.parent == ROOT:
+            continue
+        if f"`{path.name}`" not in page and f"`{path.relative_to(ROOT)}`" not in page:
+            missing.append(str(path.relative_to(ROOT)))
+    assert missing == []
+    for package in ALLOWED:
+        assert f"| `{package}/` |" in page or f"| `{package}.py` |" in page, package
+
+
+def test_the_architecture_page_names_only_what_exists() -> None:
+    page = ARCHITECTURE.read_text()
+    for ref in sorted(set(re.findall(r"`((?:[a-z_]+/)+[a-z_]+(?:\.py|/))`", page))):
+        assert (ROOT / ref).exists(), ref
