@@ -22,7 +22,7 @@ from contracts.calls import (
 )
 from core.phone import mask
 from infra.metrics import DIALS_METRIC
-from telephony.base import Ambiguous, DialRequest, NotPlaced, Rejected
+from telephony.base import Ambiguous, DialRequest, NotPlaced, Rejected, TelephonyError
 from telephony.registry import ProviderRegistry
 
 log = logging.getLogger(__name__)
@@ -41,16 +41,21 @@ class DialOutcome(StrEnum):
     AMBIGUOUS = "ambiguous"  # no clear answer: it may have been placed
 
 
-def _note_dial(input: DialInput, result: DialOutcome) -> None:
-    """Logs the attempt (number masked; the call's ids come from the worker's log context)
-    and counts it by provider and result, through the worker's Temporal runtime so the
-    worker's metrics endpoint serves it beside the SDK's."""
+def _note_dial(input: DialInput, result: DialOutcome, error: TelephonyError | None = None) -> None:
+    """Logs the attempt (number masked; the call's ids come from the worker's log context),
+    with the provider's code and own words when it refused or failed, and counts it by
+    provider and result, through the worker's Temporal runtime so the worker's metrics
+    endpoint serves it beside the SDK's."""
+    said = ""
+    if error is not None:
+        said = f" ({error.message}; code {error.code}: {error.provider_message})"
     log.info(
-        "dial attempt %d to %s via %s: %s",
+        "dial attempt %d to %s via %s: %s%s",
         input.attempt,
         mask(input.to_number),
         input.provider,
         result,
+        said,
     )
     counter = activity.metric_meter().create_counter(
         DIALS_METRIC, "dial attempts sent to a provider, by provider and result"
@@ -131,22 +136,37 @@ class DialActivities:
                 type=ErrorType.DIAL_AMBIGUOUS,
                 non_retryable=True,
             ) from exc
+        # The message of each answer is the provider's neutral account (telephony.base), the
+        # one that may reach the client; its own words ride along for the timeline and
+        # history: in the result, or as the third detail of the error (code, retry_after,
+        # provider_message).
         except Rejected as exc:
-            _note_dial(input, DialOutcome.REJECTED)
-            return DialResult(placed=False, provider_error_code=exc.code, reason=exc.message)
+            _note_dial(input, DialOutcome.REJECTED, exc)
+            return DialResult(
+                placed=False,
+                provider_error_code=exc.code,
+                reason=exc.message,
+                provider_message=exc.provider_message,
+            )
         except NotPlaced as exc:
-            _note_dial(input, DialOutcome.NOT_PLACED)
+            _note_dial(input, DialOutcome.NOT_PLACED, exc)
             raise ApplicationError(
                 exc.message,
                 exc.code,
                 exc.retry_after,
+                exc.provider_message,
                 type=ErrorType.DIAL_NOT_PLACED,
                 non_retryable=True,
             ) from exc
         except Ambiguous as exc:
-            _note_dial(input, DialOutcome.AMBIGUOUS)
+            _note_dial(input, DialOutcome.AMBIGUOUS, exc)
             raise ApplicationError(
-                exc.message, exc.code, type=ErrorType.DIAL_AMBIGUOUS, non_retryable=True
+                exc.message,
+                exc.code,
+                0.0,
+                exc.provider_message,
+                type=ErrorType.DIAL_AMBIGUOUS,
+                non_retryable=True,
             ) from exc
         _note_dial(input, DialOutcome.PLACED)
         return DialResult(placed=True, telephony_leg_id=call.sid)

@@ -247,7 +247,9 @@ class DialResult:
     placed: bool
     telephony_leg_id: str | None = None
     provider_error_code: str | None = None
-    reason: str | None = None
+    reason: str | None = None  # ours, neutral: it becomes the public failure_reason
+    # The provider's own text (without the vendor's name), for the timeline and operators.
+    provider_message: str | None = None
 
 
 @dataclass
@@ -272,6 +274,7 @@ class RecordAttemptInput:
     result: AttemptResult
     provider_error_code: str | None = None
     detail: str | None = None
+    provider_message: str | None = None  # the provider's own text, for the timeline
 
 
 @dataclass
@@ -299,6 +302,8 @@ class RecordOutcomeInput:
     # Status reports that arrived with the dial's result, recorded in the same local activity
     # (with a fast carrier the call is often over before the workflow sees its leg id).
     statuses: list[CallStatusUpdate] = field(default_factory=list)
+    # The provider's own text about a refusal (failure_reason stays ours), for the timeline.
+    provider_message: str | None = None
 
 
 @dataclass

@@ -249,6 +249,7 @@ def record_attempt(engine: Engine, input: RecordAttemptInput) -> None:
             result=input.result,
             provider_error_code=input.provider_error_code,
             detail=input.detail,
+            provider_message=input.provider_message,
         )
 
 
@@ -286,4 +287,5 @@ def write_outcome(session: Session, input: RecordOutcomeInput) -> None:
         telephony_leg_id=input.telephony_leg_id,
         failure_code=input.failure_code,
         provider_error_code=input.provider_error_code,
+        provider_message=input.provider_message,
     )

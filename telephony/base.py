@@ -44,17 +44,34 @@ class ProviderCall:
 
 
 class TelephonyError(Exception):
-    def __init__(self, message: str, code: str | None = None) -> None:
+    """`message` is Dialer's own account of what happened, in neutral words ("the carrier
+    refused the request"): it can reach API clients as a call's failure_reason, so it never
+    names the vendor nor repeats the vendor's text. `provider_message` is the provider's own
+    words (its error text), for operators: the call's timeline, the logs and the workflow
+    history; the provider leaves its own name out of it, because the timeline is public too.
+    `code` is the provider's error code (`provider_error_code`)."""
+
+    def __init__(
+        self, message: str, code: str | None = None, *, provider_message: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
+        self.provider_message = provider_message
 
 
 class NotPlaced(TelephonyError):
     """The provider provably did not act on the request (connection refused, 429, ...)."""
 
-    def __init__(self, message: str, code: str | None = None, retry_after: float = 0.0):
-        super().__init__(message, code)
+    def __init__(
+        self,
+        message: str,
+        code: str | None = None,
+        retry_after: float = 0.0,
+        *,
+        provider_message: str | None = None,
+    ) -> None:
+        super().__init__(message, code, provider_message=provider_message)
         self.retry_after = retry_after
 
 

@@ -4,6 +4,9 @@ The SDK is synchronous (requests), so every call runs in a thread, off the event
 API base URL is a setting, so the tests run this very client against a local fake. Errors are
 mapped onto telephony.base by what they say about the call: refused for good (Rejected),
 provably not placed (NotPlaced: safe to dial again), or unknown (Ambiguous: reconcile first).
+Their messages are neutral ("the carrier ..."), since they can reach API clients; Twilio's own
+text goes in `provider_message`, without Twilio's name (the timeline is public JSON too), and
+into the log as it came.
 
 Twilio's status callbacks are read here too (`signature_matches`, `status_event`); the route in
 api/routes/telephony.py keeps only the HTTP side: the URL Twilio called, the answer codes, and
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,7 +34,14 @@ from urllib3.exceptions import NewConnectionError
 
 from contracts.calls import StatusSource
 from contracts.lifecycle import StatusEvent, normalize_status
-from telephony.base import Ambiguous, DialRequest, NotPlaced, ProviderCall, Rejected
+from telephony.base import (
+    Ambiguous,
+    DialRequest,
+    NotPlaced,
+    ProviderCall,
+    Rejected,
+    TelephonyError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +161,21 @@ class TwilioProvider:
             raise _map_rest_error(exc) from exc
         except requests.ConnectionError as exc:
             if _connect_failed(exc):
-                raise NotPlaced("could not connect to Twilio", code="connect") from exc
-            raise Ambiguous("the connection to Twilio broke after the request") from exc
+                raise NotPlaced(
+                    "could not connect to the carrier", code="connect", provider_message=_said(exc)
+                ) from exc
+            raise Ambiguous(
+                "the connection to the carrier broke after the request",
+                provider_message=_said(exc),
+            ) from exc
         except requests.Timeout as exc:
-            raise Ambiguous("Twilio did not answer in time") from exc
+            raise Ambiguous(
+                "the carrier did not answer in time", provider_message=_said(exc)
+            ) from exc
         except (requests.RequestException, TwilioException) as exc:
-            raise Ambiguous(f"unexpected answer from Twilio: {type(exc).__name__}") from exc
+            raise Ambiguous(
+                "unexpected answer from the carrier", provider_message=_said(exc)
+            ) from exc
         return _provider_call(call)
 
     async def lookup_call(
@@ -205,18 +225,51 @@ class TwilioProvider:
         return _provider_call(call)
 
 
-def _map_rest_error(exc: TwilioRestException | TwilioServiceException) -> Exception:
+def _map_rest_error(exc: TwilioRestException | TwilioServiceException) -> TelephonyError:
     """Twilio's error answer (classic `{code, message}` or RFC 9457) by what it says about
     the call: only a 429 / 20429 provably did nothing, a 4xx refusal is final, the rest
-    (5xx) may have placed the call."""
+    (5xx) may have placed the call. The message is ours; Twilio's text is the
+    provider_message."""
     code = str(exc.code) if exc.code is not None else None
     text = exc.msg if isinstance(exc, TwilioRestException) else (exc.detail or exc.title)
-    message = str(text or "Twilio refused the request")
+    log.info("Twilio answered HTTP %s, code %s: %s", exc.status, code, text)
+    said = _without_vendor(str(text)) if text else None
     if code == RATE_LIMITED_CODE or exc.status == 429:
-        return NotPlaced(message, code=code or "429", retry_after=1.0)
+        return NotPlaced(
+            "the carrier is limiting the rate of requests",
+            code=code or "429",
+            retry_after=1.0,
+            provider_message=said,
+        )
     if code in PERMANENT_CODES or 400 <= exc.status < 500:
-        return Rejected(message, code=code or str(exc.status))
-    return Ambiguous(message, code=code or str(exc.status))
+        return Rejected(
+            "the carrier refused the request", code=code or str(exc.status), provider_message=said
+        )
+    return Ambiguous(
+        f"the carrier answered with an error (HTTP {exc.status})",
+        code=code or str(exc.status),
+        provider_message=said,
+    )
+
+
+_LINK = re.compile(r"https?://\S+")
+_VENDOR = re.compile(r"twilio", re.IGNORECASE)
+
+
+def _without_vendor(text: str) -> str:
+    """Twilio's text with its name and links left out ("... purchased from Twilio" reads
+    "... purchased from the carrier"): it is shown in the call's public timeline."""
+    return _VENDOR.sub("the carrier", _LINK.sub("", text)).strip()
+
+
+def _said(exc: Exception) -> str:
+    """What a transport or SDK error says, for the timeline: its own message when it has a
+    plain one, else its type (ReadTimeout, ...). Never the full text of a transport error,
+    which quotes the URL with the account SID."""
+    if isinstance(exc, TwilioException):
+        first = exc.args[0] if exc.args else None
+        return _without_vendor(first) if isinstance(first, str) and first else "no message"
+    return type(exc).__name__
 
 
 def signature_matches(

@@ -301,6 +301,8 @@ class CreateCallWorkflow:
                 details = list(cause.details) if isinstance(cause, ApplicationError) else []
                 last_code = str(details[0]) if details and details[0] is not None else None
                 retry_after = float(details[1]) if len(details) > 1 and details[1] else 0.0
+                # The provider's own words, for the timeline only: the reason stays ours.
+                said = str(details[2]) if len(details) > 2 and details[2] is not None else None
                 # The SDK types the cause as any BaseException; a failure it converted is a
                 # FailureError, which has the message.
                 last_reason = str(cause.message if isinstance(cause, FailureError) else err.message)
@@ -311,6 +313,7 @@ class CreateCallWorkflow:
                         result=AttemptResult.NOT_PLACED if not_placed else AttemptResult.AMBIGUOUS,
                         provider_error_code=last_code,
                         detail=last_reason,
+                        provider_message=said,
                     )
                 )
                 delay = min(
@@ -354,6 +357,7 @@ class CreateCallWorkflow:
                 failure_code=FailureCode.PROVIDER_REJECTED,
                 failure_reason=result.reason or "the provider rejected the call",
                 provider_error_code=result.provider_error_code,
+                provider_message=result.provider_message,
             )
         return RecordOutcomeInput(
             call_session_id=session_id,

@@ -5,6 +5,8 @@ through its lifecycle. Every test counts the calls the server created."""
 
 from __future__ import annotations
 
+import json
+import socket
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,7 +21,7 @@ from twilio.request_validator import RequestValidator
 from contracts.search_attributes import SA_CALL_STATUS
 from tests.fakes.twilio_server import FakeTwilio, Fault
 from tests.support.accounts import Account, make_account
-from tests.support.rows import events_of, stored_row, table_counts
+from tests.support.rows import events_of, stored_row, table_counts, terminal_row
 from tests.support.stack import Stack, StackFactory, create_call
 from tests.support.waiting import wait_until
 from workflows.create_call import CreateCallWorkflow
@@ -150,6 +152,76 @@ async def test_twilio_permanent_code_fails_with_the_provider_code(
         row = stored_row(stack.engine, body["call_session_id"])
         assert row.provider_error_code == "21214" and row.attempts == 1
         assert fake.created == 0
+
+
+# Twilio's own words for 21210, with its name and its link.
+UNVERIFIED = (
+    "The source phone number provided, +12025550199, is not yet verified for your account. "
+    "You may only make calls from phone numbers that you've verified or purchased from "
+    "Twilio. See https://www.twilio.com/docs/errors/21210"
+)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize("case", ["rejected", "timed-out", "5xx", "refused"])
+async def test_no_public_answer_names_the_vendor(
+    stack_factory: StackFactory, fake: FakeTwilio, case: str
+) -> None:
+    overrides: dict[str, Any] = {}
+    if case == "refused":  # nothing listens: every attempt is refused, the call fails
+        overrides = {"twilio_api_base_url": f"http://127.0.0.1:{closed_port()}"}
+        overrides["dial_max_attempts"] = 2
+    async with stack_factory(**twilio_settings(fake, **overrides)) as stack:
+        account = make_account(stack.engine)
+        if case == "rejected":
+            fake.inject(Fault("error", status=400, code=21210, message=UNVERIFIED))
+        elif case == "timed-out":  # placed, the answer comes too late: reconciled
+            fake.inject(Fault("timeout_after_create", delay=1.5))
+        elif case == "5xx":
+            fake.inject(Fault("error_after_create", status=500, code=20500, message="Twilio 500"))
+        answer = await dialed(stack, account)
+        sid = answer["call_session_id"]
+        await wait_until(terminal_row(stack.engine, sid))
+        detail = await analytics(stack, account, sid)
+        page = await stack.http.get("/api/v1/call-analytics", headers=account.headers)
+        assert page.status_code == 200
+        for public in (answer, detail, page.json()):
+            assert "twilio" not in json.dumps(public).lower(), public
+
+        events = detail["events"]
+        if case == "rejected":
+            assert (answer["status"], answer["failure_code"]) == ("failed", "provider_rejected")
+            assert answer["failure_reason"] == "the carrier refused the request"
+            assert detail["provider_error_code"] == "21210"
+            # Twilio's text stays for whoever reads the timeline, without Twilio's name.
+            (outcome,) = [e["detail"] for e in events if e["type"] == "failed"]
+            assert "is not yet verified for your account" in outcome["provider_message"]
+            assert outcome["provider_message"].endswith("purchased from the carrier. See")
+        elif case == "refused":
+            assert (answer["status"], answer["failure_code"]) == ("failed", "retries_exhausted")
+            assert answer["failure_reason"] == (
+                "gave up after 2 attempts: could not connect to the carrier"
+            )
+            attempts = [e["detail"] for e in events if e["type"] == "dial_attempt"]
+            assert [a["provider_message"] for a in attempts] == ["ConnectionError"] * 2
+            assert fake.created == 0
+        else:
+            assert answer["status"] == "success" and fake.created == 1
+            (lost, found) = [e["detail"] for e in events if e["type"] == "dial_attempt"]
+            assert (lost["result"], found["result"]) == ("ambiguous", "reconciled_found")
+            if case == "timed-out":
+                assert lost["detail"] == "the carrier did not answer in time"
+                assert lost["provider_message"] == "ReadTimeout"
+            else:
+                assert lost["detail"] == "the carrier answered with an error (HTTP 500)"
+                assert lost["provider_message"].endswith("the carrier 500")
+                assert lost["provider_error_code"] == "20500"
 
 
 async def test_twilio_20429_then_success(stack_factory: StackFactory, fake: FakeTwilio) -> None:

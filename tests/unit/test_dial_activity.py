@@ -75,19 +75,31 @@ async def test_a_placed_call_returns_its_leg_and_tags_the_attempt() -> None:
 
 
 async def test_a_rejection_is_a_result_not_an_error() -> None:
-    result = await run_dial(ScriptedProvider(Rejected("bad To", code="21211")), dial_input())
-    assert result == DialResult(placed=False, provider_error_code="21211", reason="bad To")
+    refusal = Rejected("the carrier refused", code="21211", provider_message="bad To")
+    result = await run_dial(ScriptedProvider(refusal), dial_input())
+    # The reason (public) is the provider's neutral message; its own words ride along.
+    assert result == DialResult(
+        placed=False,
+        provider_error_code="21211",
+        reason="the carrier refused",
+        provider_message="bad To",
+    )
 
 
 async def test_not_placed_carries_code_and_retry_after_and_is_not_retried() -> None:
     with pytest.raises(ApplicationError) as info:
         await run_dial(
-            ScriptedProvider(NotPlaced("Too Many Requests", code="20429", retry_after=7.5)),
+            ScriptedProvider(
+                NotPlaced(
+                    "rate limited", code="20429", retry_after=7.5, provider_message="Too Many"
+                )
+            ),
             dial_input(),
         )
     err = info.value
     assert err.type == ErrorType.DIAL_NOT_PLACED and err.non_retryable
-    assert list(err.details) == ["20429", 7.5]
+    assert err.message == "rate limited"
+    assert list(err.details) == ["20429", 7.5, "Too Many"]
 
 
 async def test_ambiguous_is_never_retried_by_temporal() -> None:
@@ -95,7 +107,8 @@ async def test_ambiguous_is_never_retried_by_temporal() -> None:
         await run_dial(ScriptedProvider(Ambiguous("timed out", code="504")), dial_input())
     err = info.value
     assert err.type == ErrorType.DIAL_AMBIGUOUS and err.non_retryable
-    assert list(err.details)[0] == "504"
+    # The same details order as NotPlaced: code, retry_after, the provider's words.
+    assert list(err.details) == ["504", 0.0, None]
 
 
 async def test_reconcile_asks_for_every_attempt_and_returns_the_found_leg() -> None:

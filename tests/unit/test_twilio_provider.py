@@ -12,7 +12,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from telephony.base import Ambiguous, DialRequest, NotPlaced, Rejected
+from telephony.base import Ambiguous, DialRequest, NotPlaced, Rejected, TelephonyError
 from telephony.twilio import PERMANENT_CODES, TwilioConfig, TwilioProvider
 from tests.fakes.twilio_server import FakeTwilio, Fault
 
@@ -91,7 +91,9 @@ async def test_permanent_codes_are_rejected_for_good(fake: FakeTwilio, code: str
     with pytest.raises(Rejected) as err:
         await provider_for(fake).create_call(request())
     assert err.value.code == code
-    assert err.value.message.endswith(f"refused {code}")
+    # Our words for the client; Twilio's for the timeline and operators.
+    assert err.value.message == "the carrier refused the request"
+    assert (err.value.provider_message or "").endswith(f"refused {code}")
     assert fake.created == 0
 
 
@@ -138,6 +140,44 @@ async def test_connection_refused_is_not_placed() -> None:
     with pytest.raises(NotPlaced) as err:
         await provider.create_call(request())
     assert err.value.code == "connect"
+    assert err.value.message == "could not connect to the carrier"
+    assert err.value.provider_message == "ConnectionError"
+
+
+# Twilio's own words for 21210, its name and its link included.
+UNVERIFIED = (
+    "The source phone number provided, +12025550199, is not yet verified for your account. "
+    "You may only make calls from phone numbers that you've verified or purchased from "
+    "Twilio. See https://www.twilio.com/docs/errors/21210"
+)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault("error", status=400, code=21210, message=UNVERIFIED),
+        Fault("error", status=429, code=20429, message="Twilio: Too Many Requests"),
+        Fault("error_after_create", status=500, code=20500, message="Twilio had an error"),
+        Fault("timeout_after_create", delay=1.5),
+        Fault("drop_after_create"),
+    ],
+    ids=["rejected", "rate-limited", "5xx", "timeout", "dropped"],
+)
+async def test_no_message_names_the_vendor(fake: FakeTwilio, fault: Fault) -> None:
+    fake.inject(fault)
+    with pytest.raises(TelephonyError) as err:
+        await provider_for(fake).create_call(request())
+    said = f"{err.value.message} {err.value.provider_message}"
+    assert "twilio" not in said.lower() and "http" not in (err.value.provider_message or "")
+    assert "the carrier" in err.value.message
+    if fault.kind == "error" and fault.code == 21210:
+        assert err.value.code == "21210"
+        # The SDK puts "Unable to create record: " before Twilio's message.
+        assert (err.value.provider_message or "").endswith(
+            UNVERIFIED.replace(
+                "Twilio. See https://www.twilio.com/docs/errors/21210", "the carrier. See"
+            )
+        )
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,9 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from contracts.calls import (
+    DialInput,
+    DialResult,
+    ErrorType,
     FailureCode,
     PersistSessionResult,
     SessionStatus,
@@ -114,6 +117,42 @@ async def test_provider_rejection_fails_with_its_code_after_one_dial(
         FailureCode.PROVIDER_REJECTED,
         "21211",
     )
+
+
+async def test_the_providers_own_words_go_to_the_timeline_and_the_reason_stays_neutral(
+    ts_env: WorkflowEnvironment,
+) -> None:
+    # As activities/dialing.py answers: a neutral message, the provider's words beside it.
+    async def limited(fakes: Fakes, dial: DialInput) -> DialResult:
+        raise ApplicationError(
+            "the carrier is limiting the rate of requests",
+            "20429",
+            0.0,
+            "Too Many Requests",
+            type=ErrorType.DIAL_NOT_PLACED,
+            non_retryable=True,
+        )
+
+    async def refused(fakes: Fakes, dial: DialInput) -> DialResult:
+        return DialResult(
+            placed=False,
+            provider_error_code="21210",
+            reason="the carrier refused the request",
+            provider_message="The source phone number is not yet verified",
+        )
+
+    fakes = Fakes(dial_steps={1: limited}, default_dial=refused)
+    async with running(ts_env, fakes) as run:
+        state = await run.create(wait=Stage.DIALED)
+        await run.finish()
+
+    assert state.failure_reason == "the carrier refused the request"
+    (attempt,) = fakes.attempts
+    assert attempt.detail == "the carrier is limiting the rate of requests"
+    assert attempt.provider_message == "Too Many Requests"
+    outcome = fakes.outcome
+    assert outcome.failure_reason == "the carrier refused the request"
+    assert outcome.provider_message == "The source phone number is not yet verified"
 
 
 async def test_two_not_placed_then_success_waits_1s_then_2s(ts_env: WorkflowEnvironment) -> None:
