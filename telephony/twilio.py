@@ -206,6 +206,8 @@ class TwilioProvider:
             calls = await asyncio.to_thread(find)
         except (TwilioRestException, TwilioServiceException) as exc:
             raise _map_rest_error(exc) from exc
+        except (requests.RequestException, TwilioException) as exc:
+            raise _read_failed(exc) from exc
         candidates = [
             _provider_call(c)
             for c in calls
@@ -222,7 +224,18 @@ class TwilioProvider:
             if exc.status == 404:
                 return None
             raise _map_rest_error(exc) from exc
+        except (requests.RequestException, TwilioException) as exc:
+            raise _read_failed(exc) from exc
         return _provider_call(call)
+
+
+def _read_failed(exc: requests.RequestException | TwilioException) -> Ambiguous:
+    """A read (lookup_call, fetch_call) that got no answer: a transport error, or a page of
+    the call list that could not be fetched (the SDK's plain TwilioException). Nothing is
+    known about the call, so it is Ambiguous like any failed lookup: the activity is retried,
+    and a lookup that never answers is never taken for "not found" (no second dial)."""
+    log.info("a read at Twilio failed: %s", type(exc).__name__)
+    return Ambiguous("the carrier could not be asked about the call", provider_message=_said(exc))
 
 
 def _map_rest_error(exc: TwilioRestException | TwilioServiceException) -> TelephonyError:
@@ -264,8 +277,8 @@ def _without_vendor(text: str) -> str:
 
 def _said(exc: Exception) -> str:
     """What a transport or SDK error says, for the timeline: its own message when it has a
-    plain one, else its type (ReadTimeout, ...). Never the full text of a transport error,
-    which quotes the URL with the account SID."""
+    plain one (the SDK's "Unable to fetch page"), else its type (ReadTimeout, ...). Never the
+    full text of a transport error, which quotes the URL with the account SID."""
     if isinstance(exc, TwilioException):
         first = exc.args[0] if exc.args else None
         return _without_vendor(first) if isinstance(first, str) and first else "no message"

@@ -5,7 +5,9 @@ the real `twilio` client to talk to it, with faults that can be injected per req
 - `GET  /2010-04-01/Accounts/{sid}/Calls.json?To=&From=&Status=&StartTime>=` (newest first;
   as at Twilio, a queued call has no start time, so a StartTime filter leaves it out),
 - `GET  /2010-04-01/Accounts/{sid}/Calls/{CallSid}.json`,
-- errors in Twilio's JSON shape `{code, message, more_info, status}`.
+- errors in Twilio's JSON shape `{code, message, more_info, status}`,
+- `failing_pages`: that many list answers name a next page whose fetch fails (HTTP 500), the
+  paging error the SDK raises as a plain TwilioException.
 
 Like the real Twilio, a call's JSON does not carry its StatusCallback URL; the tests read
 what was posted from `calls[sid].params`. `created` counts the calls the server placed: the
@@ -91,6 +93,8 @@ class FakeTwilio:
     faults: deque[Fault] = field(default_factory=deque)
     created: int = 0
     requests: list[tuple[str, str]] = field(default_factory=list)
+    # List answers that name a next page which then fails to load, one per list request.
+    failing_pages: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
 
@@ -234,6 +238,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, 20404, "The requested resource was not found")
             return
         kind, sid = route
+        if "PageToken" in parse_qs(urlsplit(self.path).query):
+            self._error(500, 20500, "Internal Server Error")
+            return
         if kind == "call":
             call = self.fake.calls.get(sid or "")
             if call is None:
@@ -259,10 +266,15 @@ class _Handler(BaseHTTPRequestHandler):
         found.sort(key=lambda c: c.date_created, reverse=True)
         size = int(query.get("PageSize", ["50"])[0])
         uri = f"{API}{self.fake.account_sid}/Calls.json"
+        next_page = None
+        with self.fake.lock:
+            if self.fake.failing_pages > 0:
+                self.fake.failing_pages -= 1
+                next_page = f"{uri}?PageSize={size}&Page=1&PageToken=PA{secrets.token_hex(8)}"
         return {
             "calls": [c.json(self.fake.account_sid) for c in found[:size]],
             "first_page_uri": uri,
-            "next_page_uri": None,
+            "next_page_uri": next_page,
             "previous_page_uri": None,
             "page": 0,
             "page_size": size,

@@ -266,6 +266,28 @@ async def test_twilio_ambiguous_answer_is_reconciled_to_the_one_call(
         assert '"ambiguous"' in details[0] and '"reconciled_found"' in details[1]
 
 
+async def test_a_lookup_whose_page_fails_is_asked_again_never_dialed_again(
+    stack_factory: StackFactory, fake: FakeTwilio
+) -> None:
+    async with stack_factory(**twilio_settings(fake)) as stack:
+        account = make_account(stack.engine)
+        # The dial's answer is lost, and the first lookup fails while paging the call list.
+        fake.inject(Fault("timeout_after_create", delay=1.5))
+        fake.failing_pages = 1
+        body = await dialed(stack, account)
+        assert body["status"] == "success", body
+        (call,) = fake.calls_for(body["call_session_id"])
+        assert body["telephony_leg_id"] == call.sid
+        assert fake.created == 1
+        assert fake.failing_pages == 0  # the failed page was asked for, and then asked again
+        results = [
+            json.loads(e.detail or "{}")["result"]
+            for e in events_of(stack.engine, body["call_session_id"])
+            if e.type == "dial_attempt"
+        ]
+        assert results == ["ambiguous", "reconciled_found"]
+
+
 async def test_forged_or_unsigned_callbacks_get_403_and_change_nothing(
     stack_factory: StackFactory, fake: FakeTwilio
 ) -> None:

@@ -11,8 +11,13 @@ from typing import Any
 from xml.etree import ElementTree
 
 import pytest
+from temporalio.testing import ActivityEnvironment
+from twilio.base.exceptions import TwilioException, TwilioRestException
 
+from activities.dialing import DialActivities
+from contracts.calls import ReconcileInput
 from telephony.base import Ambiguous, DialRequest, NotPlaced, Rejected, TelephonyError
+from telephony.registry import ProviderRegistry
 from telephony.twilio import PERMANENT_CODES, TwilioConfig, TwilioProvider
 from tests.fakes.twilio_server import FakeTwilio, Fault
 
@@ -264,3 +269,76 @@ async def test_lookup_finds_the_call_whether_queued_or_started(
         call_session_id=SESSION, attempts=[1], to_number=TO, from_number=FROM, since=since
     )
     assert found is not None and found.sid == placed.sid and found.status == status
+
+
+async def test_a_page_of_the_call_list_that_fails_is_a_failed_lookup(fake: FakeTwilio) -> None:
+    # The first page names a next one whose fetch fails: the SDK raises a plain
+    # TwilioException (not a TwilioRestException) from the middle of calls.list().
+    provider = provider_for(fake)
+    since = datetime.now(UTC)
+    fake.inject(Fault("drop_after_create"))
+    with pytest.raises(Ambiguous):
+        await provider.create_call(request())
+    fake.failing_pages = 1
+    with pytest.raises(Ambiguous) as err:
+        await provider.lookup_call(
+            call_session_id=SESSION, attempts=[1], to_number=TO, from_number=FROM, since=since
+        )
+    assert isinstance(err.value.__cause__, TwilioException)
+    assert not isinstance(err.value.__cause__, TwilioRestException)
+    assert err.value.message == "the carrier could not be asked about the call"
+    assert err.value.provider_message == "Unable to fetch page"
+    # Asked again (the reconcile activity retries), the same lookup finds the one call.
+    found = await provider.lookup_call(
+        call_session_id=SESSION, attempts=[1], to_number=TO, from_number=FROM, since=since
+    )
+    assert found is not None and [found.sid] == [c.sid for c in fake.calls_for(SESSION)]
+    assert fake.created == 1
+
+
+async def test_reads_without_an_answer_are_failed_lookups_not_misses() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    provider = TwilioProvider(
+        TwilioConfig(
+            account_sid="AC" + "0" * 32,
+            auth_token="t" * 32,
+            api_base_url=f"http://127.0.0.1:{port}",
+            http_timeout_seconds=0.5,
+        )
+    )
+    with pytest.raises(Ambiguous) as lookup:
+        await provider.lookup_call(
+            call_session_id=SESSION, attempts=[1], to_number=TO, from_number=FROM
+        )
+    assert lookup.value.provider_message == "ConnectionError"
+    with pytest.raises(Ambiguous):
+        await provider.fetch_call("CA" + "0" * 32)
+
+
+async def test_the_reconcile_activity_fails_on_a_failed_page_so_temporal_retries_it(
+    fake: FakeTwilio,
+) -> None:
+    # A failed lookup must never come back as "not found" (ReconcileResult without a leg),
+    # which would let the workflow dial again: the activity raises, and its retry policy
+    # (workflows/create_call.py RECONCILE_RETRY) asks again.
+    provider = provider_for(fake)
+    fake.inject(Fault("drop_after_create"))
+    with pytest.raises(Ambiguous):
+        await provider.create_call(request())
+    activities = DialActivities(ProviderRegistry({"twilio": provider}, default="twilio"))
+    reconcile = ReconcileInput(
+        call_session_id=SESSION,
+        to_number=TO,
+        from_number=FROM,
+        provider="twilio",
+        attempts=[1],
+        since=(datetime.now(UTC) - timedelta(minutes=1)).isoformat(),
+    )
+    fake.failing_pages = 1
+    with pytest.raises(Ambiguous):
+        await ActivityEnvironment().run(activities.reconcile_dial, reconcile)
+    found = await ActivityEnvironment().run(activities.reconcile_dial, reconcile)
+    assert found.telephony_leg_id == fake.calls_for(SESSION)[0].sid
+    assert fake.created == 1
