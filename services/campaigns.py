@@ -32,9 +32,9 @@ log = logging.getLogger(__name__)
 
 # The signal that tells the workflow about each control target.
 _SIGNALS = {
-    CampaignState.PAUSED: "pause",
-    CampaignState.RUNNING: "resume",
-    CampaignState.CANCELED: "cancel",
+    CampaignState.PAUSED: CampaignWorkflow.pause,
+    CampaignState.RUNNING: CampaignWorkflow.resume,
+    CampaignState.CANCELED: CampaignWorkflow.cancel,
 }
 
 
@@ -96,21 +96,21 @@ class CampaignService:
         """pause / resume / cancel: written to the row (the truth), then the workflow is told.
         Raises store.CampaignNotFound and store.InvalidTransition."""
         row = await asyncio.to_thread(store.transition, self._engine, campaign_id, user_id, target)
-        await self._notify(row, _SIGNALS[target])
+        await self._notify(row, target)
         return row
 
-    async def _notify(self, row: Campaign, action: str) -> None:
+    async def _notify(self, row: Campaign, target: CampaignState) -> None:
         """Tell the workflow about a control request already written to the database. When it
         is not running (it closed, or was never started) start it: it reads the row and acts."""
         try:
             client = await self._temporal.client()
             handle = client.get_workflow_handle(campaign_workflow_id(row.id))
             try:
-                await handle.signal(action, CampaignSignal())
+                await handle.signal(_SIGNALS[target], CampaignSignal())
             except RPCError as err:
                 if err.status != RPCStatusCode.NOT_FOUND:
                     raise
                 await start_campaign_workflow(client, row, self._settings.task_queue)
         except (TemporalUnavailable, RPCError):
             # The row is the truth; the workflow reads it at its next tick.
-            log.warning("campaign %s: %s not signalled (Temporal unreachable)", row.id, action)
+            log.warning("campaign %s: %s not signalled (Temporal unreachable)", row.id, target)
