@@ -130,11 +130,12 @@ async def test_rate_limits_are_not_placed_then_success(
     assert fake.created == 1 and call.sid in fake.calls
 
 
-async def test_connection_refused_is_not_placed() -> None:
+def provider_on_a_closed_port() -> TwilioProvider:
+    """A provider whose API address refuses every connection (a port bound, then released)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    provider = TwilioProvider(
+    return TwilioProvider(
         TwilioConfig(
             account_sid="AC" + "0" * 32,
             auth_token="t" * 32,
@@ -142,6 +143,10 @@ async def test_connection_refused_is_not_placed() -> None:
             http_timeout_seconds=0.5,
         )
     )
+
+
+async def test_connection_refused_is_not_placed() -> None:
+    provider = provider_on_a_closed_port()
     with pytest.raises(NotPlaced) as err:
         await provider.create_call(request())
     assert err.value.code == "connect"
@@ -297,17 +302,7 @@ async def test_a_page_of_the_call_list_that_fails_is_a_failed_lookup(fake: FakeT
 
 
 async def test_reads_without_an_answer_are_failed_lookups_not_misses() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    provider = TwilioProvider(
-        TwilioConfig(
-            account_sid="AC" + "0" * 32,
-            auth_token="t" * 32,
-            api_base_url=f"http://127.0.0.1:{port}",
-            http_timeout_seconds=0.5,
-        )
-    )
+    provider = provider_on_a_closed_port()
     with pytest.raises(Ambiguous) as lookup:
         await provider.lookup_call(
             call_session_id=SESSION, attempts=[1], to_number=TO, from_number=FROM
