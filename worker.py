@@ -30,7 +30,7 @@ from telephony.base import TelephonyProvider
 from telephony.faults import FaultInjector, with_faults
 from telephony.registry import ProviderRegistry
 from telephony.simulated import SimulatedProvider, SimulatedTimeline
-from telephony.twilio import provider_from_settings
+from telephony.twilio import TwilioConfig, TwilioProvider
 from workflows.campaign import CampaignWorkflow
 from workflows.create_call import CreateCallWorkflow
 
@@ -40,6 +40,28 @@ log = logging.getLogger("dialer.worker")
 # Dials held for their campaign slot plus dials in flight, per worker process: at the
 # highest campaign rate (100/s) about three seconds of slots, and room for create_call's.
 MAX_CONCURRENT_DIALS = 1000
+
+
+def twilio_provider(settings: Settings) -> TwilioProvider:
+    """Build the provider from dialer settings; refuses a half-configured account."""
+    token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
+    if not settings.twilio_account_sid or not token:
+        raise ValueError(
+            "DIALER_TELEPHONY_PROVIDER=twilio needs DIALER_TWILIO_ACCOUNT_SID and "
+            "DIALER_TWILIO_AUTH_TOKEN"
+        )
+    return TwilioProvider(
+        TwilioConfig(
+            account_sid=settings.twilio_account_sid,
+            auth_token=token,
+            api_base_url=settings.twilio_api_base_url,
+            http_timeout_seconds=settings.twilio_http_timeout_seconds,
+            public_base_url=settings.public_base_url,
+            media_stream_url=settings.media_stream_url,
+            ring_timeout_seconds=settings.twilio_ring_timeout_seconds,
+            machine_detection=settings.twilio_machine_detection,
+        )
+    )
 
 
 def build_providers(
@@ -72,7 +94,7 @@ def build_providers(
     if settings.telephony_provider == "twilio" or (
         settings.twilio_account_sid and settings.twilio_auth_token
     ):
-        providers["twilio"] = provider_from_settings(settings)
+        providers["twilio"] = twilio_provider(settings)
     if "simulated" in providers:
         providers["simulated"] = with_faults(providers["simulated"], fault_injector(settings))
     return ProviderRegistry(providers, default=settings.telephony_provider)

@@ -319,25 +319,3 @@ def _callback_time(value: str | None) -> datetime | None:
         return parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-
-
-def provider_from_settings(settings: Any) -> TwilioProvider:
-    """Build the provider from dialer settings; refuses a half-configured account."""
-    token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
-    if not settings.twilio_account_sid or not token:
-        raise ValueError(
-            "DIALER_TELEPHONY_PROVIDER=twilio needs DIALER_TWILIO_ACCOUNT_SID and "
-            "DIALER_TWILIO_AUTH_TOKEN"
-        )
-    return TwilioProvider(
-        TwilioConfig(
-            account_sid=settings.twilio_account_sid,
-            auth_token=token,
-            api_base_url=settings.twilio_api_base_url,
-            http_timeout_seconds=settings.twilio_http_timeout_seconds,
-            public_base_url=settings.public_base_url,
-            media_stream_url=settings.media_stream_url,
-            ring_timeout_seconds=settings.twilio_ring_timeout_seconds,
-            machine_detection=settings.twilio_machine_detection,
-        )
-    )
