@@ -150,6 +150,10 @@ async def test_sigterm_api_finishes_in_flight_request_then_refuses(
                         await fresh.get("/health")
                 except httpx.ConnectError:
                     return True
+                except httpx.RemoteProtocolError:
+                    # Accepted while the listener was closing, then dropped: not refused
+                    # yet, ask again (seen once in CI on PostgreSQL).
+                    return False
                 return False
 
             await wait_until(refused, timeout=10)
