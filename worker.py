@@ -57,7 +57,6 @@ def twilio_provider(settings: Settings) -> TwilioProvider:
             api_base_url=settings.twilio_api_base_url,
             http_timeout_seconds=settings.twilio_http_timeout_seconds,
             public_base_url=settings.public_base_url,
-            media_stream_url=settings.media_stream_url,
             ring_timeout_seconds=settings.twilio_ring_timeout_seconds,
             machine_detection=settings.twilio_machine_detection,
         )

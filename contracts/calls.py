@@ -7,6 +7,7 @@ without breaking running workflows."""
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
+from typing import Any
 
 
 class ErrorType(StrEnum):
@@ -65,6 +66,9 @@ class FailureCode(StrEnum):
     RETRIES_EXHAUSTED = "retries_exhausted"
     DIAL_OUTCOME_UNKNOWN = "dial_outcome_unknown"
     ORCHESTRATOR_UNAVAILABLE = "orchestrator_unavailable"
+    # A carrier that connects the call to a media stream, and no URL for it (the agent's,
+    # the flow's, DIALER_MEDIA_STREAM_URL): nobody is called into silence.
+    NO_MEDIA_STREAM = "no_media_stream"
 
 
 class AttemptResult(StrEnum):
@@ -147,6 +151,10 @@ class CallSpec:
     idempotency_key: str | None = None
     campaign_id: str | None = None
     dial_slot: DialSlot | None = None
+    # For the agent, in its stream's parameters (contracts/context.py).
+    variables: dict[str, Any] = field(default_factory=dict)
+    # The client's own, stored and echoed, never sent to the carrier.
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -164,6 +172,8 @@ class CreateCallInput:
     policy: DialPolicy = field(default_factory=DialPolicy)
     follow: FollowPolicy = field(default_factory=FollowPolicy)
     dial_slot: DialSlot | None = None  # campaigns only
+    variables: dict[str, Any] = field(default_factory=dict)  # see CallSpec
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -202,6 +212,9 @@ class ValidationResult:
     provider: str | None = None
     failure_code: FailureCode | None = None
     failure_reason: str | None = None
+    # Where the answered call's audio goes: the agent's, the flow's or the default URL, its
+    # placeholders filled. None: no media stream (the simulated carrier's own talk only).
+    media_stream_url: str | None = None
 
 
 @dataclass
@@ -240,6 +253,9 @@ class DialInput:
     from_number: str
     provider: str
     slot: DialSlot | None = None  # hold the request until its slot (campaigns)
+    media_stream_url: str | None = None
+    # The stream's customParameters: the call's ids and variables (contracts/context.py).
+    stream_parameters: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -288,6 +304,8 @@ class CallStatusUpdate:
     duration_seconds: int | None = None
     source: StatusSource = StatusSource.CALLBACK
     answered_by: str | None = None
+    # What the carrier said about it beyond the status (e.g. the agent's stream refused).
+    detail: str | None = None
 
 
 @dataclass

@@ -79,6 +79,7 @@ class StatusEvent:
     duration_seconds: int | None = None
     source: StatusSource = StatusSource.CALLBACK
     answered_by: str | None = None
+    detail: str | None = None  # what the carrier said beyond the status, for the timeline
 
 
 # Where a provider's status reports go: the workflow of the session (services/call_status.py).

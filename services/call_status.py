@@ -38,6 +38,7 @@ def to_update(event: StatusEvent) -> CallStatusUpdate:
         duration_seconds=event.duration_seconds,
         source=event.source,
         answered_by=event.answered_by,
+        detail=event.detail,
     )
 
 

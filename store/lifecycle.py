@@ -105,6 +105,8 @@ def apply_call_statuses(
             "source": update.source,
             "telephony_leg_id": update.telephony_leg_id,
         }
+        if update.detail:
+            detail["detail"] = update.detail
         events.append((f"call:{status}", "call_status", detail))
     if gave_up_after_seconds is not None and not is_final(row.call_status):
         detail = {"last_status": row.call_status, "after_seconds": round(gave_up_after_seconds)}

@@ -58,6 +58,8 @@ class Agent(SQLModel, table=True):
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     user_id: uuid.UUID = Field(foreign_key="users.id", index=True)
     name: str = Field(max_length=200)
+    # ws:// or wss://, may hold {call_session_id} and {request_id} (contracts/context.py).
+    media_stream_url: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
@@ -68,6 +70,7 @@ class Flow(SQLModel, table=True):
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     user_id: uuid.UUID = Field(foreign_key="users.id", index=True)
     name: str = Field(max_length=200)
+    media_stream_url: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
@@ -111,6 +114,10 @@ class CallSession(SQLModel, table=True):
     attempts: int = 0
     idempotency_key: str | None = Field(default=None, max_length=255)
     request_hash: str = Field(max_length=64)
+    # The call's context as JSON objects (contracts/context.py): the agent's variables, and the
+    # client's metadata (`metadata` is SQLModel's own attribute, hence the column's name).
+    variables: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    call_metadata: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     dialed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
@@ -157,6 +164,11 @@ class SimulatedCall(SQLModel, table=True):
     from_number: str = Field(max_length=32)
     status: str = Field(default="queued", max_length=16)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    # Set when the call ended otherwise than its timeline says (its agent hung up first, or
+    # its media stream could not be reached): the end is then the carrier's record, not a
+    # function of the placing time.
+    ended_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    duration_seconds: int | None = None
 
 
 class Campaign(SQLModel, table=True):
@@ -188,6 +200,8 @@ class Campaign(SQLModel, table=True):
     redial_outcomes: str | None = Field(default=None, max_length=40)
     redial_max_attempts: int = 1
     redial_delay_seconds: int = 0
+    # Variables every call of the campaign sends its agent; a recipient's own win (JSON).
+    variables: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     # scheduled -> running <-> paused -> completed | canceled
     state: str = Field(default=CampaignState.SCHEDULED, max_length=16)
     total_recipients: int = 0

@@ -6,7 +6,7 @@ provably not take effect (NotPlaced: dialing again is safe), was it refused for 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -18,6 +18,10 @@ class DialRequest:
     attempt: int
     to_number: str
     from_number: str
+    # Where the answered call's audio goes, and the parameters the agent receives with it
+    # (the call's ids and variables: contracts/context.py). No URL: no media stream.
+    media_stream_url: str | None = None
+    stream_parameters: dict[str, str] = field(default_factory=dict)
 
     @property
     def attempt_tag(self) -> str:
@@ -85,6 +89,9 @@ class Ambiguous(TelephonyError):
 
 class TelephonyProvider(Protocol):
     name: str
+    # True for a carrier that connects an answered call to a media stream and has nothing
+    # else to play: a call with no stream URL must not be dialed through it.
+    requires_media_stream: bool
 
     async def create_call(self, request: DialRequest) -> ProviderCall: ...
 

@@ -64,6 +64,7 @@ class FaultyProvider:
         self._inner = inner
         self._faults = faults
         self.name = inner.name
+        self.requires_media_stream = inner.requires_media_stream
 
     async def create_call(self, request: DialRequest) -> ProviderCall:
         fault = await self._faults.before_placing(request)

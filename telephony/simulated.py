@@ -103,6 +103,8 @@ class SimulatedLedger(Protocol):
 
 class SimulatedProvider:
     name = "simulated"
+    # Without a stream URL a simulated call still has its talk time (SimulatedTimeline).
+    requires_media_stream = False
 
     def __init__(
         self,

@@ -62,7 +62,6 @@ class TwilioConfig:
     api_base_url: str = "https://api.twilio.com"
     http_timeout_seconds: float = 10.0
     public_base_url: str | None = None
-    media_stream_url: str | None = None
     ring_timeout_seconds: int | None = None
     machine_detection: str | None = None
 
@@ -74,20 +73,29 @@ def status_callback_url(public_base_url: str, request: DialRequest) -> str:
     return f"{public_base_url.rstrip('/')}{STATUS_CALLBACK_PATH}?{query}"
 
 
-def twiml_for(media_stream_url: str | None, request: DialRequest) -> str:
-    """Connect the answered call to the media stream; the ids go along as stream parameters
-    so the media side can echo them back."""
+# Twilio refuses a call whose TwiML is longer (contracts/context.py keeps the worst case below).
+MAX_TWIML_CHARS = 4000
+
+
+def twiml_for(request: DialRequest) -> str:
+    """Connect the answered call to its agent's media stream, the call's ids and variables as
+    the stream's parameters. Refused (never dialed) without a stream URL, so nobody is called
+    into silence, and beyond Twilio's TwiML size."""
+    if not request.media_stream_url:
+        raise Rejected("the call has no media stream to connect to", code="no_media_stream")
     response = VoiceResponse()
-    if media_stream_url:
-        connect = Connect()
-        stream = connect.stream(url=media_stream_url)
-        stream.parameter(name="request_id", value=request.request_id)
-        stream.parameter(name="call_session_id", value=request.call_session_id)
-        response.append(connect)
-    else:
-        # No media side configured: keep the line open briefly rather than fail the call.
-        response.pause(length=1)
-    return str(response)
+    connect = Connect()
+    stream = connect.stream(url=request.media_stream_url)
+    for name, value in request.stream_parameters.items():
+        stream.parameter(name=name, value=value)
+    response.append(connect)
+    twiml = str(response)
+    if len(twiml) > MAX_TWIML_CHARS:
+        raise Rejected(
+            f"the call's media stream instructions exceed {MAX_TWIML_CHARS} characters",
+            code="twiml_too_long",
+        )
+    return twiml
 
 
 def _connect_failed(exc: requests.ConnectionError) -> bool:
@@ -126,6 +134,7 @@ def _provider_call(call: Any) -> ProviderCall:
 
 class TwilioProvider:
     name = "twilio"
+    requires_media_stream = True
 
     def __init__(self, config: TwilioConfig) -> None:
         self._config = config
@@ -141,7 +150,7 @@ class TwilioProvider:
         params: dict[str, Any] = {
             "to": request.to_number,
             "from_": request.from_number,
-            "twiml": twiml_for(cfg.media_stream_url, request),
+            "twiml": twiml_for(request),
         }
         if cfg.public_base_url:
             params["status_callback"] = status_callback_url(cfg.public_base_url, request)

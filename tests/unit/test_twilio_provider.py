@@ -41,19 +41,32 @@ def provider_for(fake: FakeTwilio, **overrides: Any) -> TwilioProvider:
         "api_base_url": fake.base_url,
         "http_timeout_seconds": 0.5,
         "public_base_url": PUBLIC,
-        "media_stream_url": MEDIA,
     }
     values.update(overrides)
     return TwilioProvider(TwilioConfig(**values))
 
 
-def request(attempt: int = 1, to: str = TO) -> DialRequest:
+PARAMETERS = {
+    "request_id": "0b9d2a4e-1111-4222-8333-444455556666",
+    "call_session_id": SESSION,
+    "user_id": "5d1f6a2e-2222-4333-8444-555566667777",
+    "first_name": "Ada",
+    "vip": "true",
+    "note": 'says "hi" & <bye>',
+}
+
+
+def request(
+    attempt: int = 1, to: str = TO, media: str | None = MEDIA, **parameters: str
+) -> DialRequest:
     return DialRequest(
         call_session_id=SESSION,
         request_id="0b9d2a4e-1111-4222-8333-444455556666",
         attempt=attempt,
         to_number=to,
         from_number=FROM,
+        media_stream_url=media,
+        stream_parameters={**PARAMETERS, **parameters},
     )
 
 
@@ -76,10 +89,26 @@ async def test_success_posts_the_call_with_twiml_and_status_callback(fake: FakeT
     stream = ElementTree.fromstring(twiml).find("./Connect/Stream")
     assert stream is not None and stream.get("url") == MEDIA
     stream_params = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
-    assert stream_params == {
-        "request_id": "0b9d2a4e-1111-4222-8333-444455556666",
-        "call_session_id": SESSION,
-    }
+    # The call's ids and variables, escaped by the TwiML builder and read back intact.
+    assert stream_params == PARAMETERS
+
+
+async def test_a_call_without_a_stream_url_is_refused_before_any_request(
+    fake: FakeTwilio,
+) -> None:
+    with pytest.raises(Rejected) as err:
+        await provider_for(fake).create_call(request(media=None))
+    assert err.value.code == "no_media_stream"
+    assert fake.created == 0  # nobody is called into silence
+
+
+async def test_twiml_beyond_twilios_limit_is_refused_before_any_request(
+    fake: FakeTwilio,
+) -> None:
+    with pytest.raises(Rejected) as err:
+        await provider_for(fake).create_call(request(huge="&" * 900))
+    assert err.value.code == "twiml_too_long"
+    assert fake.created == 0
 
 
 async def test_ring_timeout_and_machine_detection_are_sent_when_set(fake: FakeTwilio) -> None:
