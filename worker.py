@@ -16,6 +16,7 @@ from activities.calls import CallActivities
 from activities.campaigns import CampaignActivities
 from activities.dialing import DialActivities
 from activities.lifecycle import LifecycleActivities
+from contracts.context import media_stream_url_problem
 from core.config import Settings, get_settings
 from infra.bytecode import keep_bytecode_cache
 from infra.health import clear_heartbeat, heartbeat_loop
@@ -119,7 +120,7 @@ def build_workers(
     """The call worker (workflows + local DB activities) and the dial worker (provider calls,
     on its own task queue so the server can cap dials per second across all workers)."""
     providers = providers or build_providers(settings, engine, client)
-    calls = CallActivities(engine, providers, settings.default_region)
+    calls = CallActivities(engine, providers, settings.default_region, settings.media_stream_url)
     lifecycle = LifecycleActivities(engine, providers)
     dialing = DialActivities(providers)
     grace = timedelta(seconds=settings.worker_graceful_shutdown_seconds)
@@ -163,8 +164,21 @@ def build_workers(
     return [call_worker, dial_worker]
 
 
+def check_media_stream_default(settings: Settings) -> None:
+    """Refuse a default stream URL no call could use; say so in production when none is set."""
+    url = settings.media_stream_url
+    if url and (problem := media_stream_url_problem(url)):
+        raise SystemExit(f"DIALER_MEDIA_STREAM_URL: {problem}")
+    if settings.env == "production" and not url:
+        log.warning(
+            "DIALER_MEDIA_STREAM_URL is not set: a call whose agent and workflow have no "
+            "media_stream_url fails with failure_code no_media_stream, before any dial"
+        )
+
+
 async def run_worker(settings: Settings | None = None) -> None:
     settings = settings or get_settings()
+    check_media_stream_default(settings)
     if settings.workflow_sandbox:
         # Each workflow run re-imports its module in the sandbox: never compile it every time.
         keep_bytecode_cache()

@@ -10,6 +10,7 @@ from temporalio import activity
 
 from contracts.calls import (
     CreateCallInput,
+    FailureCode,
     PersistSessionInput,
     PrepareCallResult,
     RecordAttemptInput,
@@ -20,10 +21,17 @@ from telephony.registry import ProviderRegistry
 
 
 class CallActivities:
-    def __init__(self, engine: Engine, providers: ProviderRegistry, default_region: str) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        providers: ProviderRegistry,
+        default_region: str,
+        default_media_stream_url: str | None = None,
+    ) -> None:
         self._engine = engine
         self._providers = providers
         self._region = default_region
+        self._media_stream_url = default_media_stream_url
 
     @activity.defn(name="prepare_call")
     async def prepare_call(self, input: CreateCallInput) -> PrepareCallResult:
@@ -32,9 +40,23 @@ class CallActivities:
         return await asyncio.to_thread(self._prepare, input)
 
     def _prepare(self, input: CreateCallInput) -> PrepareCallResult:
-        validation = calls.validate_call(self._engine, input, self._region)
+        validation = calls.validate_call(self._engine, input, self._region, self._media_stream_url)
         if validation.provider is not None:
-            validation = replace(validation, provider=self._providers.name_for(validation.provider))
+            provider = self._providers.name_for(validation.provider)
+            validation = replace(validation, provider=provider)
+            if (
+                validation.ok
+                and not validation.media_stream_url
+                and self._providers.get(provider).requires_media_stream
+            ):
+                validation = replace(
+                    validation,
+                    ok=False,
+                    failure_code=FailureCode.NO_MEDIA_STREAM,
+                    failure_reason="no media stream URL for this call: give its agent or "
+                    "workflow a media_stream_url (or set DIALER_MEDIA_STREAM_URL); it was not "
+                    "dialed",
+                )
         stored = calls.persist_session(self._engine, PersistSessionInput(input, validation))
         return PrepareCallResult(validation=validation, stored=stored)
 

@@ -120,6 +120,8 @@ class DialActivities:
             attempt=input.attempt,
             to_number=input.to_number,
             from_number=input.from_number,
+            media_stream_url=input.media_stream_url,
+            stream_parameters=dict(input.stream_parameters),
         )
         deadline = _own_deadline()
         deadline -= await self._pacer.hold(input.slot, deadline / 2)

@@ -18,6 +18,7 @@ from api.routes import (
     calls,
     campaigns,
     codec,
+    docs,
     lines,
     observability,
     ops,
@@ -62,8 +63,12 @@ def create_app(
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # The CDN pages FastAPI would serve are replaced by offline ones (api/routes/docs.py).
+        docs_url=None,
+        redoc_url=None,
         **fastapi_telemetry_off(),
     )
+    docs.install_docs(app)
 
     @app.exception_handler(OperationalError)
     async def database_unavailable(_request: Request, exc: OperationalError) -> JSONResponse:

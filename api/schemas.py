@@ -6,8 +6,19 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
+from contracts import context
 from contracts.calls import SessionStatus, Stage
 from contracts.lifecycle import CallStatus
 from services.calls import AnswerStatus
@@ -46,6 +57,43 @@ class CreateCallQuery(RequestModel):
     workflow_id: uuid.UUID | None = None
     phone_number_id: uuid.UUID | None = None
     wait: WaitStage = Stage.ACCEPTED
+
+
+# Strict, so a value keeps the JSON type it was sent with ("1" stays a string, 1 a number).
+VariableValue = StrictBool | StrictInt | StrictFloat | StrictStr
+
+
+class CreateCallBody(RequestModel):
+    """create_call's optional JSON body: the call's context. The query parameters of the
+    contract stay as they are; a request without a body is as valid as ever."""
+
+    variables: dict[str, VariableValue] = Field(
+        default_factory=dict,
+        description=f"Sent to the agent as stream parameters, each under its own name. At "
+        f"most {context.MAX_VARIABLES}; names `[A-Za-z_][A-Za-z0-9_]{{0,63}}`, not one of "
+        f"{', '.join(context.RESERVED_PARAMETERS)}; strings up to "
+        f"{context.MAX_VARIABLE_CHARS} characters, numbers (integers within "
+        f"±{context.MAX_SAFE_INTEGER}), booleans; together at most "
+        f"{context.MAX_VARIABLES_TWIML_CHARS} characters of TwiML (see the README).",
+        examples=[{"first_name": "Ada", "balance_due": 42.5, "vip": True}],
+    )
+    metadata: dict[str, StrictStr] = Field(
+        default_factory=dict,
+        description=f"The client's own: stored and returned by call-analytics, never sent to "
+        f"the carrier or the agent. At most {context.MAX_METADATA_KEYS} keys of up to "
+        f"{context.MAX_METADATA_KEY_CHARS} characters, values up to "
+        f"{context.MAX_METADATA_VALUE_CHARS}.",
+        examples=[{"crm_contact": "C-1029"}],
+    )
+
+    @model_validator(mode="after")
+    def _within_limits(self) -> CreateCallBody:
+        problem = context.variables_problem(self.variables) or context.metadata_problem(
+            self.metadata
+        )
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
 class CreateCallResponse(BaseModel):
@@ -97,6 +145,15 @@ class CallSessionPublic(BaseModel):
     answered_at: UTCDatetime | None = None
     ended_at: UTCDatetime | None = None
     duration_seconds: int | None = Field(default=None, description="Of a completed call.")
+    variables: dict[str, Any] = Field(
+        default_factory=dict,
+        description="As sent to the agent (create_call's body or the "
+        "campaign's and its recipient's).",
+    )
+    metadata: dict[str, str] = Field(
+        default_factory=dict,
+        description="The client's own (a campaign call: its recipient's external_id).",
+    )
 
 
 class CallSessionDetail(CallSessionPublic):
@@ -152,14 +209,45 @@ class MappingPublic(BaseModel):
     created_at: UTCDatetime
 
 
+def _media_stream_url(value: str | None) -> str | None:
+    if value is not None and (problem := context.media_stream_url_problem(value)):
+        raise ValueError(problem)
+    return value
+
+
+MediaStreamUrl = Annotated[
+    str | None,
+    AfterValidator(_media_stream_url),
+    Field(
+        max_length=context.MAX_MEDIA_STREAM_URL_CHARS,
+        description="The agent's WebSocket (ws:// or wss://) the answered call's audio is "
+        "streamed to, with the call's ids and variables as parameters. May hold "
+        "{call_session_id} and {request_id}, filled per call. Without one, the workflow's, "
+        "else DIALER_MEDIA_STREAM_URL.",
+        examples=["wss://agent.example.com/media/{call_session_id}"],
+    ),
+]
+
+
 class NamedCreate(RequestModel):
+    """An agent or a conversation workflow."""
+
     name: str = Field(min_length=1, max_length=200)
+    media_stream_url: MediaStreamUrl = None
+
+
+class NamedUpdate(RequestModel):
+    """The fields to change; `media_stream_url: null` removes the URL."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    media_stream_url: MediaStreamUrl = None
 
 
 class AgentPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     id: uuid.UUID
     name: str
+    media_stream_url: str | None = None
     phone_number_id: uuid.UUID | None = None
     created_at: UTCDatetime
 

@@ -96,7 +96,9 @@ class Settings(BaseSettings):
     twilio_machine_detection: Literal["Enable", "DetectMessageEnd"] | None = None
     # Where Twilio reaches this API (status callbacks), e.g. https://dialer.example.com.
     public_base_url: str | None = None
-    # The media stream every answered call is connected to (wss://...).
+    # The media stream an answered call is connected to when neither its agent nor its
+    # workflow has a media_stream_url (ws:// or wss://; {call_session_id} and {request_id}
+    # are filled per call). Checked by the worker at start (contracts/context.py).
     media_stream_url: str | None = None
 
     # Following a call after the dial: without a status for this long, ask the provider;
@@ -134,6 +136,12 @@ class Settings(BaseSettings):
     # Origins allowed to call the codec endpoint from a browser (the Temporal UI), comma
     # separated. Unset: the local dev server UI (localhost/127.0.0.1 on the UI port).
     codec_cors_origins: str | None = None
+    # The embedded stack's convenience (`dialer run` sets it when it starts the dev server and
+    # the API listens on loopback): the codec also answers, without the operator token, a
+    # browser on this machine whose Origin is one of the codec's CORS origins, so the dev
+    # server's UI (which has no login to pass a token) shows decoded payloads at once.
+    # Refused in production, where the codec keeps its token (see the operator's guide).
+    codec_local_ui: bool = False
 
     # Where the worker serves the Temporal SDK's Prometheus metrics (and the dial counter).
     # Unset port: no metrics endpoint.
@@ -175,6 +183,11 @@ class Settings(BaseSettings):
             found.append(
                 "DIALER_DATABASE_URL points at SQLite: production needs PostgreSQL, which "
                 "several API replicas and workers can share"
+            )
+        if self.codec_local_ui:
+            found.append(
+                "DIALER_CODEC_LOCAL_UI is on: production's codec answers only to the operator "
+                "token (DIALER_CODEC_AUTH_TOKEN); unset it"
             )
         if self.telephony_provider == "simulated":
             found.append(

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 # Namespaces for ids derived from (user, Idempotency-Key).
 _SESSION_NS = uuid.UUID("6f1c8a52-5d0e-4a0b-9a55-0d6b3c1f2e01")
@@ -44,8 +46,14 @@ def request_fingerprint(
     agent_id: uuid.UUID | str | None,
     flow_id: uuid.UUID | str | None,
     phone_number_id: uuid.UUID | str | None,
+    variables: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> str:
     """What a call asks for, as a hash: a repeated Idempotency-Key with another fingerprint is
-    a different request (409). `number` is normalized where it can be."""
-    parts = [number, agent_id, flow_id, phone_number_id]
-    return hashlib.sha256(json.dumps([str(p) if p else None for p in parts]).encode()).hexdigest()
+    a different request (409). `number` is normalized where it can be. A call without
+    variables or metadata hashes as it did before they existed, so a key used before an
+    upgrade still matches its retry after it."""
+    parts: list[Any] = [str(p) if p else None for p in (number, agent_id, flow_id, phone_number_id)]
+    if variables or metadata:
+        parts.append({"variables": dict(variables or {}), "metadata": dict(metadata or {})})
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -115,6 +115,8 @@ def request_fingerprint(spec: CallSpec, region: str) -> str:
         spec.agent_id,
         spec.flow_id,
         spec.phone_number_id,
+        spec.variables,
+        spec.metadata,
     )
 
 
@@ -134,6 +136,8 @@ def call_input(spec: CallSpec, policies: CallPolicies, region: str) -> CreateCal
         policy=policies.dial,
         follow=policies.follow,
         dial_slot=spec.dial_slot,
+        variables=dict(spec.variables),
+        metadata=dict(spec.metadata),
     )
 
 
@@ -213,6 +217,8 @@ class CallRequest:
     phone_number_id: uuid.UUID | None
     wait: Stage
     idempotency_key: str | None
+    variables: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 class AnswerStatus(StrEnum):
@@ -253,6 +259,8 @@ def spec_for(req: CallRequest) -> CallSpec:
         flow_id=str(req.flow_id) if req.flow_id else None,
         phone_number_id=str(req.phone_number_id) if req.phone_number_id else None,
         idempotency_key=req.idempotency_key,
+        variables=dict(req.variables),
+        metadata=dict(req.metadata),
     )
 
 

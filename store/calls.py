@@ -24,6 +24,7 @@ from contracts.calls import (
     SessionStatus,
     ValidationResult,
 )
+from contracts.context import fill_media_stream_url
 from core.phone import InvalidNumber, normalize
 from store.db import insert_ignoring_duplicates, session_scope
 from store.models import (
@@ -46,8 +47,14 @@ def _fail(code: FailureCode, reason: str, **known: Any) -> ValidationResult:
     return ValidationResult(ok=False, failure_code=code, failure_reason=reason, **known)
 
 
-def validate_call(engine: Engine, call: CreateCallInput, default_region: str) -> ValidationResult:
-    """Check ownership of every id, resolve the from-line, check the destination.
+def validate_call(
+    engine: Engine,
+    call: CreateCallInput,
+    default_region: str,
+    default_media_stream_url: str | None = None,
+) -> ValidationResult:
+    """Check ownership of every id, resolve the from-line and the media stream URL (the
+    agent's, else the flow's, else the default), check the destination.
 
     Another user's id is treated exactly like an id that does not exist."""
     user_id = uuid.UUID(call.user_id)
@@ -102,11 +109,21 @@ def validate_call(engine: Engine, call: CreateCallInput, default_region: str) ->
                 SuppressedNumber.user_id == user_id, SuppressedNumber.number == target
             )
         ).first()
+        template = (
+            (agent.media_stream_url if agent else None)
+            or (flow.media_stream_url if flow else None)
+            or default_media_stream_url
+        )
         known: dict[str, Any] = {
             "target_number": target,
             "from_number": line.number,
             "phone_number_id": str(line.id),
             "provider": line.provider,
+            "media_stream_url": fill_media_stream_url(
+                template, call.call_session_id, call.request_id
+            )
+            if template
+            else None,
         }
         if suppressed:
             return _fail(
@@ -188,6 +205,8 @@ def new_session_row(call: CreateCallInput, validation: ValidationResult) -> Call
         failure_reason=validation.failure_reason,
         idempotency_key=call.idempotency_key,
         request_hash=call.request_hash,
+        variables=json.dumps(call.variables) if call.variables else None,
+        call_metadata=json.dumps(call.metadata) if call.metadata else None,
     )
 
 

@@ -104,9 +104,8 @@ def apply_call_statuses(
             "answered_by": update.answered_by,
             "source": update.source,
             "telephony_leg_id": update.telephony_leg_id,
+            "detail": update.detail,
         }
-        if update.detail:
-            detail["detail"] = update.detail
         events.append((f"call:{status}", "call_status", detail))
     if gave_up_after_seconds is not None and not is_final(row.call_status):
         detail = {"last_status": row.call_status, "after_seconds": round(gave_up_after_seconds)}

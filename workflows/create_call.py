@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         Stage,
         WaitForStageInput,
     )
+    from contracts.context import stream_parameters
     from contracts.lifecycle import advances, is_final, normalize_status, rank
     from contracts.search_attributes import (
         SA_CALL_STATUS,
@@ -133,6 +134,16 @@ class CreateCallWorkflow:
             to_number=validation.target_number,
             from_number=validation.from_number,
             provider=validation.provider,
+            media_stream_url=validation.media_stream_url,
+            stream_parameters=stream_parameters(
+                request_id=input.request_id,
+                call_session_id=input.call_session_id,
+                user_id=input.user_id,
+                agent_id=input.agent_id,
+                workflow_id=input.flow_id,
+                campaign_id=input.campaign_id,
+                variables=input.variables,
+            ),
         )
         outcome = await self._dial_safely(dial, input.policy)
         placed = outcome.status == SessionStatus.SUCCESS and outcome.telephony_leg_id is not None

@@ -17,6 +17,7 @@ from api.schemas import (
     CallEventPublic,
     CallSessionDetail,
     CallSessionPublic,
+    CreateCallBody,
     CreateCallQuery,
     CreateCallResponse,
     Detail,
@@ -46,11 +47,15 @@ async def create_call(
     temporal: TemporalDep,
     # One model for the query, so an unknown parameter is a 422 that names it.
     query: Annotated[CreateCallQuery, Query()],
+    body: CreateCallBody | None = None,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
     ] = None,
 ) -> CreateCallResponse:
-    """Initiate an outbound call; answers with the ids at once (HTTP 200 even when failed)."""
+    """Initiate an outbound call; answers with the ids at once (HTTP 200 even when failed).
+    The optional JSON body carries the call's context: `variables` for the agent, `metadata`
+    for the client."""
+    context = body or CreateCallBody()
     starter = CallStarter(settings, engine, temporal)
     try:
         answer = await starter.create(
@@ -62,6 +67,8 @@ async def create_call(
                 phone_number_id=query.phone_number_id,
                 wait=query.wait,
                 idempotency_key=idempotency_key,
+                variables=dict(context.variables),
+                metadata=dict(context.metadata),
             )
         )
     except IdempotencyConflict as exc:
@@ -93,6 +100,8 @@ def _public(row: CallSession) -> dict[str, Any]:
         "answered_at": row.answered_at,
         "ended_at": row.ended_at,
         "duration_seconds": row.duration_seconds,
+        "variables": json.loads(row.variables) if row.variables else {},
+        "metadata": json.loads(row.call_metadata) if row.call_metadata else {},
     }
 
 

@@ -18,6 +18,7 @@ from api.schemas import (
     MappingCreate,
     MappingPublic,
     NamedCreate,
+    NamedUpdate,
     PhoneNumberCreate,
     PhoneNumberPublic,
     PhoneNumberUpdate,
@@ -153,37 +154,94 @@ def _named_list(
         .where(model.user_id == user_id)
         .order_by(col(model.created_at), col(model.id))
     ).all()
-    return [
-        {"id": r.id, "name": r.name, "created_at": r.created_at, "phone_number_id": line}
-        for r, line in rows
-    ]
+    return [_named_public(r, line) for r, line in rows]
+
+
+def _named_public(row: Agent | Flow, line: uuid.UUID | None) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "media_stream_url": row.media_stream_url,
+        "created_at": row.created_at,
+        "phone_number_id": line,
+    }
+
+
+def _update_named(
+    session: SessionDep,
+    model: type[_Named],
+    id_: uuid.UUID,
+    body: NamedUpdate,
+    user_id: uuid.UUID,
+    what: str,
+    column: Mapped[uuid.UUID | None],
+) -> dict[str, Any]:
+    """Change the fields the body names; `media_stream_url: null` removes the URL. The calls
+    it changes are the ones validated after: a call already dialing keeps its URL."""
+    row = _owned(session, model, id_, user_id, what)
+    given = body.model_dump(exclude_unset=True)
+    if given.get("name", "") is None:
+        raise HTTPException(422, "name cannot be null")
+    for field, value in given.items():
+        setattr(row, field, value)
+    session.add(row)
+    session.commit()
+    line = session.exec(select(LineMapping.phone_number_id).where(column == row.id)).first()
+    return _named_public(row, line)
 
 
 @router.get("/agents", response_model=list[AgentPublic], tags=["agents"])
 def list_agents(user: CurrentUser, session: SessionDep) -> list[dict[str, Any]]:
-    """The user's agents, each with its mapped line."""
+    """The user's agents, each with its mapped line and media stream URL."""
     return _named_list(session, Agent, user.user_id, col(LineMapping.agent_id))
 
 
 @router.post("/agents", response_model=AgentPublic, status_code=201, tags=["agents"])
 def create_agent(body: NamedCreate, user: CurrentUser, session: SessionDep) -> Agent:
-    """Create an agent."""
-    agent = Agent(user_id=user.user_id, name=body.name)
+    """Create an agent, with the WebSocket its calls are streamed to."""
+    agent = Agent(user_id=user.user_id, name=body.name, media_stream_url=body.media_stream_url)
     session.add(agent)
     session.commit()
     return agent
 
 
+@router.patch(
+    "/agents/{agent_id}", response_model=AgentPublic, responses=NOT_FOUND, tags=["agents"]
+)
+def update_agent(
+    agent_id: uuid.UUID, body: NamedUpdate, user: CurrentUser, session: SessionDep
+) -> dict[str, Any]:
+    """Rename an agent or change its media stream URL."""
+    return _update_named(
+        session, Agent, agent_id, body, user.user_id, "agent", col(LineMapping.agent_id)
+    )
+
+
 @router.get("/workflows", response_model=list[FlowPublic], tags=["workflows"])
 def list_flows(user: CurrentUser, session: SessionDep) -> list[dict[str, Any]]:
-    """The user's conversation workflows, each with its mapped line."""
+    """The user's conversation workflows, each with its mapped line and media stream URL."""
     return _named_list(session, Flow, user.user_id, col(LineMapping.flow_id))
 
 
 @router.post("/workflows", response_model=FlowPublic, status_code=201, tags=["workflows"])
 def create_flow(body: NamedCreate, user: CurrentUser, session: SessionDep) -> Flow:
     """Create a conversation workflow (the `workflow_id` of create_call)."""
-    flow = Flow(user_id=user.user_id, name=body.name)
+    flow = Flow(user_id=user.user_id, name=body.name, media_stream_url=body.media_stream_url)
     session.add(flow)
     session.commit()
     return flow
+
+
+@router.patch(
+    "/workflows/{workflow_id}",
+    response_model=FlowPublic,
+    responses=NOT_FOUND,
+    tags=["workflows"],
+)
+def update_flow(
+    workflow_id: uuid.UUID, body: NamedUpdate, user: CurrentUser, session: SessionDep
+) -> dict[str, Any]:
+    """Rename a conversation workflow or change its media stream URL."""
+    return _update_named(
+        session, Flow, workflow_id, body, user.user_id, "workflow", col(LineMapping.flow_id)
+    )

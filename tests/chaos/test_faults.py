@@ -28,6 +28,7 @@ def request(attempt: int = 1, session: str | None = None) -> DialRequest:
 
 class Carrier:
     name = "simulated"
+    requires_media_stream = False
 
     def __init__(self) -> None:
         self.placed: list[str] = []

@@ -28,6 +28,7 @@ from telephony.registry import ProviderRegistry
 
 class ScriptedProvider:
     name = "simulated"
+    requires_media_stream = False
 
     def __init__(self, outcome: Exception | None = None) -> None:
         self.outcome = outcome

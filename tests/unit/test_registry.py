@@ -15,6 +15,7 @@ class FakeProvider:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.requires_media_stream = False
 
     async def create_call(self, request: DialRequest) -> ProviderCall:
         raise NotImplementedError
