@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func
+from sqlalchemy import func, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -64,3 +64,14 @@ class DatabaseLedger:
                 .select_from(SimulatedCall)
                 .where(SimulatedCall.session_id == uuid.UUID(call_session_id))
             ).one()
+
+    def finish(
+        self, *, sid: str, status: str, ended_at: datetime, duration_seconds: int | None
+    ) -> None:
+        # Only the first end counts: a carrier's record of a call does not change afterwards.
+        with session_scope(self._engine) as session:
+            session.exec(
+                update(SimulatedCall)
+                .where(col(SimulatedCall.sid) == sid, col(SimulatedCall.ended_at).is_(None))
+                .values(status=status, ended_at=ended_at, duration_seconds=duration_seconds)
+            )

@@ -4,7 +4,12 @@ Magic destination numbers drive every path (see README). Behaviour depends only 
 number and the attempt, so it is the same after a worker crash; the ledger of placed calls is
 durable and shared, like a real carrier's, so reconciliation and the one-dial-per-session
 checks work across processes. The carrier keeps it through `SimulatedLedger`; the worker hands
-it the database one (store/simulated_ledger.py)."""
+it the database one (store/simulated_ledger.py).
+
+An answered call whose request has a media stream URL is connected to it as Twilio connects
+`<Connect><Stream>` (telephony/media_stream.py, over a real WebSocket): the stream, not the
+timeline, then decides how the call ends (the callee hanging up after the talk time, the agent
+hanging up first, a refused or dropped stream), and the ledger records that end."""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from typing import Protocol
 from contracts import lifecycle as st
 from contracts.lifecycle import CallStatus, StatusEvent, StatusSink
 from telephony.base import Ambiguous, DialRequest, NotPlaced, ProviderCall, Rejected, attempt_tag
+from telephony.media_stream import stream_call
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +79,12 @@ class LedgerEntry(Protocol):
     def status(self) -> str: ...
     @property
     def created_at(self) -> datetime: ...  # aware, UTC
+    # Set by `finish` when the call ended otherwise than its timeline says (its media
+    # stream): then these, not the timeline, are the call's end.
+    @property
+    def ended_at(self) -> datetime | None: ...
+    @property
+    def duration_seconds(self) -> int | None: ...
 
 
 class SimulatedLedger(Protocol):
@@ -98,6 +110,12 @@ class SimulatedLedger(Protocol):
 
     def count(self, call_session_id: str) -> int:
         """How many calls were placed for the session."""
+        ...
+
+    def finish(
+        self, *, sid: str, status: CallStatus, ended_at: datetime, duration_seconds: int | None
+    ) -> None:
+        """Write down how a call ended (the first end written stays)."""
         ...
 
 
@@ -134,7 +152,7 @@ class SimulatedProvider:
         # Placed when the request reaches the carrier, not when a worker thread is free to
         # write the ledger (a busy thread pool would blur a campaign's pacing).
         call = await asyncio.to_thread(self._place, request, datetime.now(UTC))
-        await self._send_callbacks(request.call_session_id, call)
+        await self._follow(request, call)
         if to == AMBIGUOUS_ONCE and attempt == 1:
             # The carrier placed the call, but its answer never reaches us.
             raise Ambiguous("timed out waiting for the carrier's response")
@@ -153,24 +171,94 @@ class SimulatedProvider:
             sid=row.sid, status=row.status, to_number=row.to_number, created_at=row.created_at
         )
 
-    async def _send_callbacks(self, call_session_id: str, call: ProviderCall) -> None:
-        """Report the call's lifecycle like a carrier's status callbacks. What is due at
-        once (at least `initiated`) is delivered before the dial returns, as a carrier's
-        first callback can beat its API response: the workflow then learns it together with
-        the dial's result, in one workflow task. The rest follows in the background."""
-        if self._sink is None or call.to_number is None or call.created_at is None:
+    async def _follow(self, request: DialRequest, call: ProviderCall) -> None:
+        """Report the call's lifecycle like a carrier's status callbacks, and connect the
+        answered call to its media stream when the request has one. What is due at once (at
+        least `initiated`) is delivered before the dial returns, as a carrier's first
+        callback can beat its API response: the workflow then learns it together with the
+        dial's result, in one workflow task. The rest follows in the background."""
+        if call.to_number is None or call.created_at is None:
             return
-        started = asyncio.get_running_loop().time()
         steps = self._timeline.steps(call.to_number)
+        answer = next((at for at, status in steps if status == CallStatus.ANSWERED), None)
+        media_url = request.media_stream_url if answer is not None else None
+        if media_url:
+            # The stream decides when and how the call ends, not the timeline.
+            steps = [step for step in steps if not st.is_final(step[1])]
+        elif self._sink is None:
+            return
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         now = [step for step in steps if step[0] <= 0]
-        await self._deliver(call_session_id, call.sid, call.created_at, now)
+        await self._deliver(request.call_session_id, call.sid, call.created_at, now)
         later = steps[len(now) :]
-        if later:
-            task = asyncio.get_running_loop().create_task(
-                self._emit(call_session_id, call.sid, call.created_at, later, started)
-            )
+        if later or media_url:
+            task = loop.create_task(self._carry_on(request, call, later, started, answer))
             self._emitting.add(task)
             task.add_done_callback(self._emitting.discard)
+
+    async def _carry_on(
+        self,
+        request: DialRequest,
+        call: ProviderCall,
+        steps: list[tuple[float, CallStatus]],
+        started: float,
+        answer: float | None,
+    ) -> None:
+        assert call.created_at is not None
+        await self._emit(request.call_session_id, call.sid, call.created_at, steps, started)
+        if request.media_stream_url and answer is not None:
+            answered_at = call.created_at + timedelta(seconds=answer)
+            await self._stream(request, request.media_stream_url, call.sid, answered_at)
+
+    async def _stream(
+        self, request: DialRequest, url: str, sid: str, answered_at: datetime
+    ) -> None:
+        """The answered call on its agent's media stream until one side hangs up (the
+        callee after the talk time); then its end in the ledger, so that fetch_call reports
+        it, and as the call's last status, with how it ended for the timeline. The call is
+        `completed` however the stream ended, as with Twilio when a stream ends and no TwiML
+        follows (a refused stream too: the callee had answered)."""
+        try:
+            result = await stream_call(
+                url,
+                call_sid=sid,
+                parameters=request.stream_parameters,
+                talk_seconds=self._timeline.talk_seconds,
+            )
+            detail = result.detail
+            log.info(
+                "simulated call %s: media stream %s ended: %s (%d frames sent)",
+                sid,
+                result.stream_sid,
+                result.end,
+                result.frames_sent,
+            )
+        except Exception:
+            log.exception("simulated call %s: the media stream failed", sid)
+            detail = "the simulated carrier's media stream failed"
+        ended_at = max(datetime.now(UTC), answered_at)
+        duration = round((ended_at - answered_at).total_seconds())
+        try:
+            await asyncio.to_thread(
+                self._ledger.finish,
+                sid=sid,
+                status=CallStatus.COMPLETED,
+                ended_at=ended_at,
+                duration_seconds=duration,
+            )
+        except Exception:
+            # Polling then reports the timeline's end; the callback below still goes out.
+            log.warning("simulated call %s: its end was not recorded", sid, exc_info=True)
+        event = StatusEvent(
+            call_session_id=request.call_session_id,
+            sid=sid,
+            status=CallStatus.COMPLETED,
+            occurred_at=ended_at,
+            duration_seconds=duration,
+            detail=detail,
+        )
+        await self._send([event])
 
     async def _emit(
         self,
@@ -196,21 +284,26 @@ class SimulatedProvider:
     async def _deliver(
         self, call_session_id: str, sid: str, placed: datetime, due: list[tuple[float, CallStatus]]
     ) -> None:
-        assert self._sink is not None
         if not due:
             return
-        events = [
-            StatusEvent(
-                call_session_id=call_session_id,
-                sid=sid,
-                status=status,
-                occurred_at=placed + timedelta(seconds=offset),
-                duration_seconds=self._timeline.duration_seconds
-                if status == CallStatus.COMPLETED
-                else None,
-            )
-            for offset, status in due
-        ]
+        await self._send(
+            [
+                StatusEvent(
+                    call_session_id=call_session_id,
+                    sid=sid,
+                    status=status,
+                    occurred_at=placed + timedelta(seconds=offset),
+                    duration_seconds=self._timeline.duration_seconds
+                    if status == CallStatus.COMPLETED
+                    else None,
+                )
+                for offset, status in due
+            ]
+        )
+
+    async def _send(self, events: list[StatusEvent]) -> None:
+        if self._sink is None:
+            return  # no callbacks: the workflow polls fetch_call
         try:
             await self._sink(events)
         except Exception:
@@ -232,6 +325,10 @@ class SimulatedProvider:
                 ended_at = placed + timedelta(seconds=offset)
                 if step == CallStatus.COMPLETED:
                     duration = self._timeline.duration_seconds
+        if row.ended_at is not None:
+            # The carrier's own record of the end (its media stream), not the timeline's.
+            status = st.normalize_status(row.status) or CallStatus.COMPLETED
+            ended_at, duration = row.ended_at, row.duration_seconds
         return ProviderCall(
             sid=row.sid,
             status=status,
