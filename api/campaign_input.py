@@ -17,6 +17,7 @@ from starlette.datastructures import UploadFile
 
 from api.campaign_schemas import CampaignCreate, CampaignFields, RowError
 from api.limits import check_recipient_count
+from contracts.context import variables_problem
 from core.windows import DAY_NAMES
 from store import campaigns as store
 
@@ -31,7 +32,8 @@ UPLOAD_SCHEMA = {
             "type": "string",
             "format": "binary",
             "description": "CSV, UTF-8, header row with a phone_number column; an external_id "
-            "column is the recipient's external id; every other column becomes a variable",
+            "column is the recipient's external id; every other column is a variable of the "
+            "recipient's call, named by its header (a valid variable name), empty cells left out",
         },
         "batch_name": {"type": "string", "minLength": 1, "maxLength": 200},
         "agent_id": {"type": "string", "format": "uuid"},
@@ -40,6 +42,11 @@ UPLOAD_SCHEMA = {
         "options": {
             "type": "string",
             "description": "the options object, as JSON text (unknown fields are refused)",
+        },
+        "variables": {
+            "type": "string",
+            "description": "the campaign's variables object, as JSON text; a recipient's "
+            "columns win over it",
         },
     },
     # Like every request body: a form field not listed here is refused with a 422 naming it.
@@ -69,6 +76,13 @@ def parse_csv(data: bytes, max_rows: int) -> tuple[list[store.RecipientRow], lis
         raise HTTPException(422, "the CSV header has empty or repeated column names")
     phone_at = lowered.index(PHONE_COLUMN)
     external_at = lowered.index(EXTERNAL_ID_COLUMN) if EXTERNAL_ID_COLUMN in lowered else None
+    for i, name in enumerate(header):
+        if i in (phone_at, external_at):
+            continue
+        if problem := variables_problem({name: ""}):
+            raise HTTPException(
+                422, f"CSV column {name[:70]!r}: {problem.removeprefix('variables: ')}"
+            )
     rows: list[store.RecipientRow] = []
     errors: list[RowError] = []
     while True:
@@ -135,11 +149,12 @@ async def read_upload(request: Request, max_bytes: int) -> tuple[CampaignFields,
         for k, v in form.items()
         if k != "file" and isinstance(v, str) and (v != "" or k not in CampaignFields.model_fields)
     }
-    if "options" in values:
-        try:
-            values["options"] = json.loads(values["options"])
-        except json.JSONDecodeError as exc:
-            raise HTTPException(422, f"options is not valid JSON: {exc.msg}") from exc
+    for name in ("options", "variables"):
+        if name in values:
+            try:
+                values[name] = json.loads(values[name])
+            except json.JSONDecodeError as exc:
+                raise HTTPException(422, f"{name} is not valid JSON: {exc.msg}") from exc
     try:
         fields = CampaignFields.model_validate(values)
     except ValidationError as exc:
@@ -187,4 +202,5 @@ def campaign_spec(user_id: uuid.UUID, fields: CampaignFields) -> store.CampaignS
         redial_outcomes=",".join(sorted(set(redial.outcomes))) if redial else None,
         redial_max_attempts=redial.max_attempts if redial else 1,
         redial_delay_seconds=redial.delay_seconds if redial else 0,
+        variables=dict(fields.variables),
     )

@@ -10,7 +10,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from api.schemas import RequestModel, UTCDatetime
+from api.schemas import VariableValue as CallVariableValue
 from contracts.campaigns import CampaignState, RecipientState
+from contracts.context import variables_problem
 from core.windows import DAY_NAMES, DayName, valid_zone
 
 _HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
@@ -73,8 +75,16 @@ class CampaignOptions(RequestModel):
 
 class RecipientIn(RequestModel):
     phone_number: str = Field(max_length=64, examples=["+12025550100"])
-    variables: dict[str, VariableValue] = Field(default_factory=dict)
-    external_id: str | None = Field(default=None, max_length=200)
+    variables: dict[str, VariableValue] = Field(
+        default_factory=dict,
+        description="merged over the campaign's variables (null removes one of them); the "
+        "merged set must stay within create_call's limits, or the row is rejected",
+    )
+    external_id: str | None = Field(
+        default=None,
+        max_length=200,
+        description="the client's id of the recipient: the call's metadata.external_id",
+    )
 
 
 class CampaignFields(RequestModel):
@@ -85,11 +95,19 @@ class CampaignFields(RequestModel):
     workflow_id: uuid.UUID | None = None
     phone_number_id: uuid.UUID | None = None
     options: CampaignOptions = Field(default_factory=CampaignOptions)
+    variables: dict[str, CallVariableValue] = Field(
+        default_factory=dict,
+        description="sent to the agent with every call of the campaign, under create_call's "
+        "limits; a recipient's own variables (JSON field or CSV columns) win",
+        examples=[{"campaign_name": "renewals", "discount": 10}],
+    )
 
     @model_validator(mode="after")
     def _agent_xor_workflow(self) -> CampaignFields:
         if (self.agent_id is None) == (self.workflow_id is None):
             raise ValueError("give exactly one of agent_id and workflow_id")
+        if problem := variables_problem(self.variables):
+            raise ValueError(problem)
         return self
 
 
@@ -117,6 +135,7 @@ class CampaignSummary(BaseModel):
 
 class CampaignStatus(CampaignSummary):
     options: CampaignOptions
+    variables: dict[str, Any] = Field(description="the campaign's own (defaults of each call)")
     counts: dict[str, int] = Field(
         description="recipients per state: not_started, queued, calling, completed, failed, "
         "busy, no_answer, skipped, canceled"

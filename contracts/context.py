@@ -88,6 +88,12 @@ def variables_problem(variables: Mapping[str, Any]) -> str | None:
     return None
 
 
+def merged_variables(campaign: Mapping[str, Any], recipient: Mapping[str, Any]) -> Variables:
+    """A campaign recipient's call variables: its own over the campaign's; a null removes one."""
+    merged = {**campaign, **recipient}
+    return {name: value for name, value in merged.items() if value is not None}
+
+
 def metadata_problem(metadata: Mapping[str, Any]) -> str | None:
     """Why this metadata cannot be stored, naming the limit; None when it can."""
     if len(metadata) > MAX_METADATA_KEYS:

@@ -4,6 +4,7 @@ after a crash or a retry. Calls are started by services/calls.py, never here."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from contracts.campaigns import (
     TickInput,
     TickResult,
 )
+from contracts.context import merged_variables
 from contracts.lifecycle import CallStatus
 from core.ids import campaign_call_ids
 from core.windows import Window, is_open, next_open
@@ -172,6 +174,11 @@ def call_spec(campaign: Campaign, recipient: CampaignRecipient) -> CallSpec:
         flow_id=str(campaign.flow_id) if campaign.flow_id else None,
         phone_number_id=str(campaign.phone_number_id) if campaign.phone_number_id else None,
         campaign_id=str(campaign.id),
+        variables=merged_variables(
+            json.loads(campaign.variables) if campaign.variables else {},
+            json.loads(recipient.variables) if recipient.variables else {},
+        ),
+        metadata={"external_id": recipient.external_id} if recipient.external_id else {},
     )
 
 

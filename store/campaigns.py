@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select
 
 from contracts.calls import FailureCode
 from contracts.campaigns import CampaignState, RecipientState
+from contracts.context import merged_variables, variables_problem
 from core.phone import InvalidNumber, normalize
 from core.windows import timezone_of
 from store.db import session_scope, table_of
@@ -80,6 +81,8 @@ class CampaignSpec:
     redial_outcomes: str | None = None
     redial_max_attempts: int = 1
     redial_delay_seconds: int = 0
+    # Every call's variables; a recipient's own win (contracts.context.merged_variables).
+    variables: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -149,6 +152,7 @@ def create_campaign(
             redial_outcomes=spec.redial_outcomes,
             redial_max_attempts=spec.redial_max_attempts,
             redial_delay_seconds=spec.redial_delay_seconds,
+            variables=json.dumps(spec.variables) if spec.variables else None,
         )
         session.add(campaign)
         session.flush()
@@ -162,6 +166,9 @@ def create_campaign(
                 number = normalize(row.phone_number, region)
             except InvalidNumber as exc:
                 rejected.append(RejectedRow(row.row_number, str(exc)))
+                continue
+            if problem := variables_problem(merged_variables(spec.variables, row.variables)):
+                rejected.append(RejectedRow(row.row_number, problem))
                 continue
             values: dict[str, Any] = {
                 "id": uuid.uuid4(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from typing import Annotated, Any, cast
@@ -99,7 +100,11 @@ def _summary(row: Campaign) -> dict[str, Any]:
 def _status(session: SessionDep, row: Campaign) -> CampaignStatus:
     by_state, by_code = store.counts(session, row.id)
     return CampaignStatus(
-        **_summary(row), options=_options(row), counts=by_state, failure_codes=by_code
+        **_summary(row),
+        options=_options(row),
+        variables=json.loads(row.variables) if row.variables else {},
+        counts=by_state,
+        failure_codes=by_code,
     )
 
 
