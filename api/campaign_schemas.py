@@ -9,9 +9,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from api.schemas import RequestModel, UTCDatetime
-from api.schemas import VariableValue as CallVariableValue
-from contracts.campaigns import CampaignState, RecipientState
+from api.schemas import VARIABLES_SCHEMA, PlainText, RequestModel, UTCDatetime, as_utc
+from contracts.campaigns import (
+    MAX_CALLS_PER_SECOND,
+    MIN_CALLS_PER_SECOND,
+    CampaignState,
+    RecipientState,
+)
 from contracts.context import variables_problem
 from core.windows import DAY_NAMES, DayName, valid_zone
 
@@ -59,7 +63,13 @@ class RedialPolicy(RequestModel):
 
 
 class CampaignOptions(RequestModel):
-    calls_per_second: float = Field(default=1.0, gt=0, le=100)
+    calls_per_second: float = Field(
+        default=1.0,
+        ge=MIN_CALLS_PER_SECOND,
+        le=MAX_CALLS_PER_SECOND,
+        description=f"dials per second, from {MIN_CALLS_PER_SECOND} (one call every "
+        f"{1 / MIN_CALLS_PER_SECOND:.0f} seconds) to {MAX_CALLS_PER_SECOND}",
+    )
     max_concurrency: int = Field(default=10, ge=1, le=1000)
     calling_window: CallingWindow | None = None
     start_at: datetime | None = Field(default=None, description="not before this instant")
@@ -70,7 +80,7 @@ class CampaignOptions(RequestModel):
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("start_at needs a time zone offset (e.g. 2026-12-01T09:00:00Z)")
-        return value
+        return None if value is None else as_utc(value)  # refuses an instant with no UTC form
 
 
 class RecipientIn(RequestModel):
@@ -80,7 +90,7 @@ class RecipientIn(RequestModel):
         description="merged over the campaign's variables (null removes one of them); the "
         "merged set must stay within create_call's limits, or the row is rejected",
     )
-    external_id: str | None = Field(
+    external_id: PlainText | None = Field(
         default=None,
         max_length=200,
         description="the client's id of the recipient: the call's metadata.external_id",
@@ -90,13 +100,14 @@ class RecipientIn(RequestModel):
 class CampaignFields(RequestModel):
     """Everything of a campaign but its recipients (the form fields of a CSV upload)."""
 
-    batch_name: str = Field(min_length=1, max_length=200)
+    batch_name: PlainText = Field(min_length=1, max_length=200)
     agent_id: uuid.UUID | None = None
     workflow_id: uuid.UUID | None = None
     phone_number_id: uuid.UUID | None = None
     options: CampaignOptions = Field(default_factory=CampaignOptions)
-    variables: dict[str, CallVariableValue] = Field(
+    variables: dict[str, Any] = Field(
         default_factory=dict,
+        json_schema_extra=VARIABLES_SCHEMA,
         description="sent to the agent with every call of the campaign, under create_call's "
         "limits; a recipient's own variables (JSON field or CSV columns) win",
         examples=[{"campaign_name": "renewals", "discount": 10}],

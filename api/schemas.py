@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
@@ -11,10 +12,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StrictBool,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
     model_validator,
 )
 
@@ -29,11 +26,44 @@ T = TypeVar("T")
 def as_utc(value: datetime) -> datetime:
     """A time as the API shows it: in UTC, naive taken as UTC. Rows read from the database are
     aware UTC already (store.db.UTCDateTime); this covers values never read back, like the
-    start_at a request gave with its own offset, answered from the row just written."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    start_at a request gave with its own offset, answered from the row just written. As an
+    input type it also refuses an instant that has no UTC form (9999-12-31T23:59:59-23:59 is
+    in the year 10000), which the database column could not take either."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the instant is outside the years 1 to 9999 in UTC") from None
 
 
 UTCDatetime = Annotated[datetime, AfterValidator(as_utc)]
+
+# Explicit bidirectional formatting characters (embeddings, overrides, isolates and the marks):
+# they make a name read differently from what it is (U+202E turns "Bob\u202egnp.exe" around).
+_BIDI_CLASSES = frozenset({"LRE", "RLE", "LRO", "RLO", "PDF", "LRI", "RLI", "FSI", "PDI"})
+_BIDI_MARKS = frozenset({"\u200e", "\u200f", "\u061c"})  # LRM, RLM, ALM
+# Control characters (C0, C1, DEL), surrogates, and line and paragraph separators.
+_CONTROL_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+
+
+def plain_text(value: str) -> str:
+    """Names and labels shown to people (agents, workflows, campaigns, line labels, reasons):
+    no control character and no bidirectional formatting character, which would be stored and
+    echoed into every screen and log that shows them."""
+    for char in value:
+        if (
+            unicodedata.category(char) in _CONTROL_CATEGORIES
+            or unicodedata.bidirectional(char) in _BIDI_CLASSES
+            or char in _BIDI_MARKS
+        ):
+            raise ValueError(
+                f"control or bidirectional formatting character U+{ord(char):04X} is not allowed"
+            )
+    return value
+
+
+PlainText = Annotated[str, AfterValidator(plain_text)]
 
 # The stages a create_call request can wait for (contracts.calls.WAIT_STAGES).
 WaitStage = Literal[Stage.ACCEPTED, Stage.DIALED]
@@ -59,16 +89,22 @@ class CreateCallQuery(RequestModel):
     wait: WaitStage = Stage.ACCEPTED
 
 
-# Strict, so a value keeps the JSON type it was sent with ("1" stays a string, 1 a number).
-VariableValue = StrictBool | StrictInt | StrictFloat | StrictStr
+# Any, so a value keeps the JSON type it was sent with ("1" stays a string, 1 a number) and a
+# wrong one gets one message from contracts.context rather than one per JSON type; the schema
+# still says what is allowed.
+VARIABLES_SCHEMA = {
+    "additionalProperties": {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}]}
+}
+METADATA_SCHEMA = {"additionalProperties": {"type": "string"}}
 
 
 class CreateCallBody(RequestModel):
     """create_call's optional JSON body: the call's context. The query parameters of the
     contract stay as they are; a request without a body is as valid as ever."""
 
-    variables: dict[str, VariableValue] = Field(
+    variables: dict[str, Any] = Field(
         default_factory=dict,
+        json_schema_extra=VARIABLES_SCHEMA,
         description=f"Sent to the agent as stream parameters, each under its own name. At "
         f"most {context.MAX_VARIABLES}; names `[A-Za-z_][A-Za-z0-9_]{{0,63}}`, not one of "
         f"{', '.join(context.RESERVED_PARAMETERS)}; strings up to "
@@ -77,8 +113,9 @@ class CreateCallBody(RequestModel):
         f"{context.MAX_VARIABLES_TWIML_CHARS} characters of TwiML (see the README).",
         examples=[{"first_name": "Ada", "balance_due": 42.5, "vip": True}],
     )
-    metadata: dict[str, StrictStr] = Field(
+    metadata: dict[str, Any] = Field(
         default_factory=dict,
+        json_schema_extra=METADATA_SCHEMA,
         description=f"The client's own: stored and returned by call-analytics, never sent to "
         f"the carrier or the agent. At most {context.MAX_METADATA_KEYS} keys of up to "
         f"{context.MAX_METADATA_KEY_CHARS} characters, values up to "
@@ -170,13 +207,13 @@ class Page(BaseModel, Generic[T]):
 class PhoneNumberCreate(RequestModel):
     number: str = Field(max_length=40, examples=["+12025550199"])
     provider: str = Field(default="simulated", max_length=32, pattern=r"^[a-z][a-z0-9_-]*$")
-    label: str | None = Field(default=None, max_length=200)
+    label: PlainText | None = Field(default=None, max_length=200)
     active: bool = True
 
 
 class PhoneNumberUpdate(RequestModel):
     active: bool | None = None
-    label: str | None = Field(default=None, max_length=200)
+    label: PlainText | None = Field(default=None, max_length=200)
 
 
 class PhoneNumberPublic(BaseModel):
@@ -219,7 +256,6 @@ MediaStreamUrl = Annotated[
     str | None,
     AfterValidator(_media_stream_url),
     Field(
-        max_length=context.MAX_MEDIA_STREAM_URL_CHARS,
         description="The agent's WebSocket (ws:// or wss://) the answered call's audio is "
         "streamed to, with the call's ids and variables as parameters. May hold "
         "{call_session_id} and {request_id}, filled per call. Without one, the workflow's, "
@@ -232,14 +268,14 @@ MediaStreamUrl = Annotated[
 class NamedCreate(RequestModel):
     """An agent or a conversation workflow."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: PlainText = Field(min_length=1, max_length=200)
     media_stream_url: MediaStreamUrl = None
 
 
 class NamedUpdate(RequestModel):
     """The fields to change; `media_stream_url: null` removes the URL."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: PlainText | None = Field(default=None, min_length=1, max_length=200)
     media_stream_url: MediaStreamUrl = None
 
 
@@ -258,7 +294,7 @@ class FlowPublic(AgentPublic):
 
 class SuppressionCreate(RequestModel):
     phone_number: str = Field(max_length=40)
-    reason: str | None = Field(default=None, max_length=500)
+    reason: PlainText | None = Field(default=None, max_length=500)
 
 
 class SuppressionPublic(BaseModel):

@@ -85,14 +85,16 @@ async def create_call(
     *,
     wait: str | None = None,
     idempotency_key: str | None = None,
+    body: dict[str, Any] | None = None,
     **params: Any,
 ) -> httpx.Response:
+    """POST create_call; `body` is its optional JSON body (the call's variables and metadata)."""
     query: dict[str, Any] = {"phoneNumber": number, **params}
     if wait is not None:
         query["wait"] = wait
     if idempotency_key is not None:
         headers = {**headers, "Idempotency-Key": idempotency_key}
-    return await stack.http.post(CREATE_CALL, params=query, headers=headers)
+    return await stack.http.post(CREATE_CALL, params=query, headers=headers, json=body)
 
 
 class ThreadedStack:
