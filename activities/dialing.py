@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from contracts.calls import (
     DialInput,
@@ -61,6 +61,12 @@ def _note_dial(input: DialInput, result: DialOutcome, error: TelephonyError | No
         DIALS_METRIC, "dial attempts sent to a provider, by provider and result"
     )
     counter.add(1, {"provider": input.provider, "result": result})
+
+
+# A dial that did not go through, or whose outcome is unknown, is an outcome the workflow
+# handles (retry, reconcile), not an error: BENIGN keeps the SDK from logging each one as a
+# WARNING with the chained traceback (40 lines); _note_dial has said it in one line.
+EXPECTED = ApplicationErrorCategory.BENIGN
 
 
 def _own_deadline() -> float:
@@ -137,6 +143,7 @@ class DialActivities:
                 None,
                 type=ErrorType.DIAL_AMBIGUOUS,
                 non_retryable=True,
+                category=EXPECTED,
             ) from exc
         # The message of each answer is the provider's neutral account (telephony.base), the
         # one that may reach the client; its own words ride along for the timeline and
@@ -159,6 +166,7 @@ class DialActivities:
                 exc.provider_message,
                 type=ErrorType.DIAL_NOT_PLACED,
                 non_retryable=True,
+                category=EXPECTED,
             ) from exc
         except Ambiguous as exc:
             _note_dial(input, DialOutcome.AMBIGUOUS, exc)
@@ -169,6 +177,7 @@ class DialActivities:
                 exc.provider_message,
                 type=ErrorType.DIAL_AMBIGUOUS,
                 non_retryable=True,
+                category=EXPECTED,
             ) from exc
         _note_dial(input, DialOutcome.PLACED)
         return DialResult(placed=True, telephony_leg_id=call.sid)

@@ -79,3 +79,37 @@ async def test_no_log_line_holds_a_full_test_phone_number(
     assert "phoneNumber=***0100" in access[0]["message"]
     # Outside a call, no ids are attached.
     assert "call_session_id" not in access[0]
+
+
+@pytest.fixture
+def captured_text() -> Iterator[io.StringIO]:
+    """Every record at INFO and above as an operator reads it (the text handler)."""
+    out = io.StringIO()
+    handler = make_handler("text", out)
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield out
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+async def test_an_expected_dial_failure_is_one_line_without_a_traceback(
+    stack: Stack, captured_text: io.StringIO
+) -> None:
+    """Refused twice (+12025550104) and rate limited once (+12025550107): expected outcomes,
+    handled by the workflow's retries, each one line, never the SDK's chained traceback."""
+    account = make_account(stack.engine)
+    for number in ("+12025550104", "+12025550107"):
+        resp = await create_call(stack, account.headers, number, wait="dialed")
+        assert resp.status_code == 200 and resp.json()["status"] == "success", resp.text
+    text = captured_text.getvalue()
+    assert "Traceback" not in text, text
+    assert "Completing activity as failed" not in text, text
+    failed = [line for line in text.splitlines() if "dial attempt" in line and "not_placed" in line]
+    assert len(failed) == 3, text  # 2 refused + 1 rate limited, one line each
+    for line in failed:
+        assert "code" in line and "***01" in line, line
