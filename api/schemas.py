@@ -14,6 +14,7 @@ from pydantic import (
     Field,
     model_validator,
 )
+from pydantic.config import JsonDict
 
 from contracts import context
 from contracts.calls import SessionStatus, Stage
@@ -92,10 +93,10 @@ class CreateCallQuery(RequestModel):
 # Any, so a value keeps the JSON type it was sent with ("1" stays a string, 1 a number) and a
 # wrong one gets one message from contracts.context rather than one per JSON type; the schema
 # still says what is allowed.
-VARIABLES_SCHEMA = {
+VARIABLES_SCHEMA: JsonDict = {
     "additionalProperties": {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}]}
 }
-METADATA_SCHEMA = {"additionalProperties": {"type": "string"}}
+METADATA_SCHEMA: JsonDict = {"additionalProperties": {"type": "string"}}
 
 
 class CreateCallBody(RequestModel):

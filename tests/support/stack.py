@@ -85,7 +85,7 @@ async def create_call(
     *,
     wait: str | None = None,
     idempotency_key: str | None = None,
-    body: dict[str, Any] | None = None,
+    body: Any = None,  # Any: callers spread str-valued query dicts into **params
     **params: Any,
 ) -> httpx.Response:
     """POST create_call; `body` is its optional JSON body (the call's variables and metadata)."""
