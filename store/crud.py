@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -86,9 +87,12 @@ DEMO_EMAIL = "demo@dialer.local"
 DEMO_LINE = "+12025550199"
 
 
-def seed_demo(*, engine: Engine) -> Demo:
+def seed_demo(*, engine: Engine, agent_media_stream_url: str | None = None) -> Demo:
     """A demo user with an agent and a flow, both mapped to one active simulated line.
-    Idempotent: running it again returns what is there."""
+    Idempotent: running it again returns what is there. `agent_media_stream_url` (the demo
+    agent the API serves, api/routes/demo_agent.py) becomes the agent's media stream unless
+    it has one of another path: a URL of the user's own is kept, the demo agent's of an
+    earlier run on another port is replaced."""
     with session_scope(engine) as session:
         user = session.exec(select(User).where(User.email == DEMO_EMAIL)).first()
         if user is None:
@@ -106,6 +110,12 @@ def seed_demo(*, engine: Engine) -> Demo:
         agent = session.exec(select(Agent).where(Agent.user_id == user.id)).first()
         if agent is None:
             agent = Agent(user_id=user.id, name="Demo agent")
+            session.add(agent)
+        if agent_media_stream_url and (
+            agent.media_stream_url is None
+            or urlsplit(agent.media_stream_url).path == urlsplit(agent_media_stream_url).path
+        ):
+            agent.media_stream_url = agent_media_stream_url
             session.add(agent)
         flow = session.exec(select(Flow).where(Flow.user_id == user.id)).first()
         if flow is None:
