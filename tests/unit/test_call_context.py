@@ -5,11 +5,14 @@ document under 4,000 characters, so an accepted call is never refused for its si
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts import context
+from core.config import Settings
 from telephony.base import DialRequest
 from telephony.twilio import MAX_TWIML_CHARS, twiml_for
 
@@ -107,3 +110,20 @@ def test_merged_variables_let_a_recipient_override_and_remove() -> None:
         "b": 20,
         "d": 4,
     }
+
+
+def test_the_worker_refuses_a_default_url_no_call_could_use(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from worker import check_media_stream_default
+
+    with pytest.raises(SystemExit, match="DIALER_MEDIA_STREAM_URL: media_stream_url must start"):
+        check_media_stream_default(Settings(data_dir=tmp_path, media_stream_url="https://x.test"))
+    check_media_stream_default(
+        Settings(data_dir=tmp_path, media_stream_url="wss://x.test/{request_id}")
+    )
+    assert "no_media_stream" not in caplog.text
+
+    # Production without a default: said at start (the other production checks aside).
+    check_media_stream_default(Settings(data_dir=tmp_path, env="production"))
+    assert "DIALER_MEDIA_STREAM_URL is not set" in caplog.text
