@@ -17,7 +17,7 @@ from telephony.base import DialRequest
 from telephony.twilio import MAX_TWIML_CHARS, twiml_for
 
 # Every character that escaping lengthens, and ordinary ones.
-VALUE_CHARS = st.characters(codec="utf-8", exclude_categories=("Cs",)) | st.sampled_from("&<>\"'")
+VALUE_CHARS = st.characters(codec="utf-8", exclude_categories=["Cs"]) | st.sampled_from("&<>\"'")
 NAMES = st.from_regex(context.VARIABLE_NAME, fullmatch=True).filter(
     lambda n: n not in context.RESERVED_PARAMETERS
 )
