@@ -238,3 +238,60 @@ class CampaignRecipient(SQLModel, table=True):
     call_session_id: uuid.UUID | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """Where a user's events go. The signing secret is stored encrypted (infra/secrets.py),
+    never in the clear; during a rotation the previous one signs too until it expires."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (Index("ix_webhook_endpoints_user_created", "user_id", "created_at"),)
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: uuid.UUID = Field(foreign_key="users.id")
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    description: str | None = Field(default=None, max_length=500)
+    # A JSON list of event types; NULL means every type.
+    events: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    include_phone_numbers: bool = False
+    enabled: bool = True
+    disabled_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    secret: str = Field(sa_column=Column(Text, nullable=False))
+    previous_secret: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    previous_secret_expires_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    # Set by the first failed attempt after a success, cleared by the next success.
+    failing_since: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """The outbox: one row per event and endpoint, written in the transaction that records
+    the status change. `event_id` is the `webhook-id` a receiver sees; `stream` is what orders
+    deliveries ("call:<id>" or "campaign:<id>"), `sequence` the event's place in it."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "endpoint_id", name="uq_webhook_deliveries_event_endpoint"),
+        Index("ix_webhook_deliveries_endpoint_created", "endpoint_id", "created_at"),
+        Index("ix_webhook_deliveries_stream", "stream", "endpoint_id", "sequence"),
+    )
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    endpoint_id: uuid.UUID = Field(foreign_key="webhook_endpoints.id")
+    user_id: uuid.UUID = Field(foreign_key="users.id")
+    event_id: str = Field(max_length=64)
+    event_type: str = Field(max_length=32)
+    stream: str = Field(max_length=80)
+    sequence: int
+    call_session_id: uuid.UUID | None = None
+    campaign_id: uuid.UUID | None = None
+    # The exact body that is signed and sent, the same on every attempt.
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    # pending -> delivered | failed (a redelivery sets it pending again)
+    state: str = Field(default="pending", max_length=16)
+    attempts: int = 0
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    next_attempt_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    finished_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
