@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.config import get_settings
@@ -15,16 +16,46 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
 
+class CommandError(Exception):
+    """Nothing was done: one line saying why and what to do, and a non-zero exit."""
+
+
 def _engine() -> Engine:
+    """The engine of an existing, migrated database. A SQLite file that does not exist is not
+    created (SQLAlchemy would, empty, and the command would end in `no such table`): the
+    usual cause is a shell without the stack's DIALER_DATA_DIR."""
+    from sqlalchemy import inspect
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
     from store.db import get_engine
 
-    return get_engine(get_settings())
+    settings = get_settings()
+    url = make_url(settings.db_url)
+    where = url.render_as_string(hide_password=True)
+    fix = (
+        "run `dialer db upgrade` (or `make run`) first, or set DIALER_DATA_DIR "
+        "(or DIALER_DATABASE_URL) to the stack's"
+    )
+    if url.drivername.startswith("sqlite") and url.database not in (None, "", ":memory:"):
+        if not Path(url.database).exists():
+            raise CommandError(f"no database at {url.database}: {fix}")
+    engine = get_engine(settings)
+    try:
+        if not inspect(engine).has_table("users"):
+            raise CommandError(f"the database {where} has no tables: {fix}")
+    except OperationalError as exc:
+        raise CommandError(f"cannot open the database {where}: {exc.orig}") from None
+    return engine
 
 
 def cmd_run(_: argparse.Namespace) -> int:
-    from dialer.stack import run_stack
+    from dialer.stack import StackError, run_stack
 
-    return run_stack(get_settings())
+    try:
+        return run_stack(get_settings())
+    except StackError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def cmd_api(_: argparse.Namespace) -> int:
@@ -32,7 +63,13 @@ def cmd_api(_: argparse.Namespace) -> int:
     from api.serve import serve
     from infra.tracing import configure_tracing
 
+    from dialer.net import port_open
+
     settings = get_settings()
+    if port_open(settings.api_port):
+        raise CommandError(
+            f"port {settings.api_port} is taken: stop what runs there or set DIALER_API_PORT"
+        )
     configure_tracing(settings, "dialer-api")
     serve(
         create_app(settings),
@@ -99,6 +136,12 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     engine = _engine()
     user = crud.get_user(engine=engine, email=args.user)
     count = crud.revoke_keys(engine=engine, user=user, prefix=args.prefix)
+    if count == 0:
+        which = f"with prefix {args.prefix}" if args.prefix else "at all"
+        raise CommandError(
+            f"{args.user} has no active key {which}: nothing revoked "
+            f"(`dialer keys list --user {args.user}` shows the prefixes)"
+        )
     sys.stderr.write(f"revoked {count} key(s)\n")
     return 0
 
@@ -119,6 +162,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 def cmd_demo_seed(_: argparse.Namespace) -> int:
     from dialer.stack import demo_key
 
+    _engine()  # an existing, migrated database, or one line saying so
     sys.stdout.write(demo_key(get_settings()) + "\n")
     return 0
 
@@ -195,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return args.func(args) or 0
+    except CommandError as exc:
+        sys.stderr.write(f"dialer: {exc}\n")
+        return 1
     except (ValueError, LookupError) as exc:
         sys.stderr.write(f"dialer: {exc}\n")
         return 2

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -83,7 +85,34 @@ def operator_env(settings: Settings) -> dict[str, str]:
             else local_codec_token(settings.data_dir)
         ),
         "DIALER_WORKER_METRICS_PORT": str(settings.worker_metrics_port or WORKER_METRICS_PORT),
+        # The dev server's UI has no login, so it cannot send the operator token: the codec
+        # answers this machine's browser on the UI's origin without one (api/routes/codec.py),
+        # and the operator opening the printed link sees decoded payloads at once.
+        "DIALER_CODEC_LOCAL_UI": "true" if local_ui_decodes(settings) else "false",
     }
+
+
+def local_ui_decodes(settings: Settings) -> bool:
+    """Whether the codec opens to the local UI: only for the dev server this command starts,
+    with the API on a loopback address, outside production."""
+    return (
+        settings.temporal_address is None
+        and settings.env != "production"
+        and _is_loopback(settings.api_host)
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class StackError(Exception):
+    """Why the stack cannot start or stopped, in one line that says what to do."""
 
 
 def _wait_for(
@@ -95,9 +124,11 @@ def _wait_for(
             return
         for proc in procs:
             if proc.poll() is not None:
-                raise RuntimeError(f"{what}: a process exited early (code {proc.returncode})")
+                raise StackError(
+                    f"{what} did not start: a process exited early (code {proc.returncode})"
+                )
         time.sleep(0.2)
-    raise RuntimeError(f"{what} did not come up within {timeout:.0f}s")
+    raise StackError(f"{what} did not come up within {timeout:.0f}s")
 
 
 def _worker_beats(settings: Settings, pid: int) -> bool:
@@ -126,6 +157,36 @@ def demo_key(settings: Settings) -> str:
 
 def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
+
+
+def handle_stop_signals() -> None:
+    """Ctrl-C (SIGINT) and SIGTERM both stop the stack, set explicitly: a process started
+    with SIGINT ignored (a background job of a script, `nohup`) inherits that, and Python
+    then installs no handler of its own, so Ctrl-C would do nothing."""
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def taken_ports(settings: Settings) -> list[str]:
+    """The ports this stack would listen on that something else already holds, each with the
+    setting that moves it."""
+    wanted = [(settings.api_port, "DIALER_API_PORT", "the API")]
+    if settings.temporal_address is None:
+        wanted += [
+            (
+                settings.temporal_port,
+                "DIALER_TEMPORAL_PORT (or DIALER_TEMPORAL_ADDRESS to use that server)",
+                "Temporal",
+            ),
+            (settings.temporal_ui_port, "DIALER_TEMPORAL_UI_PORT", "the Temporal UI"),
+        ]
+    metrics = settings.worker_metrics_port or WORKER_METRICS_PORT
+    wanted.append((metrics, "DIALER_WORKER_METRICS_PORT", "the worker's metrics"))
+    return [
+        f"port {port} ({what}) is taken: stop what runs there or set {setting}"
+        for port, setting, what in wanted
+        if port_open(port)
+    ]
 
 
 def stop_deadline_seconds(settings: Settings, api_drain_seconds: float) -> float:
@@ -157,7 +218,10 @@ def run_stack(settings: Settings) -> int:
     a terminal's Ctrl-C reaches only this process, which then stops them in order: the API
     and the worker first (the worker's running activities still report their results to
     the server), the dev server last."""
-    signal.signal(signal.SIGTERM, _interrupt)
+    handle_stop_signals()
+    taken = taken_ports(settings)
+    if taken:
+        raise StackError("; ".join(taken))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.db_url)
     server: subprocess.Popen[bytes] | None = None
@@ -169,11 +233,6 @@ def run_stack(settings: Settings) -> int:
 
     try:
         if settings.temporal_address is None:
-            if port_open(settings.temporal_port):
-                raise RuntimeError(
-                    f"port {settings.temporal_port} is taken: stop what runs there or set "
-                    "DIALER_TEMPORAL_PORT (or DIALER_TEMPORAL_ADDRESS to use that server)"
-                )
             with open(settings.data_dir / "temporal.log", "ab") as log_file:
                 server = subprocess.Popen(
                     dev_server_command(settings),
@@ -218,6 +277,15 @@ def run_stack(settings: Settings) -> int:
             stop_processes([server], SERVER_STOP_SECONDS)
 
 
+def cli_path() -> str:
+    """The `dialer` script of the running interpreter's venv, as a user types it from here."""
+    script = Path(sys.executable).parent / "dialer"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
 def _banner(settings: Settings, key: str, base: str) -> None:
     ui = f"http://localhost:{settings.temporal_ui_port}"
     port = settings.worker_metrics_port or WORKER_METRICS_PORT
@@ -234,12 +302,21 @@ def _banner(settings: Settings, key: str, base: str) -> None:
         f"  Temporal       {settings.temporal_target}",
     ]
     if settings.temporal_address is None:
-        lines.append(f"  Temporal UI    {ui}/namespaces/{settings.temporal_namespace}/workflows")
+        workflows = f"{ui}/namespaces/{settings.temporal_namespace}/workflows"
+        lines += [
+            f"  Temporal UI    {workflows}",
+            f"                 one call: {workflows}/<call_session_id>",
+        ]
+        if local_ui_decodes(settings):
+            lines.append("                 payloads show decoded in this machine's browser")
     lines += [
         f"  Database       {make_url(settings.db_url).render_as_string(hide_password=True)}",
         f"  Demo API key   {key}",
         f"  Metrics        {base}/metrics (API), {worker_metrics}/metrics (worker)",
-        f"  Payloads       encrypted; operator token for {codec_endpoint(settings)}: {token}",
+        f"  Payloads       encrypted; the codec {codec_endpoint(settings)} takes the operator "
+        f"token in {token} (temporal CLI: --codec-auth 'Bearer <token>'; another browser: "
+        f"{codec_endpoint(settings)}/login)",
+        f"  CLI            {cli_path()} --help   (or `source .venv/bin/activate`, then dialer)",
         "",
         "Place a call:",
         f"  curl -s -X POST -H 'x-api-key: {key}' "
