@@ -18,6 +18,7 @@ from contracts.campaigns import (
     LoadCampaignInput,
     TickInput,
     TickResult,
+    bounded_rate,
     pacing,
 )
 from store import campaign_ticks
@@ -62,7 +63,7 @@ class CampaignActivities:
         first = now + FIRST_SLOT_LEAD if previous is None else max(previous + pace.spacing, now)
         # Just over the exact rate, so a dial's own timestamp a moment after the pacer's
         # check can never make two dials look closer than 1 / calls_per_second.
-        min_gap = 1.01 / calls_per_second
+        min_gap = 1.01 / bounded_rate(calls_per_second)
         slots = [
             DialSlot(at=first + (i // pace.group) * pace.spacing, key=key, min_gap=min_gap)
             for i in range(len(calls))

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from api.campaign_schemas import CampaignCreate, CampaignFields, RowError
-from api.limits import check_recipient_count
+from api.limits import UnacceptableJSON, check_recipient_count, loads_json
 from contracts.context import variables_problem
 from core.windows import DAY_NAMES
 from store import campaigns as store
@@ -152,9 +152,11 @@ async def read_upload(request: Request, max_bytes: int) -> tuple[CampaignFields,
     for name in ("options", "variables"):
         if name in values:
             try:
-                values[name] = json.loads(values[name])
+                values[name] = loads_json(values[name])
             except json.JSONDecodeError as exc:
                 raise HTTPException(422, f"{name} is not valid JSON: {exc.msg}") from exc
+            except UnacceptableJSON as exc:
+                raise HTTPException(422, f"{name} cannot be accepted: {exc}") from exc
     try:
         fields = CampaignFields.model_validate(values)
     except ValidationError as exc:
@@ -165,7 +167,9 @@ async def read_upload(request: Request, max_bytes: int) -> tuple[CampaignFields,
 async def read_json(request: Request, max_rows: int) -> CampaignCreate:
     raw = await request.body()
     try:
-        payload = json.loads(raw)
+        payload = loads_json(raw)
+    except UnacceptableJSON as exc:  # JSONBodyLimits answers these first; kept for any caller
+        raise HTTPException(422, f"the JSON body cannot be accepted: {exc}") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "the body is not valid JSON") from exc
     if isinstance(payload, dict) and isinstance(payload.get("recipients"), list):

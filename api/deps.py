@@ -13,6 +13,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from api.limits import auth_failure_throttle
 from api.schemas import Detail
 from core.config import Settings
 from core.security import hash_key, key_prefix
@@ -78,6 +79,21 @@ def get_current_user(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None,
 ) -> Principal:
     key = x_api_key or (credentials.credentials if credentials else None)
+    throttle = auth_failure_throttle(request)
+    if throttle is None:
+        return _authenticate(request, session, settings, key)
+    throttle.check(request)  # an address that failed too often is not even looked up
+    try:
+        return _authenticate(request, session, settings, key)
+    except HTTPException as exc:
+        if exc.status_code == status.HTTP_401_UNAUTHORIZED:
+            throttle.failed(request)
+        raise
+
+
+def _authenticate(
+    request: Request, session: Session, settings: Settings, key: str | None
+) -> Principal:
     if not key:
         raise _unauthorized("missing API key: send x-api-key or Authorization: Bearer")
     prefix = key_prefix(key)

@@ -1,12 +1,16 @@
 """Limits of the HTTP edge, each with a clear answer: requests per API key (429 with
-Retry-After), request body size (413), CSV upload size (413) and recipients per campaign (422).
+Retry-After), failed authentication per client address (429 with Retry-After), request body
+size (413), CSV upload size (413), what a JSON body may hold (422: no NaN or Infinity, bounded
+depth and number sizes) and recipients per campaign (422).
 
-The rate limit is a token bucket per API key held in the memory of each API process. Behind N
-replicas a key may therefore reach N times the configured rate; a global limit needs a shared
-counter (e.g. a gateway or a Redis/PostgreSQL bucket) in front of the replicas."""
+The rate limit and the auth-failure throttle are token buckets held in the memory of each API
+process. Behind N replicas a key (or an address) may therefore reach N times the configured
+rate; a global limit needs a shared counter (e.g. a gateway or a Redis/PostgreSQL bucket) in
+front of the replicas."""
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -14,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from fastapi import HTTPException, status
+from fastapi import HTTPException, Request, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.schemas import Detail
@@ -53,15 +57,174 @@ class RateLimiter:
                 self._buckets.popitem(last=False)
         return wait
 
+    def wait_for(self, key: str) -> float:
+        """The seconds until `key` has a token again (0 when it has one), spending nothing."""
+        now = self._clock()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - last) * self._rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self._rate
+
     def check(self, key: str) -> None:
         """Raise 429 with Retry-After (whole seconds, at least 1) when `key` is over its rate."""
         wait = self.acquire(key)
         if wait > 0:
-            raise HTTPException(
-                status.HTTP_429_TOO_MANY_REQUESTS,
-                detail="rate limit exceeded for this API key; retry after the Retry-After delay",
-                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            raise _too_many(
+                "rate limit exceeded for this API key; retry after the Retry-After delay", wait
             )
+
+
+def _too_many(detail: str, wait: float) -> HTTPException:
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        detail=detail,
+        headers={"Retry-After": str(max(1, math.ceil(wait)))},
+    )
+
+
+class AuthFailureThrottle:
+    """Failed authentication per client address: each failure spends a token of the
+    address's bucket; an address with none left is refused (429) before its credentials are
+    looked at, so guessing keys costs the guesser, not the database. The address is the
+    peer's, or the one a trusted proxy names (DIALER_TRUSTED_PROXIES, read by uvicorn)."""
+
+    def __init__(
+        self, per_minute: int, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._buckets = RateLimiter(per_minute, burst, clock)
+
+    @staticmethod
+    def address(request: Request) -> str:
+        return request.client.host if request.client else "-"
+
+    def check(self, request: Request) -> None:
+        """Raise 429 when this address has failed too often."""
+        wait = self._buckets.wait_for(self.address(request))
+        if wait > 0:
+            raise _too_many(
+                "too many failed authentication attempts from this address; retry after the "
+                "Retry-After delay",
+                wait,
+            )
+
+    def failed(self, request: Request) -> None:
+        self._buckets.acquire(self.address(request))
+
+
+def auth_failure_throttle(request: Request) -> AuthFailureThrottle | None:
+    """The app's throttle (install_limits puts it on app.state), if any."""
+    throttle = getattr(request.app.state, "auth_failures", None)
+    return throttle if isinstance(throttle, AuthFailureThrottle) else None
+
+
+# What a JSON body may hold. Python's json module reads NaN, Infinity and 1e400 (as inf),
+# which are not JSON (RFC 8259) and cannot be written back in an error message; it recurses
+# once per nesting level, and refuses integers past 4,300 digits with a ValueError. Dialer's
+# bodies are shallow and their numbers small, so these bounds refuse nothing real.
+MAX_JSON_DEPTH = 32
+MAX_JSON_NUMBER_CHARS = 100
+
+
+class UnacceptableJSON(ValueError):
+    """Valid JSON syntax, or Python's extensions of it, that Dialer refuses to read."""
+
+
+def _no_constant(name: str) -> Any:
+    raise UnacceptableJSON(f"{name} is not a JSON number")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > MAX_JSON_NUMBER_CHARS:
+        raise UnacceptableJSON(f"a number has more than {MAX_JSON_NUMBER_CHARS} characters")
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    if len(text) > MAX_JSON_NUMBER_CHARS:
+        raise UnacceptableJSON(f"a number has more than {MAX_JSON_NUMBER_CHARS} characters")
+    value = float(text)
+    if not math.isfinite(value):
+        raise UnacceptableJSON(f"the number {text} is too large")
+    return value
+
+
+def _depth(value: Any) -> int:
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        node, level = todo.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, level)
+            todo.extend(
+                (child, level + 1) for child in (node.values() if isinstance(node, dict) else node)
+            )
+    return deepest
+
+
+def loads_json(raw: str | bytes) -> Any:
+    """`json.loads` for bodies from clients. Raises json.JSONDecodeError (or
+    UnicodeDecodeError) for text that is not JSON at all, UnacceptableJSON for NaN, Infinity,
+    numbers beyond MAX_JSON_NUMBER_CHARS or out of float range, and nesting deeper than
+    MAX_JSON_DEPTH."""
+    try:
+        value = json.loads(
+            raw, parse_constant=_no_constant, parse_int=_bounded_int, parse_float=_finite_float
+        )
+    except RecursionError as exc:
+        raise UnacceptableJSON(f"nested deeper than {MAX_JSON_DEPTH} levels") from exc
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise UnacceptableJSON(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def _is_json(scope: Scope) -> bool:
+    """Whether the app would read this body as JSON: FastAPI does for application/json,
+    any `+json` type, and a body without a content type."""
+    for name, value in scope.get("headers", []):
+        if name == b"content-type":
+            kind: bytes = value.split(b";", 1)[0].strip().lower()
+            return kind == b"application/json" or kind.endswith(b"+json")
+    return True
+
+
+class JSONBodyLimits:
+    """ASGI middleware: a JSON body that loads_json refuses gets 422 with the reason before
+    any route reads it, so every JSON route, present and future, is covered. Text that is not
+    JSON at all goes on to the route, which answers it as it always has. Runs inside
+    BodySizeLimit, so what it holds in memory is bounded."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD") or not _is_json(scope):
+            await self.app(scope, receive, send)
+            return
+        messages: list[Message] = []
+        body = b""
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        problem = None
+        if body.strip():
+            try:
+                loads_json(body)
+            except UnacceptableJSON as exc:
+                problem = str(exc)
+            except (ValueError, UnicodeDecodeError):
+                pass  # not JSON at all: the route's own answer
+        if problem is not None:
+            await _answer(send, 422, f"the JSON body cannot be accepted: {problem}")
+            return
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
 
 
 def check_recipient_count(count: int, limit: int) -> None:
@@ -133,11 +296,15 @@ class BodySizeLimit:
 
 
 async def _too_large(send: Send, what: str, limit: int) -> None:
-    body = Detail(detail=f"{what} too large: at most {limit} bytes").model_dump_json().encode()
+    await _answer(send, 413, f"{what} too large: at most {limit} bytes")
+
+
+async def _answer(send: Send, code: int, detail: str) -> None:
+    body = Detail(detail=detail).model_dump_json().encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": code,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),

@@ -122,6 +122,16 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     max_upload_bytes: int = Field(default=20_971_520, ge=1024)
     max_campaign_recipients: int = Field(default=100_000, ge=1)
+    # Failed authentication (a missing or wrong API key, a wrong operator token) per client
+    # address: `auth_failure_burst` at once, refilled at `auth_failures_per_minute`; past it
+    # the address gets 429 on authenticated routes, before any key is looked up. In each API
+    # process's memory, like the rate limit.
+    auth_failures_per_minute: int = Field(default=30, ge=1)
+    auth_failure_burst: int = Field(default=20, ge=1)
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto the API believes (uvicorn's
+    # forwarded_allow_ips: comma-separated addresses or networks, e.g. 10.0.0.0/8). Unset:
+    # none, the peer address is the client (the auth-failure throttle counts per client).
+    trusted_proxies: str | None = None
 
     log_level: str = "INFO"
     # `json`: one JSON object per line (for a log pipeline); `text`: for people.

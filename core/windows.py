@@ -8,8 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import TZPATH, ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import phonenumbers
 from phonenumbers import timezone as number_timezones
@@ -36,7 +37,31 @@ def zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
 
+@lru_cache(maxsize=1)
+def iana_zone_names() -> frozenset[str]:
+    """The zone and link names of the IANA time zone database, from its `tzdata.zi` on the
+    zone path (the system's tzdata ships it); else Python's list of the keys it can load
+    (available_timezones, which reads the `tzdata` package's list when that is installed).
+    Not every file ZoneInfo opens is a zone: `localtime`, `posixrules`, `right/UTC` and
+    `posix/...` are files of the system's copy, not names of the database."""
+    for root in TZPATH:
+        listing = Path(root) / "tzdata.zi"
+        if listing.is_file():
+            names: set[str] = set()
+            for line in listing.read_text(encoding="utf-8").splitlines():
+                fields = line.split()
+                if len(fields) >= 2 and fields[0] == "Z":
+                    names.add(fields[1])  # Z <name> ...
+                elif len(fields) >= 3 and fields[0] == "L":
+                    names.add(fields[2])  # L <target> <name>
+            return frozenset(names)
+    return frozenset(available_timezones())
+
+
 def valid_zone(name: str) -> bool:
+    """An IANA zone name that this machine can load."""
+    if name not in iana_zone_names():
+        return False
     try:
         zone(name)
     except (ZoneInfoNotFoundError, ValueError):

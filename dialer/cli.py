@@ -79,6 +79,12 @@ def cmd_api(_: argparse.Namespace) -> int:
         log_level=settings.log_level.lower(),
         # Keep the handler of core.logs (masking, ids, JSON): uvicorn would install its own.
         log_config=None,
+        # The access line is written by infra.metrics.HTTPObservability, with the route
+        # template: uvicorn's would hold the raw path and query string, where numbers travel.
+        access_log=False,
+        # X-Forwarded-* only from the configured proxies (uvicorn trusts loopback otherwise).
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies or "",
         timeout_graceful_shutdown=settings.api_graceful_shutdown_seconds,
     )
     return 0

@@ -16,7 +16,9 @@ import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import (
     DataConverter,
@@ -27,11 +29,19 @@ from temporalio.converter import (
 ENCODING = b"binary/encrypted"
 KEY_ID_META = "encryption-key-id"
 NONCE_BYTES = 12
+TAG_BYTES = 16
 _KEY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class PayloadKeyError(ValueError):
     """DIALER_PAYLOAD_KEYS cannot be read, or a payload names a key that is not configured."""
+
+
+class UndecryptablePayload(ValueError):
+    """A payload marked encrypted that cannot be decrypted: a key that is not configured, a
+    key id that is not one, data too short to hold a nonce and a tag, a failed
+    authentication, or plain text that is not a payload. The message says which, never the
+    data."""
 
 
 def parse_keys(text: str) -> dict[str, bytes]:
@@ -129,16 +139,31 @@ class EncryptionCodec(PayloadCodec):
     def _decrypt(self, payload: Payload) -> Payload:
         if payload.metadata.get("encoding") != ENCODING:
             return payload  # written before encryption was on: plain already
-        key_id = payload.metadata.get(KEY_ID_META, b"").decode()
+        raw_id = payload.metadata.get(KEY_ID_META, b"")
+        try:
+            key_id = raw_id.decode()
+        except UnicodeDecodeError:
+            raise UndecryptablePayload("the key id is not text") from None
         cipher = self._ciphers.get(key_id)
         if cipher is None:
-            raise PayloadKeyError(
-                f"payload is encrypted with key {key_id!r}, which is not configured"
+            raise UndecryptablePayload(
+                f"payload is encrypted with key {key_id[:64]!r}, which is not configured"
             )
-        plain = cipher.decrypt(
-            payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:], key_id.encode()
-        )
-        return Payload.FromString(plain)
+        # Every payload _encrypt writes holds the nonce and AES-GCM's 16-byte tag at least.
+        if len(payload.data) < NONCE_BYTES + TAG_BYTES:
+            raise UndecryptablePayload("the data is too short to be an encrypted payload")
+        try:
+            plain = cipher.decrypt(
+                payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:], key_id.encode()
+            )
+        except InvalidTag:
+            raise UndecryptablePayload(
+                "the data fails authentication (wrong key or altered)"
+            ) from None
+        try:
+            return Payload.FromString(plain)
+        except DecodeError:
+            raise UndecryptablePayload("the decrypted data is not a payload") from None
 
 
 def codec_for(payload_keys: str | None) -> EncryptionCodec | None:

@@ -3,6 +3,7 @@ worker process, which serves it with the Temporal SDK metrics (see activities/di
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import ExitStack
 
@@ -34,16 +35,48 @@ DIALS_METRIC = "dialer_dials"
 
 # Paths that matched no route share one label, so scanners cannot blow up the label set.
 UNMATCHED = "unmatched"
+# Likewise for methods: HTTP lets a client send any token as its method, so every label value
+# comes from a fixed set (OpenTelemetry's semantic conventions name the rest `_OTHER`). The
+# route template and the status code are chosen by the app, never by the client.
+KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+OTHER_METHOD = "_OTHER"
+
+access_log = logging.getLogger("dialer.access")
+
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else OTHER_METHOD
 
 
 def route_template(scope: Scope) -> str:
+    """The template of the route that answered. FastAPI's own routes put themselves in the
+    scope; plain Starlette routes (the OpenAPI document, the docs pages) only leave their
+    endpoint, which is looked up among the app's routes."""
     route = scope.get("route")
-    return getattr(route, "path", None) or UNMATCHED
+    path = getattr(route, "path", None)
+    if path:
+        return str(path)
+    endpoint = scope.get("endpoint")
+    app = scope.get("app")
+    if endpoint is not None and app is not None:
+        for candidate in getattr(app, "routes", ()):
+            if getattr(candidate, "endpoint", None) is endpoint:
+                return str(getattr(candidate, "path", UNMATCHED))
+    return UNMATCHED
+
+
+def _client(scope: Scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "-"
 
 
 class HTTPObservability:
     """Counts and times every request by route template (never the raw path, which holds ids
-    and phone numbers), and opens the server span of a trace when tracing is on."""
+    and phone numbers), writes its access log line (the same: method, route template, status,
+    never the path or the query string) and opens the server span of a trace when tracing is
+    on."""
 
     def __init__(self, app: ASGIApp) -> None:
         self._app = app
@@ -52,7 +85,7 @@ class HTTPObservability:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        method = scope["method"]
+        method = method_label(scope["method"])
         status = 500
         started = time.perf_counter()
 
@@ -66,12 +99,24 @@ class HTTPObservability:
             span = _server_span(scope) if tracing_enabled() else None
             if span is not None:
                 scoped.enter_context(trace.use_span(span, end_on_exit=True))
+            route = UNMATCHED
             try:
-                # Ids bound by the request (create_call) end with it: they tag its lines only.
+                # Ids bound by the request (create_call) end with it: they tag its lines only,
+                # the access line included.
                 with call_context(request_id=None, call_session_id=None):
-                    await self._app(scope, receive, send_status)
+                    try:
+                        await self._app(scope, receive, send_status)
+                    finally:
+                        route = route_template(scope)
+                        access_log.info(
+                            '%s - "%s %s" %d %.1fms',
+                            _client(scope),
+                            method,
+                            route,
+                            status,
+                            (time.perf_counter() - started) * 1000,
+                        )
             finally:
-                route = route_template(scope)
                 HTTP_REQUESTS.labels(method, route, str(status)).inc()
                 HTTP_LATENCY.labels(method, route).observe(time.perf_counter() - started)
                 if span is not None:
@@ -85,8 +130,8 @@ def _server_span(scope: Scope) -> trace.Span:
     are chosen here: never the URL or query string, where phone numbers travel."""
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
     return trace.get_tracer("dialer.api").start_span(
-        scope["method"],
+        method_label(scope["method"]),
         context=propagate.extract(headers),
         kind=trace.SpanKind.SERVER,
-        attributes={"http.request.method": scope["method"]},
+        attributes={"http.request.method": method_label(scope["method"])},
     )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -48,6 +49,21 @@ def _as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def private_database_file(path: Path) -> None:
+    """The SQLite file readable by its owner only (0600, like the secrets beside it): it holds
+    phone numbers and emails. Created so before SQLite opens it; SQLite gives its -wal and
+    -shm files the database file's mode, and existing ones (from before) are tightened too."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        # Another user's file (a shared database) is left as its owner set it.
+        with suppress(FileNotFoundError, PermissionError):
+            if file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+
+
 def make_engine(
     url: str, pool_size: int = 10, max_overflow: int = 10, pool_timeout: float = 30.0
 ) -> Engine:
@@ -55,6 +71,7 @@ def make_engine(
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            private_database_file(Path(path))
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query
@@ -22,6 +21,7 @@ from api.schemas import (
     CreateCallResponse,
     Detail,
     Page,
+    UTCDatetime,
 )
 from contracts.calls import SessionStatus
 from infra.metrics import CREATE_CALLS
@@ -118,8 +118,9 @@ def call_analytics(
     call_session_id: uuid.UUID | None = None,
     status: SessionStatus | None = None,
     campaign_id: uuid.UUID | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    # UTCDatetime: an instant with no UTC form (year 10000 once converted) is a 422.
+    since: UTCDatetime | None = None,
+    until: UTCDatetime | None = None,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> CallSessionDetail | Page[CallSessionPublic]:

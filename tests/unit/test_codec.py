@@ -8,7 +8,6 @@ import stat
 from pathlib import Path
 
 import pytest
-from cryptography.exceptions import InvalidTag
 from temporalio.api.common.v1 import Payload
 from temporalio.api.failure.v1 import Failure
 from temporalio.converter import DataConverter
@@ -19,6 +18,7 @@ from infra.codec import (
     KEY_ID_META,
     EncryptionCodec,
     PayloadKeyError,
+    UndecryptablePayload,
     data_converter,
     local_codec_token,
     local_keys,
@@ -70,7 +70,7 @@ async def test_rotation_new_key_encrypts_old_key_still_decrypts() -> None:
     assert await rotated.decode([by_old]) == [_plain()]
     [by_new] = await rotated.encode([_plain()])
     assert by_new.metadata[KEY_ID_META] == b"new"
-    with pytest.raises(PayloadKeyError):
+    with pytest.raises(UndecryptablePayload, match="not configured"):
         await EncryptionCodec(parse_keys(old_entry)).decode([by_new])
 
 
@@ -79,11 +79,29 @@ async def test_relabelled_or_altered_payloads_are_refused() -> None:
     codec = EncryptionCodec(ring)
     [sealed] = await codec.encode([_plain()])
     relabelled = Payload(metadata={**sealed.metadata, KEY_ID_META: b"b"}, data=sealed.data)
-    with pytest.raises(InvalidTag):
+    with pytest.raises(UndecryptablePayload, match="fails authentication"):
         await codec.decode([relabelled])
     flipped = Payload(metadata=sealed.metadata, data=sealed.data[:-1] + b"\x00")
-    with pytest.raises(InvalidTag):
+    with pytest.raises(UndecryptablePayload, match="fails authentication"):
         await codec.decode([flipped])
+
+
+@pytest.mark.parametrize(
+    ("key_id", "data", "reason"),
+    [
+        (b"k", b"", "too short"),  # no nonce at all (AES-GCM would raise a ValueError)
+        (b"k", b"\x00" * 20, "too short"),  # a nonce, no room for the tag
+        (b"\xff\xfe", b"\x00" * 40, "not text"),
+        (b"", b"\x00" * 40, "not configured"),
+    ],
+)
+async def test_malformed_encrypted_payloads_are_undecryptable(
+    key_id: bytes, data: bytes, reason: str
+) -> None:
+    codec = EncryptionCodec(parse_keys(new_key_entry("k")))
+    malformed = Payload(metadata={"encoding": ENCODING, KEY_ID_META: key_id}, data=data)
+    with pytest.raises(UndecryptablePayload, match=reason):
+        await codec.decode([malformed])
 
 
 async def test_plain_payloads_pass_through_decode() -> None:
