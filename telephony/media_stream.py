@@ -268,7 +268,8 @@ class _Stream:
             start = max(now, self._played_at)
             self._played_at = min(start + len(audio) / SAMPLE_RATE, now + MAX_QUEUED_AUDIO_SECONDS)
         elif event == "mark":
-            name = (message.get("mark") or {}).get("name")
+            mark = message.get("mark")
+            name = mark.get("name") if isinstance(mark, dict) else None
             if not isinstance(name, str):
                 self.agent.ignored += 1
                 return

@@ -90,14 +90,16 @@ async def demo_agent_media(websocket: WebSocket) -> None:
             if message is None:
                 return
             if message.get("event") == "start":
-                start = message.get("start") or {}
+                start = message.get("start")
+                start = start if isinstance(start, dict) else {}
     except TimeoutError:
         log.info("demo agent: no start message within %.0fs; closing", START_TIMEOUT_SECONDS)
         await websocket.close(1008)
         return
     hang_up_at = loop.time() + HANG_UP_AFTER_SECONDS
     stream_sid = str(start.get("streamSid") or "")
-    parameters = start.get("customParameters") or {}
+    parameters = start.get("customParameters")
+    parameters = parameters if isinstance(parameters, dict) else {}
     ids = {k: v for k, v in parameters.items() if k in RESERVED_PARAMETERS}
     variables = sorted(k for k in parameters if k not in RESERVED_PARAMETERS)
     with call_context(request_id=ids.get("request_id"), call_session_id=ids.get("call_session_id")):
@@ -121,7 +123,9 @@ async def demo_agent_media(websocket: WebSocket) -> None:
                     log.info("demo agent: the callee hung up (stop)")
                     return
                 if event == "mark":
-                    log.info("demo agent: mark %s played", (message.get("mark") or {}).get("name"))
+                    mark = message.get("mark")
+                    name = mark.get("name") if isinstance(mark, dict) else None
+                    log.info("demo agent: mark %s played", name)
         except TimeoutError:
             pass
         log.info("demo agent: hanging up after %.0fs", HANG_UP_AFTER_SECONDS)

@@ -272,6 +272,7 @@ async def test_the_agents_media_marks_and_clears_are_counted_and_marks_echoed() 
         cleared = loop.time()
         await send({"event": "clear"})
         await send({"event": "nonsense"})
+        await send({"event": "mark", "mark": "not an object"})
         await ws.send("not json")
         echoes.extend([(sent, "sent"), (cleared, "cleared")])
 
@@ -284,7 +285,7 @@ async def test_the_agents_media_marks_and_clears_are_counted_and_marks_echoed() 
     assert result.end == StreamEnd.CALLEE_HUNG_UP
     assert (result.agent.media, result.agent.media_bytes) == (11, 1600 + 8000)
     assert (result.agent.marks, result.agent.clears, result.agent.marks_echoed) == (2, 1, 2)
-    assert result.agent.ignored == 2
+    assert result.agent.ignored == 3
     assert "the agent sent 11 media messages" in result.detail
     marks = [(t, m["mark"]["name"]) for t, m in call.messages if m["event"] == "mark"]
     assert [name for _, name in marks] == ["greeting", "long"]
