@@ -13,11 +13,19 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError, OperationalError
 from temporalio.client import Client
 
-from api.limits import BodySizeLimit, RateLimiter, document_common_answers
+from api.headers import SecurityHeaders
+from api.limits import (
+    AuthFailureThrottle,
+    BodySizeLimit,
+    JSONBodyLimits,
+    RateLimiter,
+    document_common_answers,
+)
 from api.routes import (
     calls,
     campaigns,
     codec,
+    demo_agent,
     docs,
     lines,
     observability,
@@ -66,6 +74,9 @@ def create_app(
         # The CDN pages FastAPI would serve are replaced by offline ones (api/routes/docs.py).
         docs_url=None,
         redoc_url=None,
+        # No redirect from `/path/` to `/path`: Starlette builds it from the Host header, so
+        # a forged Host made the API send clients elsewhere. A trailing slash is a 404.
+        redirect_slashes=False,
         **fastapi_telemetry_off(),
     )
     docs.install_docs(app)
@@ -81,6 +92,10 @@ def create_app(
 
     for module in (calls, lines, suppressions, campaigns, ops):
         app.include_router(module.router)
+    if settings.env == "development":
+        # The demo agent's media stream (no authentication, like any agent's): never in
+        # production.
+        app.include_router(demo_agent.router)
     install_limits(app, settings)
     install_observability(app, settings)
     return app
@@ -93,6 +108,7 @@ def install_observability(app: FastAPI, settings: Settings) -> None:
     app.include_router(codec.router)
     app.include_router(telephony.router)
     app.add_middleware(CodecCORS, origins=settings.cors_origins)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(HTTPObservability)
 
 
@@ -106,9 +122,15 @@ async def unstorable_value(_request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_limits(app: FastAPI, settings: Settings) -> None:
-    """Per-key rate limit, body size limits, and the answers they add to the OpenAPI document."""
+    """Per-key rate limit, auth-failure throttle per address, body size and JSON content
+    limits, and the answers they add to the OpenAPI document."""
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    app.state.auth_failures = AuthFailureThrottle(
+        settings.auth_failures_per_minute, settings.auth_failure_burst
+    )
     app.add_exception_handler(DataError, unstorable_value)
+    # Inside BodySizeLimit (added after it, so outer): it only reads bodies within the limit.
+    app.add_middleware(JSONBodyLimits)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_request_bytes,
