@@ -154,6 +154,17 @@ class CampaignStatus(CampaignSummary):
     failure_codes: dict[str, int] = Field(
         description="recipients per failure or skip code (e.g. invalid_number, duplicate)"
     )
+    waiting_for: str | None = Field(
+        default=None,
+        description="why no call is being started now: start_at, calling_window, "
+        "redial_delay, max_concurrency, last_calls, paused, pacing; null when calls are "
+        "being started or the campaign is over",
+    )
+    next_start_at: UTCDatetime | None = Field(
+        default=None,
+        description="when the campaign looks again for a call to start (the start_at, the "
+        "next calling window's opening, the next redial), while it waits",
+    )
 
 
 class CampaignCreated(BaseModel):

@@ -147,6 +147,21 @@ class TickResult:
     max_concurrency: int = 1
     done: bool = False
     last_start_wall: float | None = None  # this tick's last dial slot (Unix time)
+    # When the next closed calling window of a pending recipient opens (next_due_at is this
+    # or a redial's time): tells "outside the calling window" from "waiting for a redial".
+    window_opens_at: datetime | None = None
+
+
+class WaitReason(StrEnum):
+    """Why a campaign starts no call now: in its status answer and its current details."""
+
+    START_AT = "start_at"  # before the campaign's start_at
+    CALLING_WINDOW = "calling_window"  # every pending recipient's calling window is closed
+    REDIAL_DELAY = "redial_delay"  # the pending recipients wait for their redial time
+    MAX_CONCURRENCY = "max_concurrency"  # max_concurrency calls are in flight
+    LAST_CALLS = "last_calls"  # nobody left to start; the calls in flight are finishing
+    PAUSED = "paused"
+    PACING = "pacing"  # the next calls' dial slots (calls_per_second)
 
 
 @dataclass
@@ -158,3 +173,5 @@ class CampaignProgress:
     pending: int = 0
     run: int = 0
     waiting_until: datetime | None = None
+    # Why nothing is being started now (a WaitReason), while waiting_until says until when.
+    waiting_for: str | None = None

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterable
 
 from sqlalchemy.engine import Engine
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -19,7 +19,7 @@ from temporalio.common import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from contracts.campaigns import CampaignInput, CampaignSignal, CampaignState
+from contracts.campaigns import CampaignInput, CampaignProgress, CampaignSignal, CampaignState
 from contracts.search_attributes import SA_CAMPAIGN_ID, SA_USER_ID
 from core.config import Settings
 from core.ids import campaign_workflow_id
@@ -36,6 +36,11 @@ _SIGNALS = {
     CampaignState.RUNNING: CampaignWorkflow.resume,
     CampaignState.CANCELED: CampaignWorkflow.cancel,
 }
+
+
+# How long a status answer waits for the campaign workflow's progress query (it needs a worker):
+# without an answer, the status says what the database knows.
+PROGRESS_QUERY_SECONDS = 2.0
 
 
 class OrchestratorUnavailable(Exception):
@@ -89,6 +94,22 @@ class CampaignService:
                 await asyncio.to_thread(store.delete_campaign, self._engine, campaign.id)
                 raise OrchestratorUnavailable() from exc
         return report
+
+    async def progress(self, row: Campaign) -> CampaignProgress | None:
+        """What the campaign's running workflow says of itself (why it waits and until when),
+        or None: finished, not running, no worker answering in time, Temporal unreachable."""
+        if row.finished_at is not None:
+            return None
+        try:
+            client = await self._temporal.client()
+            handle = client.get_workflow_handle_for(
+                CampaignWorkflow.run, campaign_workflow_id(row.id)
+            )
+            return await asyncio.wait_for(
+                handle.query(CampaignWorkflow.progress), PROGRESS_QUERY_SECONDS
+            )
+        except (TemporalUnavailable, RPCError, TimeoutError, WorkflowQueryFailedError):
+            return None
 
     async def control(
         self, campaign_id: uuid.UUID, user_id: uuid.UUID, target: CampaignState

@@ -284,6 +284,7 @@ def prepare_tick(engine: Engine, input: TickInput, policies: CallPolicies) -> Ti
             calls_per_second=campaign.calls_per_second,
             max_concurrency=campaign.max_concurrency,
             done=done,
+            window_opens_at=opens_next,
         )
         return TickPlan(result, calls, [r.id for r in claimed])
 

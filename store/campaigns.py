@@ -215,6 +215,11 @@ def create_campaign(
         if accepted + skipped == 0:
             raise NoValidRecipients(rejected)
         campaign.total_recipients = accepted + skipped
+        if spec.start_at is None:
+            # It starts now: `running` in the very first answer, never `scheduled` for the
+            # moment before its workflow's first tick.
+            campaign.state = CampaignState.RUNNING
+            campaign.started_at = now
         if accepted == 0:
             # Nothing to call: the campaign is complete the moment it exists.
             campaign.state = CampaignState.COMPLETED

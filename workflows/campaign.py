@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         ProgressState,
         TickInput,
         TickResult,
+        WaitReason,
         pacing,
     )
 
@@ -108,7 +109,7 @@ class CampaignWorkflow:
                 result_type=TickResult,
                 start_to_close_timeout=TICK_TIMEOUT,
                 retry_policy=DB_RETRY,
-                summary="sync outcomes, start next calls",
+                summary=self._tick_summary(pacing(cps).batch),
             )
             cps = result.calls_per_second
             self._update(result)
@@ -138,13 +139,18 @@ class CampaignWorkflow:
                 )
             delay = self._next_delay(result, now)
             self._progress.waiting_until = now + delay
+            self._progress.waiting_for = self._wait_reason(result)
+            self._describe()
             await self._sleep_or_wake(delay)
             self._progress.waiting_until = None
+            self._progress.waiting_for = None
 
     async def _wait_for_start(self, start_at: datetime) -> None:
         """Sleep until start_at. A control signal wakes it to look at the row: a cancel ends
         the wait (the next tick finishes the campaign), a pause or resume does not."""
         self._progress.waiting_until = start_at
+        self._progress.waiting_for = WaitReason.START_AT
+        self._describe()
         while workflow.now() < start_at:
             if not await self._sleep_or_wake(start_at - workflow.now()):
                 continue
@@ -160,6 +166,7 @@ class CampaignWorkflow:
             if config.state == CampaignState.CANCELED:
                 break
         self._progress.waiting_until = None
+        self._progress.waiting_for = None
 
     async def _sleep_or_wake(self, delay: timedelta) -> bool:
         """Sleep for `delay` or until a signal arrives; True when a signal woke it."""
@@ -191,16 +198,51 @@ class CampaignWorkflow:
             return POLL_INTERVAL  # paused or canceled: calls in progress still finish
         return PAUSED_RECHECK
 
+    def _wait_reason(self, result: TickResult) -> WaitReason:
+        """Why the sleep that follows this tick starts no call (see _next_delay)."""
+        if result.state == CampaignState.PAUSED:
+            return WaitReason.PAUSED
+        if result.state != CampaignState.RUNNING:
+            return WaitReason.LAST_CALLS  # canceled: the calls in progress finish
+        if result.due and result.in_flight < result.max_concurrency:
+            return WaitReason.PACING
+        if result.due:
+            return WaitReason.MAX_CONCURRENCY
+        if result.pending and result.next_due_at is not None:
+            if result.window_opens_at is not None and result.next_due_at >= result.window_opens_at:
+                return WaitReason.CALLING_WINDOW
+            return WaitReason.REDIAL_DELAY
+        return WaitReason.LAST_CALLS
+
+    def _describe(self) -> None:
+        """The run's current details: the state and counts, and while it waits, why and until
+        when (UTC), e.g. `running: 0 calls started, 0 in flight, 40 not started; waiting for
+        calling_window until 2026-12-01T14:00:00Z`."""
+        p = self._progress
+        details = (
+            f"{p.state}: {p.started_total} calls started, {p.in_flight} in flight, "
+            f"{p.pending} not started"
+        )
+        if p.waiting_for and p.waiting_for != WaitReason.PACING and p.waiting_until:
+            until = p.waiting_until.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            details += f"; waiting for {p.waiting_for} until {until}"
+        workflow.set_current_details(details)
+
+    def _tick_summary(self, limit: int) -> str:
+        """Each tick's summary in the history: what it does, and where the campaign stood."""
+        p = self._progress
+        return (
+            f"tick: sync outcomes, start up to {limit} calls ({p.started_total} started, "
+            f"{p.in_flight} in flight, {p.pending} not started)"
+        )
+
     def _update(self, result: TickResult) -> None:
         p = self._progress
         p.state = result.state
         p.started_total += result.started
         p.in_flight = result.in_flight
         p.pending = result.pending
-        workflow.set_current_details(
-            f"{result.state}: {p.started_total} calls started, {p.in_flight} in flight, "
-            f"{p.pending} not started"
-        )
+        self._describe()
 
     def _history_is_long(self) -> bool:
         info = workflow.info()

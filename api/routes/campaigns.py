@@ -35,7 +35,7 @@ from api.deps import (
     TemporalDep,
 )
 from api.schemas import Detail, Page, as_utc
-from contracts.campaigns import CampaignState
+from contracts.campaigns import CampaignProgress, CampaignState, WaitReason
 from core.windows import ALL_DAYS, DAY_NAMES
 from services.campaigns import CampaignService, OrchestratorUnavailable
 from store import campaigns as store
@@ -97,14 +97,24 @@ def _summary(row: Campaign) -> dict[str, Any]:
     }
 
 
-def _status(session: SessionDep, row: Campaign) -> CampaignStatus:
+def _status(
+    session: SessionDep, row: Campaign, progress: CampaignProgress | None = None
+) -> CampaignStatus:
     by_state, by_code = store.counts(session, row.id)
+    waiting_for, next_start_at = None, None
+    if progress is not None and progress.waiting_for is not None:
+        waiting_for, next_start_at = progress.waiting_for, progress.waiting_until
+    elif row.state == CampaignState.SCHEDULED and row.start_at is not None:
+        # The row alone knows this much, even when no worker answers.
+        waiting_for, next_start_at = WaitReason.START_AT, row.start_at
     return CampaignStatus(
         **_summary(row),
         options=_options(row),
         variables=json.loads(row.variables) if row.variables else {},
         counts=by_state,
         failure_codes=by_code,
+        waiting_for=waiting_for,
+        next_start_at=next_start_at,
     )
 
 
@@ -223,15 +233,23 @@ def list_campaigns(
 
 
 @router.get("/{campaign_id}/status", response_model=CampaignStatus, responses=NOT_FOUND)
-def campaign_status(
-    campaign_id: uuid.UUID, user: CurrentUser, session: SessionDep
+async def campaign_status(
+    campaign_id: uuid.UUID,
+    user: CurrentUser,
+    settings: SettingsDep,
+    engine: EngineDep,
+    temporal: TemporalDep,
 ) -> CampaignStatus:
-    """The campaign with its recipients counted per state and per failure code."""
-    try:
-        row = store.get_owned(session, campaign_id, user.user_id)
-    except store.CampaignNotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-    return _status(session, row)
+    """The campaign with its recipients counted per state and per failure code, and while it
+    waits, why and until when (from its workflow)."""
+    with Session(engine) as session:
+        try:
+            row = store.get_owned(session, campaign_id, user.user_id)
+        except store.CampaignNotFound as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    progress = await CampaignService(settings, engine, temporal).progress(row)
+    with Session(engine) as session:
+        return await run_in_threadpool(_status, session, row, progress)
 
 
 async def _control(
