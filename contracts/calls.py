@@ -18,6 +18,9 @@ class ErrorType(StrEnum):
     DIAL_AMBIGUOUS = "DialAmbiguous"  # may have taken effect: reconcile before any new attempt
     # Raised by the create_call update: the Idempotency-Key was used with other parameters.
     IDEMPOTENCY_CONFLICT = "IdempotencyConflict"
+    # The failure of a CreateCallWorkflow whose call failed (not placed, or the carrier's
+    # `failed`): the run shows Failed in the Temporal UI; details[0] is the final CallState.
+    CALL_FAILED = "CallFailed"
 
 
 class SessionStatus(StrEnum):

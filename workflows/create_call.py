@@ -49,6 +49,8 @@ with workflow.unsafe.imports_passed_through():
     )
 
 WORKFLOW_NAME = "CreateCallWorkflow"
+# Patch id: runs started before it complete even when their call failed (recorded histories).
+FAIL_FAILED_CALLS = "fail-failed-calls"
 
 
 # Database work is idempotent (upserts, keyed events), so local activities retry freely.
@@ -433,6 +435,17 @@ class CreateCallWorkflow:
             self._reach(stage)
         # Let waiting create_call requests receive their answer before the run closes.
         await workflow.wait_condition(workflow.all_handlers_finished)
+        if status == SessionStatus.FAILED and workflow.patched(FAIL_FAILED_CALLS):
+            # A call that failed (not placed, or the carrier's `failed`) ends the run as Failed,
+            # so the Temporal UI shows it red and counts it in its failure views; busy,
+            # no-answer and the rest were placed calls and complete. Non-retryable: the
+            # workflow's own retry would be a second call. The final state rides along.
+            raise ApplicationError(
+                f"call failed: {self._state.failure_code or 'the carrier reported it failed'}",
+                self._state,
+                type=ErrorType.CALL_FAILED,
+                non_retryable=True,
+            )
         return self._state
 
     def _status(self, status: str, details: str) -> None:

@@ -22,6 +22,7 @@ from infra.codec import new_key_entry
 from infra.temporal_client import connect
 from store.db import make_engine
 from tests.support.accounts import make_account
+from tests.support.results import call_result
 from tests.support.settings import settings_for
 from tests.support.stack import Stack, create_call, open_stack
 
@@ -80,7 +81,8 @@ def payloads_of(message: Message) -> Iterator[Payload]:
 
 async def _finished_history(client: Client, session_id: str) -> WorkflowHistory:
     handle = client.get_workflow_handle(session_id)
-    await asyncio.wait_for(handle.result(), 60)
+    # A failed call's run fails, carrying its state: that payload must be encrypted too.
+    await asyncio.wait_for(call_result(handle), 60)
     return await handle.fetch_history()
 
 

@@ -43,6 +43,7 @@ from contracts.calls import (
     ValidationResult,
     WaitForStageInput,
 )
+from tests.support.results import call_result
 from workflows.create_call import (
     CreateCallWorkflow,
     search_attributes_for,
@@ -308,7 +309,7 @@ class Run:
         """The run's result. While waiting for it the server skips time (backoff timers, and
         a placed call's follow-up, which the fakes end at the first poll)."""
         async with self.time_skipping():
-            return await asyncio.wait_for(self.handle.result(), timeout)
+            return await asyncio.wait_for(call_result(self.handle), timeout)
 
     async def history(self) -> list[HistoryEvent]:
         return [event async for event in self.handle.fetch_history_events()]

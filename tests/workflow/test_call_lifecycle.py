@@ -41,6 +41,7 @@ from contracts.calls import (
     WaitForStageInput,
 )
 from contracts.search_attributes import SA_CALL_STATUS
+from tests.support.results import call_result
 from tests.support.waiting import wait_until
 from workflows.create_call import (
     CreateCallWorkflow,
@@ -184,7 +185,7 @@ async def finish(env: WorkflowEnvironment, handle: CallHandle) -> CallState:
     do that by itself)."""
     # Only the SDK's time-skipping environment (a private subclass) declares this method.
     async with env.time_skipping_unlocked():  # type: ignore[attr-defined]
-        return await asyncio.wait_for(handle.result(), 20)
+        return await asyncio.wait_for(call_result(handle), 20)
 
 
 async def _eq(value: Awaitable[object], expected: object) -> bool:

@@ -11,7 +11,11 @@ import re
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import (
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowUpdateFailedError,
+)
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
@@ -495,5 +499,13 @@ async def test_a_failed_run_is_findable_as_failed(ts_env: WorkflowEnvironment) -
     assert attrs.get(SA_CALL_STATUS) == "failed"
     assert attrs.get(SA_USER_ID) == run.call.user_id
     assert metadata.current_details == f"failed: {FailureCode.PROVIDER_REJECTED}"
+    # Red in the UI and counted by its failure views (ExecutionStatus = 'Failed').
+    assert description.status == WorkflowExecutionStatus.FAILED
+    with pytest.raises(WorkflowFailureError) as failure:
+        await run.handle.result()
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == ErrorType.CALL_FAILED
+    assert cause.non_retryable
+    assert cause.message == f"call failed: {FailureCode.PROVIDER_REJECTED}"
     for pair in attrs:
         _no_phone_number(str(pair.value))
