@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,6 +15,8 @@ from core.logs import configure_logging
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
+
+    from dialer.campaigns import Api
 
 
 class CommandError(Exception):
@@ -61,9 +64,8 @@ def cmd_run(_: argparse.Namespace) -> int:
 def cmd_api(_: argparse.Namespace) -> int:
     from api.app import create_app
     from api.serve import serve
-    from infra.tracing import configure_tracing
-
     from dialer.net import port_open
+    from infra.tracing import configure_tracing
 
     settings = get_settings()
     if port_open(settings.api_port):
@@ -173,6 +175,54 @@ def cmd_demo_seed(_: argparse.Namespace) -> int:
     return 0
 
 
+def _api(args: argparse.Namespace) -> Api:
+    from dialer.campaigns import Api, ApiProblem
+
+    try:
+        return Api.from_args(get_settings(), args.api, args.key)
+    except ApiProblem as exc:
+        raise CommandError(str(exc)) from None
+
+
+def cmd_campaigns_create(args: argparse.Namespace) -> int:
+    from dialer.campaigns import ApiProblem, create_from_csv
+
+    try:
+        return create_from_csv(
+            _api(args),
+            csv_path=Path(args.csv),
+            name=args.name,
+            agent_id=args.agent_id,
+            workflow_id=args.workflow_id,
+            phone_number_id=args.phone_number_id,
+            options=args.options,
+            out=sys.stdout,
+        )
+    except ApiProblem as exc:
+        raise CommandError(str(exc)) from None
+
+
+def cmd_campaigns_watch(args: argparse.Namespace) -> int:
+    from dialer.campaigns import ApiProblem, watch
+
+    try:
+        return watch(_api(args), args.campaign_id, interval=args.interval, out=sys.stdout)
+    except ApiProblem as exc:
+        raise CommandError(str(exc)) from None
+    except KeyboardInterrupt:
+        sys.stdout.write("\n")
+        return 130
+
+
+def _api_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--api", help="the API's base URL (default http://127.0.0.1:<port>)")
+    parser.add_argument(
+        "--key",
+        default=os.environ.get("DIALER_API_KEY"),
+        help="an API key (default: DIALER_API_KEY, else the embedded stack's demo key)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dialer", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -205,6 +255,29 @@ def build_parser() -> argparse.ArgumentParser:
     kl = keys.add_parser("list", help="a user's keys: prefix, created and revoked times")
     kl.add_argument("--user", required=True, metavar="EMAIL")
     kl.set_defaults(func=cmd_keys_list)
+
+    campaigns = sub.add_parser("campaigns", help="campaigns, through the API").add_subparsers(
+        dest="campaigns", required=True
+    )
+    cc = campaigns.add_parser(
+        "create", help="create a campaign from a CSV file; shows accepted, skipped, rejected rows"
+    )
+    cc.add_argument("--csv", required=True, metavar="FILE", help="a phone_number column")
+    cc.add_argument("--name", required=True, help="the campaign's name (batch_name)")
+    target = cc.add_mutually_exclusive_group(required=True)
+    target.add_argument("--agent-id")
+    target.add_argument("--workflow-id")
+    cc.add_argument("--phone-number-id")
+    cc.add_argument("--options", metavar="JSON", help="e.g. '{\"calls_per_second\": 5}'")
+    _api_options(cc)
+    cc.set_defaults(func=cmd_campaigns_create)
+    cw = campaigns.add_parser(
+        "watch", help="a campaign's live progress: counts per state, dial rate; ends with it"
+    )
+    cw.add_argument("campaign_id")
+    cw.add_argument("--interval", type=float, default=1.0, help="seconds between reads")
+    _api_options(cw)
+    cw.set_defaults(func=cmd_campaigns_watch)
 
     demo = sub.add_parser("demo", help="demo data").add_subparsers(dest="demo", required=True)
     demo.add_parser("seed", help="seed the demo account; prints its API key").set_defaults(
