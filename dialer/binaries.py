@@ -26,3 +26,16 @@ def temporal_cli() -> str:
 
 def temporal_test_server() -> str:
     return _find("temporal-test-server")
+
+
+# Dynamic config of every dev server Dialer starts (`dialer run`, the tests, bench, chaos):
+# Task Queue Fairness, so the dial queue shares its rate among users by their fairness keys
+# and weights instead of first come, first served (priority needs no setting).
+DEV_SERVER_DYNAMIC_CONFIG = {"matching.enableFairness": "true"}
+
+
+def dev_server_dynamic_config_args() -> list[str]:
+    args: list[str] = []
+    for key, value in DEV_SERVER_DYNAMIC_CONFIG.items():
+        args += ["--dynamic-config-value", f"{key}={value}"]
+    return args

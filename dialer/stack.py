@@ -18,9 +18,10 @@ from typing import Any
 import httpx
 from sqlalchemy.engine import make_url
 
+from api.routes.demo_agent import demo_agent_url
 from contracts.search_attributes import SEARCH_ATTRIBUTES
 from core.config import Settings
-from dialer.binaries import temporal_cli
+from dialer.binaries import dev_server_dynamic_config_args, temporal_cli
 from dialer.net import port_open
 from infra.codec import local_codec_token, local_keys
 from store import crud
@@ -59,6 +60,7 @@ def dev_server_command(settings: Settings) -> list[str]:
         codec_endpoint(settings),
         "--log-level",
         "warn",
+        *dev_server_dynamic_config_args(),
     ]
     for key in SEARCH_ATTRIBUTES:
         cmd += ["--search-attribute", f"{key.name}=Keyword"]
@@ -143,7 +145,10 @@ def _worker_beats(settings: Settings, pid: int) -> bool:
 def demo_key(settings: Settings) -> str:
     """The demo key, kept under the data dir so a second `make run` prints the same key."""
     engine = get_engine(settings)
-    demo = crud.seed_demo(engine=engine)
+    demo = crud.seed_demo(
+        engine=engine,
+        agent_media_stream_url=demo_agent_env(settings).get("DIALER_MEDIA_STREAM_URL"),
+    )
     path = settings.data_dir / "demo-api-key"
     if path.exists():
         key = path.read_text().strip()
@@ -153,6 +158,16 @@ def demo_key(settings: Settings) -> str:
     path.write_text(key + "\n")
     path.chmod(0o600)
     return key
+
+
+def demo_agent_env(settings: Settings) -> dict[str, str]:
+    """In development, the demo agent the API serves (api/routes/demo_agent.py) is where the
+    demo agent's calls, and any call whose agent and workflow name no media stream, connect:
+    so the first curl shows the call reach an agent. A DIALER_MEDIA_STREAM_URL of your own
+    (environment or .env) wins."""
+    if settings.env != "development" or settings.media_stream_url:
+        return {}
+    return {"DIALER_MEDIA_STREAM_URL": demo_agent_url(settings.api_host, settings.api_port)}
 
 
 def _interrupt(*_: object) -> None:
@@ -229,6 +244,7 @@ def run_stack(settings: Settings) -> int:
     env = {**os.environ, "DIALER_DATA_DIR": str(settings.data_dir), **operator_env(settings)}
     # No load balancer to drain on one machine: Ctrl-C stops the API at once.
     env.setdefault("DIALER_SHUTDOWN_DRAIN_SECONDS", "0")
+    env.update(demo_agent_env(settings))
     stop_timeout = stop_deadline_seconds(settings, float(env["DIALER_SHUTDOWN_DRAIN_SECONDS"]))
 
     try:

@@ -94,6 +94,21 @@ async def _call(banner: Banner, **extra: str) -> dict[str, Any]:
     return body
 
 
+async def _ended(banner: Banner, call_session_id: str) -> dict[str, Any]:
+    """call-analytics of a call once it completed."""
+    analytics = banner.url.split("/api/")[0] + "/api/v1/call-analytics"
+
+    async def completed() -> dict[str, Any] | None:
+        async with httpx.AsyncClient(timeout=30) as http:
+            resp = await http.get(
+                analytics, params={"call_session_id": call_session_id}, headers=banner.headers
+            )
+        body: dict[str, Any] = resp.json()
+        return body if body["call_status"] == "completed" else None
+
+    return await wait_until(completed, timeout=60, interval=0.5)
+
+
 @pytest.mark.slow
 async def test_dialer_run_prints_a_working_curl_and_ctrl_c_stops_everything(
     tmp_path: Path,
@@ -125,6 +140,15 @@ async def test_dialer_run_prints_a_working_curl_and_ctrl_c_stops_everything(
         assert dialed["status"] == "success", dialed
         assert dialed["telephony_leg_id"] and dialed["from_phone_number"]
         assert dialed["call_session_id"] != body["call_session_id"]
+        # The whole path of the first curl: the call reached the demo agent the API serves,
+        # which hung up before the simulated callee would have.
+        ended = await _ended(banner, body["call_session_id"])
+        (end,) = [
+            e["detail"]["detail"]
+            for e in ended["events"]
+            if e["type"] == "call_status" and e["detail"]["status"] == "completed"
+        ]
+        assert end.startswith("the agent hung up"), end
 
         await stack.stop(whole_group=False, ports=list(ports.values()))
     finally:
