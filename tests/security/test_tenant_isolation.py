@@ -192,6 +192,23 @@ async def _patch_line(probe: Probe) -> None:
         assert row is not None and row.active, "another user's request changed the line"
 
 
+def _patch_named(model: type[Agent | Flow], path: str) -> Check:
+    async def check(probe: Probe) -> None:
+        owned = _owned(probe, model)
+        resp = await probe.same_as_missing(
+            "PATCH",
+            lambda v: f"{path}/{v}",
+            owned,
+            json_for=lambda _: {"name": "taken", "media_stream_url": "wss://intruder.test/"},
+        )
+        assert resp.status_code == 404
+        with Session(probe.stack.engine) as session:
+            row = session.get(model, uuid.UUID(owned))
+            assert row is not None and row.name == "owner's" and row.media_stream_url is None
+
+    return check
+
+
 async def _delete_suppression(probe: Probe) -> None:
     number = "+12025550108"
     with session_scope(probe.stack.engine) as session:
@@ -322,6 +339,10 @@ COVERAGE: dict[tuple[str, str, str], Check] = {
     ("GET", "/api/v1/call-analytics", "call_session_id"): _analytics_by("call_session_id"),
     ("GET", "/api/v1/call-analytics", "campaign_id"): _analytics_by_campaign,
     ("PATCH", "/api/v1/phone/{phone_number_id}", "phone_number_id"): _patch_line,
+    ("PATCH", "/api/v1/agents/{agent_id}", "agent_id"): _patch_named(Agent, "/api/v1/agents"),
+    ("PATCH", "/api/v1/workflows/{workflow_id}", "workflow_id"): _patch_named(
+        Flow, "/api/v1/workflows"
+    ),
     ("DELETE", "/api/v1/suppressions/{number}", "number"): _delete_suppression,
 }
 BODY_COVERAGE: dict[tuple[str, str, str], Check] = {
