@@ -34,6 +34,11 @@ FAILED_TODAY = (
     "AND DialerCallStatus = 'failed' AND StartTime >= '{today}'"
 )
 ONE_CAMPAIGN = "DialerCampaignId = '{campaign}'"
+# A failed call is a Failed run (workflows/create_call.py _finish): the UI's status, at a glance.
+FAILED_RUNS = "WorkflowType = 'CreateCallWorkflow' AND ExecutionStatus = 'Failed'"
+USERS_FAILED_RUNS = FAILED_RUNS + " AND DialerUserId = '{user}'"
+ONE_USER = "WorkflowType = 'CreateCallWorkflow' AND DialerUserId = '{user}'"
+CAMPAIGN_CALLS = "WorkflowType = 'CreateCallWorkflow' AND DialerCampaignId = '{campaign}'"
 STUCK_DIALING = (
     "WorkflowType = 'CreateCallWorkflow' AND ExecutionStatus = 'Running' "
     "AND DialerCallStatus = 'dialing' AND StartTime < '{cutoff}'"
@@ -163,6 +168,12 @@ async def test_operator_guide_queries_find_the_expected_runs(
     today = datetime.now(UTC).strftime("%Y-%m-%dT00:00:00Z")
     query = FAILED_TODAY.format(user=account.user.id, today=today)
     await _both_find(dev_env, query, [failed["call_session_id"]])
+    query = USERS_FAILED_RUNS.format(user=account.user.id)
+    await _both_find(dev_env, query, [failed["call_session_id"]])
+    assert failed["call_session_id"] in await _ids(dev_env.client, FAILED_RUNS)
+    assert ok["call_session_id"] not in await _ids(dev_env.client, FAILED_RUNS)
+    both = sorted([ok["call_session_id"], failed["call_session_id"]])
+    await _both_find(dev_env, ONE_USER.format(user=account.user.id), both)
 
     # Stuck dialing: a call on the stack without dial workers, older than the cutoff.
     stuck_account = make_account(ops_stack.engine)
@@ -188,6 +199,7 @@ async def test_operator_guide_queries_find_the_expected_runs(
     campaign = str(uuid.uuid4())
     started = [await _start_campaign_call(stack, account.user.id, campaign) for _ in range(2)]
     await _both_find(dev_env, ONE_CAMPAIGN.format(campaign=campaign), started)
+    await _both_find(dev_env, CAMPAIGN_CALLS.format(campaign=campaign), started)
 
 
 async def _contains(client: Client, query: str, workflow_id: str) -> bool:
