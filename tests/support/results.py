@@ -19,7 +19,8 @@ def failed_call_state(err: WorkflowFailureError) -> CallState | None:
     if not (isinstance(cause, ApplicationError) and cause.type == ErrorType.CALL_FAILED):
         return None
     assert cause.non_retryable, "a failed call must never be retried by Temporal"
-    return value_to_type(CallState, cause.details[0])
+    state: CallState = value_to_type(CallState, cause.details[0])
+    return state
 
 
 async def call_result(handle: WorkflowHandle[Any, Any]) -> CallState:

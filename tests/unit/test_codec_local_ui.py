@@ -10,13 +10,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from api.app import create_app
 from core.config import Settings
 
 KEYS = "k1:" + base64.b64encode(os.urandom(32)).decode()
 UI = "http://localhost:8233"
-BODY = {"payloads": []}
+BODY: dict[str, list[object]] = {"payloads": []}
 
 
 async def _decode(
@@ -25,8 +26,8 @@ async def _decode(
     settings = Settings(
         _env_file=None,
         data_dir=tmp_path,
-        payload_keys=KEYS,
-        codec_auth_token="operator-token-for-tests",
+        payload_keys=SecretStr(KEYS),
+        codec_auth_token=SecretStr("operator-token-for-tests"),
         codec_local_ui=local_ui,
         temporal_ui_port=8233,
     )

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _declared() -> set[tuple[str, str, str]]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    found = set()
+    found: set[tuple[str, str, str]] = set()
     groups = {"": project["dependencies"], **project.get("optional-dependencies", {})}
     for extra, requirements in groups.items():
         for text in requirements:
@@ -28,7 +28,7 @@ def _declared() -> set[tuple[str, str, str]]:
 def _locked() -> set[tuple[str, str, str]]:
     lock = tomllib.loads((ROOT / "uv.lock").read_text())
     [own] = [p for p in lock["package"] if p["name"] == "dialer"]
-    found = set()
+    found: set[tuple[str, str, str]] = set()
     for dep in own["metadata"]["requires-dist"]:
         marker = dep.get("marker", "")
         extra = marker.split("==")[1].strip(" '\"") if "extra ==" in marker else ""
