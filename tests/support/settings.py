@@ -20,6 +20,7 @@ def settings_for(tmp_path: Path, database_url: str, **overrides: Any) -> Setting
         "secret_key": TEST_SECRET,
         "task_queue": f"dialer-{suffix}",
         "dial_task_queue": f"dialer-dial-{suffix}",
+        "webhook_task_queue": f"dialer-webhooks-{suffix}",
         "simulated_latency_ms": 0,
         "dial_backoff_initial_seconds": 0.05,
         "dial_backoff_max_seconds": 0.2,
@@ -33,6 +34,9 @@ def settings_for(tmp_path: Path, database_url: str, **overrides: Any) -> Setting
         "call_status_poll_seconds": 1.0,
         "call_status_poll_max_seconds": 2.0,
         "call_max_age_seconds": 60.0,
+        # Tests send many bad keys from one address (the ASGI client's); the throttle of
+        # failed authentication has its own test (tests/security/test_hostile_input.py).
+        "auth_failure_burst": 100_000,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)
