@@ -3,67 +3,48 @@ Retry-After), failed authentication per client address (429 with Retry-After), r
 size (413), CSV upload size (413), what a JSON body may hold (422: no NaN or Infinity, bounded
 depth and number sizes) and recipients per campaign (422).
 
-The rate limit and the auth-failure throttle are token buckets held in the memory of each API
-process. Behind N replicas a key (or an address) may therefore reach N times the configured
-rate; a global limit needs a shared counter (e.g. a gateway or a Redis/PostgreSQL bucket) in
-front of the replicas."""
+The rate limit and the auth-failure throttle are moving windows of the `limits` library in the
+storage every API process shares (infra/limiter.py, DIALER_LIMITS_STORAGE_URL): Redis behind
+several replicas, so a key (or an address) gets its rate once for the whole deployment, not
+once per process; memory for the embedded stack's single API."""
 
 from __future__ import annotations
 
 import json
 import math
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import HTTPException, Request, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.schemas import Detail
-
-# Buckets kept at once; the least recently used one is dropped past this (only valid keys
-# reach the limiter, so this bounds memory, not fairness).
-MAX_BUCKETS = 10_000
+from infra.limiter import SharedLimits, bucket_as_window
 
 
 class RateLimiter:
-    """Token buckets: `burst` requests at once, refilled at `per_minute` per minute."""
+    """`burst` requests at once and `per_minute` in the long run, per key: a moving window of
+    `burst` requests per `burst / rate` seconds (infra/limiter.py `bucket_as_window`), held in
+    the shared storage, so every API process counts the same requests."""
 
     def __init__(
-        self, per_minute: int, burst: int, clock: Callable[[], float] = time.monotonic
+        self,
+        per_minute: int,
+        burst: int,
+        limits: SharedLimits | None = None,
+        namespace: str = "api-key",
     ) -> None:
-        self._rate = per_minute / 60.0
-        self._burst = float(burst)
-        self._clock = clock
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        # Sync routes run in a thread pool: the check must be atomic.
-        self._lock = threading.Lock()
+        self._item = bucket_as_window(per_minute, burst)
+        self._limits = limits or SharedLimits()
+        self._namespace = namespace
 
     def acquire(self, key: str) -> float:
-        """Take one token for `key`. Returns 0 when allowed, else the seconds to wait."""
-        now = self._clock()
-        with self._lock:
-            tokens, last = self._buckets.pop(key, (self._burst, now))
-            tokens = min(self._burst, tokens + (now - last) * self._rate)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
-                wait = 0.0
-            else:
-                self._buckets[key] = (tokens, now)
-                wait = (1.0 - tokens) / self._rate
-            while len(self._buckets) > MAX_BUCKETS:
-                self._buckets.popitem(last=False)
-        return wait
+        """Spend one request of `key`. Returns 0 when allowed, else the seconds to wait."""
+        return self._limits.hit(self._item, self._namespace, key).wait
 
     def wait_for(self, key: str) -> float:
-        """The seconds until `key` has a token again (0 when it has one), spending nothing."""
-        now = self._clock()
-        with self._lock:
-            tokens, last = self._buckets.get(key, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - last) * self._rate)
-        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self._rate
+        """The seconds until `key` may go again (0 when it may), spending nothing."""
+        return self._limits.test(self._item, self._namespace, key).wait
 
     def check(self, key: str) -> None:
         """Raise 429 with Retry-After (whole seconds, at least 1) when `key` is over its rate."""
@@ -88,10 +69,8 @@ class AuthFailureThrottle:
     looked at, so guessing keys costs the guesser, not the database. The address is the
     peer's, or the one a trusted proxy names (DIALER_TRUSTED_PROXIES, read by uvicorn)."""
 
-    def __init__(
-        self, per_minute: int, burst: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._buckets = RateLimiter(per_minute, burst, clock)
+    def __init__(self, per_minute: int, burst: int, limits: SharedLimits | None = None) -> None:
+        self._buckets = RateLimiter(per_minute, burst, limits, namespace="auth-failures")
 
     @staticmethod
     def address(request: Request) -> str:

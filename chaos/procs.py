@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 
 from contracts.search_attributes import SEARCH_ATTRIBUTES
-from dialer.binaries import temporal_cli
+from dialer.binaries import dev_server_dynamic_config_args, temporal_cli
 from dialer.net import free_port, port_open
 from tools.procs import Proc, clean_env
 
@@ -152,6 +152,7 @@ class Stack:
             "--ip", "127.0.0.1", "--port", str(self.temporal_port),
             "--http-port", str(free_port()), "--metrics-port", str(free_port()),
             "--db-filename", str(self.root / "temporal.db"), "--log-level", "error",
+            *dev_server_dynamic_config_args(),
         ]  # fmt: skip
         for key in SEARCH_ATTRIBUTES:
             cmd += ["--search-attribute", f"{key.name}=Keyword"]

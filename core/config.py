@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     # Seconds Twilio lets the phone ring (Twilio's `Timeout`), and answering-machine
     # detection (`Enable` or `DetectMessageEnd`); unset means Twilio's defaults.
     twilio_ring_timeout_seconds: int | None = Field(default=None, ge=5, le=600)
+    # Deprecated: use DIALER_MACHINE_DETECTION (or each call's machine_detection). When set
+    # and DIALER_MACHINE_DETECTION is not, calls default to machine_detection `detect`.
     twilio_machine_detection: Literal["Enable", "DetectMessageEnd"] | None = None
     # Where Twilio reaches this API (status callbacks), e.g. https://dialer.example.com.
     public_base_url: str | None = None
@@ -108,6 +110,18 @@ class Settings(BaseSettings):
     call_status_poll_max_seconds: float = Field(default=600.0, gt=0)
     call_max_age_seconds: float = Field(default=7200.0, gt=0)
 
+    # Call control (README, "Call control"). A call's max_duration_seconds when it gives none
+    # (None: no limit but call_max_age_seconds); its machine_detection when it gives none
+    # (off, detect, detect_and_hang_up, detect_and_leave_message; unset: off, or `detect`
+    # when the deprecated DIALER_TWILIO_MACHINE_DETECTION is set). scheduled_at may lie this
+    # far in the past (clock skew: dialed at once) and at most this far ahead.
+    max_duration_seconds: int | None = Field(default=None, ge=1, le=14400)
+    machine_detection: (
+        Literal["off", "detect", "detect_and_hang_up", "detect_and_leave_message"] | None
+    ) = None
+    schedule_skew_seconds: float = Field(default=60.0, ge=0)
+    schedule_horizon_days: float = Field(default=30.0, gt=0)
+
     # The simulated carrier's call: seconds from dial to ringing, from ringing to the answer
     # (or busy / no-answer), and of conversation; whether it sends status callbacks at all.
     simulated_ring_seconds: float = Field(default=1.0, ge=0)
@@ -115,8 +129,13 @@ class Settings(BaseSettings):
     simulated_talk_seconds: float = Field(default=8.0, ge=0)
     simulated_callbacks: bool = True
 
-    # Limits of the HTTP edge (api/limits.py). The rate limit is a token bucket per API key
-    # held in each API process: with N replicas a key gets up to N times the rate.
+    # Where limits that must hold across processes are kept (infra/limiter.py): the per-key
+    # rate limit and auth-failure throttle of every API process, a campaign's dial pace and
+    # an account's calls per second in every worker. `memory://`: this process only (the
+    # embedded stack, one API and one worker); `redis://host:6379/0` for several replicas.
+    limits_storage_url: str = "memory://"
+    # Limits of the HTTP edge (api/limits.py). The rate limit is per API key, `burst` at once
+    # and `per_minute` in the long run, for the whole deployment (shared storage above).
     rate_limit_per_minute: int = Field(default=600, ge=1)
     rate_limit_burst: int = Field(default=60, ge=1)
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
@@ -124,8 +143,8 @@ class Settings(BaseSettings):
     max_campaign_recipients: int = Field(default=100_000, ge=1)
     # Failed authentication (a missing or wrong API key, a wrong operator token) per client
     # address: `auth_failure_burst` at once, refilled at `auth_failures_per_minute`; past it
-    # the address gets 429 on authenticated routes, before any key is looked up. In each API
-    # process's memory, like the rate limit.
+    # the address gets 429 on authenticated routes, before any key is looked up. In the
+    # shared storage, like the rate limit.
     auth_failures_per_minute: int = Field(default=30, ge=1)
     auth_failure_burst: int = Field(default=20, ge=1)
     # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto the API believes (uvicorn's
@@ -173,6 +192,27 @@ class Settings(BaseSettings):
     worker_heartbeat_file: Path | None = None
     worker_heartbeat_interval_seconds: float = Field(default=5.0, gt=0)
     worker_heartbeat_max_age_seconds: float = Field(default=30.0, gt=0)
+
+    # The customer's webhooks (README "Webhooks"). Deliveries run on their own task queue and
+    # worker. An attempt has `webhook_attempt_timeout_seconds` for a 2xx; retries back off
+    # exponentially from `webhook_retry_initial_seconds` up to `webhook_retry_max_seconds`
+    # between attempts, with jitter, and give up `webhook_give_up_seconds` after the first.
+    webhook_task_queue: str = "dialer-webhooks"
+    webhook_attempt_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    webhook_retry_initial_seconds: float = Field(default=5.0, gt=0)
+    webhook_retry_max_seconds: float = Field(default=3600.0, gt=0)
+    webhook_give_up_seconds: float = Field(default=86400.0, gt=0)
+    # An endpoint whose deliveries have all failed for this long is disabled, with the reason.
+    webhook_disable_after_seconds: float = Field(default=86400.0, gt=0)
+    # After a rotation the previous secret signs beside the new one for this long.
+    webhook_rotation_grace_seconds: float = Field(default=86400.0, ge=0)
+    # Only this much of a receiver's answer is read (kept, cut, in the delivery log).
+    webhook_max_response_bytes: int = Field(default=4096, ge=0, le=65536)
+    # Pending deliveries nobody has touched for this long are handed to their workflow again
+    # (an event recorded while Temporal was unreachable), checked by the worker this often.
+    webhook_sweep_seconds: float = Field(default=30.0, gt=0)
+    # Concurrent deliveries per worker process (each waits at most the attempt timeout).
+    webhook_max_concurrent_deliveries: int = Field(default=200, ge=1)
 
     def problems(self) -> list[str]:
         """Why this configuration must not run in production: one line per problem, all at

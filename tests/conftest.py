@@ -12,10 +12,11 @@ from sqlalchemy.engine import Engine
 from temporalio.testing import WorkflowEnvironment
 
 from contracts.search_attributes import SEARCH_ATTRIBUTES
-from dialer.binaries import temporal_cli
+from dialer.binaries import dev_server_dynamic_config_args, temporal_cli
 from store.db import make_engine
 from store.migrate import upgrade
 from tests.support.db import migrated_database
+from tests.support.redis import require_redis
 from tests.support.settings import settings_for
 from tests.support.stack import Stack, open_stack
 from tests.support.temporal import start_ts_env
@@ -36,6 +37,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
         search_attributes=list(SEARCH_ATTRIBUTES),
         ui=False,
         dev_server_log_level="error",
+        dev_server_extra_args=dev_server_dynamic_config_args(),
     )
     yield env
     await env.shutdown()
@@ -45,6 +47,12 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, migrated database: a SQLite file, then a PostgreSQL database."""
     yield from migrated_database(request.param, tmp_path)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The machine's Redis (limits shared across processes), or a skip with the reason."""
+    return require_redis()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ upload size (413), recipients per campaign (422)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,49 +13,52 @@ from sqlalchemy.engine import Engine
 from temporalio.testing import WorkflowEnvironment
 
 from api.limits import RateLimiter, check_recipient_count
+from infra.limiter import SharedLimits, bucket_as_window
 from tests.support.accounts import make_account
 from tests.support.settings import settings_for
 from tests.support.stack import open_stack
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_bucket_allows_burst_then_refills_at_the_rate() -> None:
-    clock = FakeClock()
-    limiter = RateLimiter(per_minute=60, burst=3, clock=clock)
+def test_a_key_gets_its_burst_then_waits_for_the_window() -> None:
+    limiter = RateLimiter(per_minute=60, burst=3)  # 3 requests per 3 s, moving
     assert [limiter.acquire("k") for _ in range(3)] == [0, 0, 0]
     wait = limiter.acquire("k")
-    assert wait == pytest.approx(1.0)
-    clock.now += 0.5
-    assert limiter.acquire("k") == pytest.approx(0.5)
-    clock.now += 0.5
-    assert limiter.acquire("k") == 0
-    # Another key has its own bucket.
+    assert 2.5 < wait <= 3.0
+    assert limiter.wait_for("k") == pytest.approx(wait, abs=0.1)
+    # Another key has its own window.
     assert limiter.acquire("other") == 0
 
 
-def test_bucket_never_holds_more_than_the_burst() -> None:
-    clock = FakeClock()
-    limiter = RateLimiter(per_minute=600, burst=2, clock=clock)
-    limiter.acquire("k")
-    clock.now += 3600
-    assert [limiter.acquire("k") for _ in range(3)][:2] == [0, 0]
-    assert limiter.acquire("k") > 0
+def test_a_bucket_is_a_moving_window_of_its_burst() -> None:
+    assert (bucket_as_window(600, 60).amount, bucket_as_window(600, 60).get_expiry()) == (60, 6)
+    assert (bucket_as_window(30, 20).amount, bucket_as_window(30, 20).get_expiry()) == (20, 40)
+    # A burst below a second's worth of the rate is raised to it: windows are whole seconds.
+    assert (bucket_as_window(600, 2).amount, bucket_as_window(600, 2).get_expiry()) == (10, 1)
 
 
 def test_check_answers_429_with_whole_seconds_retry_after() -> None:
-    limiter = RateLimiter(per_minute=1, burst=1, clock=FakeClock())
+    limiter = RateLimiter(per_minute=1, burst=1)
     limiter.check("k")
     with pytest.raises(HTTPException) as info:
         limiter.check("k")
     assert info.value.status_code == 429
     assert info.value.headers == {"Retry-After": "60"}
+
+
+def test_limiters_of_two_processes_share_one_redis_window(redis_url: str) -> None:
+    """Two API processes' limiters (two storages on one Redis) count the same requests."""
+    key = f"k-{uuid.uuid4()}"
+    first = RateLimiter(60, 3, SharedLimits(redis_url))
+    second = RateLimiter(60, 3, SharedLimits(redis_url))
+    assert [first.acquire(key), second.acquire(key), first.acquire(key)] == [0, 0, 0]
+    assert second.acquire(key) > 0
+    assert first.acquire(key) > 0
+
+
+def test_an_unreachable_redis_limits_in_the_process_instead() -> None:
+    limiter = RateLimiter(60, 2, SharedLimits("redis://127.0.0.1:1/0"))
+    assert [limiter.acquire("k"), limiter.acquire("k")] == [0, 0]
+    assert limiter.acquire("k") > 0
 
 
 def test_recipient_count_limit() -> None:
