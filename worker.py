@@ -16,6 +16,7 @@ from activities.calls import CallActivities
 from activities.campaigns import CampaignActivities
 from activities.dialing import DialActivities
 from activities.lifecycle import LifecycleActivities
+from activities.webhooks import DeliveryConfig, WebhookActivities
 from contracts.context import media_stream_url_problem
 from core.config import Settings, get_settings
 from infra.bytecode import keep_bytecode_cache
@@ -25,6 +26,7 @@ from infra.temporal_client import connect, metrics_runtime
 from infra.tracing import configure_tracing
 from services.call_status import CallStatusSink
 from services.calls import TemporalCallLauncher, call_policies
+from services.webhooks import WebhookDispatcher
 from store.db import get_engine
 from store.simulated_ledger import DatabaseLedger
 from telephony.base import TelephonyProvider
@@ -34,6 +36,7 @@ from telephony.simulated import SimulatedProvider, SimulatedTimeline
 from telephony.twilio import TwilioConfig, TwilioProvider
 from workflows.campaign import CampaignWorkflow
 from workflows.create_call import CreateCallWorkflow
+from workflows.webhooks import WebhookDeliveryWorkflow
 
 log = logging.getLogger("dialer.worker")
 
@@ -80,7 +83,7 @@ def build_providers(
             async def get_client() -> Client:
                 return client
 
-            sink = CallStatusSink(get_client, engine)
+            sink = CallStatusSink(get_client, engine, webhook_dispatcher(client, settings, engine))
         providers["simulated"] = SimulatedProvider(
             DatabaseLedger(engine),
             settings.simulated_latency_ms,
@@ -98,6 +101,30 @@ def build_providers(
     if "simulated" in providers:
         providers["simulated"] = with_faults(providers["simulated"], fault_injector(settings))
     return ProviderRegistry(providers, default=settings.telephony_provider)
+
+
+def webhook_dispatcher(client: Client, settings: Settings, engine: Engine) -> WebhookDispatcher:
+    """Hands the customer's events, once committed, to their delivery workflows."""
+
+    async def get_client() -> Client:
+        return client
+
+    return WebhookDispatcher(get_client, engine, settings)
+
+
+def webhook_activities(settings: Settings, engine: Engine) -> WebhookActivities:
+    return WebhookActivities(
+        engine,
+        DeliveryConfig(
+            secret_key=settings.secret_key,
+            production=settings.env == "production",
+            attempt_timeout_seconds=settings.webhook_attempt_timeout_seconds,
+            retry_initial_seconds=settings.webhook_retry_initial_seconds,
+            retry_max_seconds=settings.webhook_retry_max_seconds,
+            disable_after_seconds=settings.webhook_disable_after_seconds,
+            max_response_bytes=settings.webhook_max_response_bytes,
+        ),
+    )
 
 
 def fault_injector(settings: Settings) -> FaultInjector | None:
@@ -120,13 +147,17 @@ def build_workers(
     """The call worker (workflows + local DB activities) and the dial worker (provider calls,
     on its own task queue so the server can cap dials per second across all workers)."""
     providers = providers or build_providers(settings, engine, client)
-    calls = CallActivities(engine, providers, settings.default_region, settings.media_stream_url)
-    lifecycle = LifecycleActivities(engine, providers)
+    webhooks = webhook_dispatcher(client, settings, engine)
+    calls = CallActivities(
+        engine, providers, settings.default_region, settings.media_stream_url, webhooks
+    )
+    lifecycle = LifecycleActivities(engine, providers, webhooks)
     dialing = DialActivities(providers)
     grace = timedelta(seconds=settings.worker_graceful_shutdown_seconds)
     campaigns = CampaignActivities(
-        engine, TemporalCallLauncher(client, settings), call_policies(settings)
+        engine, TemporalCallLauncher(client, settings), call_policies(settings), webhooks
     )
+    delivery = webhook_activities(settings, engine)
     call_worker = Worker(
         client,
         task_queue=settings.task_queue,
@@ -161,7 +192,21 @@ def build_workers(
         # On shutdown: stop polling, give running activities this long to finish.
         graceful_shutdown_timeout=grace,
     )
-    return [call_worker, dial_worker]
+    # The customer's webhooks on a worker of their own: a slow receiver holds only a
+    # delivery slot (at most the attempt timeout), never a call's workflow task or a dial.
+    webhook_worker = Worker(
+        client,
+        task_queue=settings.webhook_task_queue,
+        workflows=[WebhookDeliveryWorkflow],
+        activities=[delivery.list_pending, delivery.mark_failed, delivery.deliver],
+        max_concurrent_activities=settings.webhook_max_concurrent_deliveries,
+        interceptors=[CallContextInterceptor()],
+        workflow_runner=SandboxedWorkflowRunner()
+        if settings.workflow_sandbox
+        else UnsandboxedWorkflowRunner(),
+        graceful_shutdown_timeout=grace,
+    )
+    return [call_worker, dial_worker, webhook_worker]
 
 
 def check_media_stream_default(settings: Settings) -> None:
@@ -192,11 +237,16 @@ async def run_worker(settings: Settings | None = None) -> None:
     log.info("worker polling %s and %s", settings.task_queue, settings.dial_task_queue)
     runs = [asyncio.create_task(w.run()) for w in workers]
     beat = asyncio.create_task(heartbeat_loop(client, settings, runs))
+    # Events recorded while Temporal was unreachable (or whose hand-over a crash cut off).
+    sweeper = asyncio.create_task(
+        webhook_dispatcher(client, settings, get_engine(settings)).sweep_forever()
+    )
     stopping = asyncio.create_task(stop.wait())
     # A poller that dies (fatal worker error) ends the process too, so it is restarted.
     await asyncio.wait([stopping, *runs], return_when=asyncio.FIRST_COMPLETED)
     # Unhealthy from here on: no new tasks are polled while running activities finish.
     beat.cancel()
+    sweeper.cancel()
     clear_heartbeat(settings.heartbeat_path)
     log.info(
         "worker shutting down: polling stopped, running activities get %ss to finish",

@@ -8,6 +8,7 @@ from dataclasses import replace
 from sqlalchemy.engine import Engine
 from temporalio import activity
 
+from activities.webhooks import WebhookKicker
 from contracts.calls import (
     CreateCallInput,
     FailureCode,
@@ -16,6 +17,7 @@ from contracts.calls import (
     RecordAttemptInput,
     RecordOutcomeInput,
 )
+from contracts.webhooks import call_stream
 from store import calls, lifecycle
 from telephony.registry import ProviderRegistry
 
@@ -27,17 +29,27 @@ class CallActivities:
         providers: ProviderRegistry,
         default_region: str,
         default_media_stream_url: str | None = None,
+        webhooks: WebhookKicker | None = None,
     ) -> None:
         self._engine = engine
         self._providers = providers
         self._region = default_region
         self._media_stream_url = default_media_stream_url
+        self._webhooks = webhooks
+
+    async def _deliver_events(self, call_session_id: str) -> None:
+        """The customer's events this step committed go to their delivery workflow."""
+        if self._webhooks is not None:
+            await self._webhooks.kick([call_stream(call_session_id)])
 
     @activity.defn(name="prepare_call")
     async def prepare_call(self, input: CreateCallInput) -> PrepareCallResult:
         """Validate the request and store its session, in one worker thread: the first
         workflow task of every call runs this, so it is one local activity, not two."""
-        return await asyncio.to_thread(self._prepare, input)
+        prepared = await asyncio.to_thread(self._prepare, input)
+        if not prepared.validation.ok:
+            await self._deliver_events(input.call_session_id)  # call.failed
+        return prepared
 
     def _prepare(self, input: CreateCallInput) -> PrepareCallResult:
         validation = calls.validate_call(self._engine, input, self._region, self._media_stream_url)
@@ -68,3 +80,4 @@ class CallActivities:
     async def record_outcome(self, input: RecordOutcomeInput) -> None:
         # With the statuses that came with the dial, in the same transaction.
         await asyncio.to_thread(lifecycle.record_outcome_and_statuses, self._engine, input)
+        await self._deliver_events(input.call_session_id)

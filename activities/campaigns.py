@@ -12,6 +12,7 @@ from typing import Protocol
 from sqlalchemy.engine import Engine
 from temporalio import activity
 
+from activities.webhooks import WebhookKicker
 from contracts.calls import CallPolicies, CallSpec, DialSlot
 from contracts.campaigns import (
     CampaignConfig,
@@ -21,6 +22,7 @@ from contracts.campaigns import (
     bounded_rate,
     pacing,
 )
+from contracts.webhooks import campaign_stream
 from store import campaign_ticks
 
 log = logging.getLogger(__name__)
@@ -40,10 +42,17 @@ class CallLauncher(Protocol):
 
 
 class CampaignActivities:
-    def __init__(self, engine: Engine, launcher: CallLauncher, policies: CallPolicies) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        launcher: CallLauncher,
+        policies: CallPolicies,
+        webhooks: WebhookKicker | None = None,
+    ) -> None:
         self._engine = engine
         self._launcher = launcher
         self._policies = policies
+        self._webhooks = webhooks
 
     async def _start_paced(
         self,
@@ -89,6 +98,9 @@ class CampaignActivities:
         plan = await asyncio.to_thread(
             campaign_ticks.prepare_tick, self._engine, input, self._policies
         )
+        if self._webhooks is not None:
+            # campaign.started / campaign.completed, if this tick committed one.
+            await self._webhooks.kick([campaign_stream(input.campaign_id)])
         if plan.calls:
             plan.result.last_start_wall = await self._start_paced(
                 plan.calls, input.campaign_id, input.calls_per_second, input.last_start_wall

@@ -9,6 +9,7 @@ import asyncio
 from sqlalchemy.engine import Engine
 from temporalio import activity
 
+from activities.webhooks import WebhookKicker
 from contracts.calls import (
     CallStatusUpdate,
     FetchCallStatusInput,
@@ -17,18 +18,26 @@ from contracts.calls import (
     StatusSource,
 )
 from contracts.lifecycle import CallStatus, is_final, normalize_status
+from contracts.webhooks import call_stream
 from store import lifecycle
 from telephony.registry import ProviderRegistry
 
 
 class LifecycleActivities:
-    def __init__(self, engine: Engine, providers: ProviderRegistry) -> None:
+    def __init__(
+        self, engine: Engine, providers: ProviderRegistry, webhooks: WebhookKicker | None = None
+    ) -> None:
         self._engine = engine
         self._providers = providers
+        self._webhooks = webhooks
 
     @activity.defn(name="record_call_status")
     async def record_call_status(self, input: RecordCallStatusInput) -> str | None:
-        return await asyncio.to_thread(lifecycle.record_call_status, self._engine, input)
+        status = await asyncio.to_thread(lifecycle.record_call_status, self._engine, input)
+        if self._webhooks is not None:
+            # The customer's events this step committed go to their delivery workflow.
+            await self._webhooks.kick([call_stream(input.call_session_id)])
+        return status
 
     @activity.defn(name="fetch_call_status")
     async def fetch_call_status(self, input: FetchCallStatusInput) -> FetchCallStatusResult:

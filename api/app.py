@@ -32,6 +32,7 @@ from api.routes import (
     ops,
     suppressions,
     telephony,
+    webhooks,
 )
 from api.routes.codec import CodecCORS
 from core.config import Settings, get_settings
@@ -90,7 +91,7 @@ def create_app(
             headers={"Retry-After": "5"},
         )
 
-    for module in (calls, lines, suppressions, campaigns, ops):
+    for module in (calls, lines, suppressions, campaigns, webhooks, ops):
         app.include_router(module.router)
     if settings.env == "development":
         # The demo agent's media stream (no authentication, like any agent's): never in

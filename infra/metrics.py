@@ -32,6 +32,9 @@ CREATE_CALLS = Counter(
 )
 # Name of the dial counter the worker records through the Temporal runtime's metric meter.
 DIALS_METRIC = "dialer_dials"
+# The worker's counter of webhook delivery attempts, by `outcome` (contracts.webhooks
+# DeliveryOutcome: a fixed set, never a URL or an endpoint id).
+WEBHOOK_DELIVERIES_METRIC = "dialer_webhook_deliveries"
 
 # Paths that matched no route share one label, so scanners cannot blow up the label set.
 UNMATCHED = "unmatched"

@@ -18,6 +18,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from contracts.calls import CallStatusUpdate, RecordCallStatusInput
 from contracts.lifecycle import StatusEvent
+from contracts.webhooks import call_stream
+from services.webhooks import WebhookDispatcher
 from store import lifecycle
 from workflows.create_call import CreateCallWorkflow
 
@@ -43,9 +45,15 @@ def to_update(event: StatusEvent) -> CallStatusUpdate:
 
 
 class CallStatusSink:
-    def __init__(self, client: Callable[[], Awaitable[Client]], engine: Engine) -> None:
+    def __init__(
+        self,
+        client: Callable[[], Awaitable[Client]],
+        engine: Engine,
+        webhooks: WebhookDispatcher | None = None,
+    ) -> None:
         self._client = client
         self._engine = engine
+        self._webhooks = webhooks
 
     async def __call__(self, events: Sequence[StatusEvent]) -> Delivery:
         """Deliver reports about one session's call, in one signal."""
@@ -72,4 +80,7 @@ class CallStatusSink:
         except LookupError:
             log.info("status report for an unknown session", extra={"status": events[-1].status})
             return Delivery.UNKNOWN_SESSION
+        if self._webhooks is not None:
+            # The workflow that would have handed the customer's events over has closed.
+            await self._webhooks.kick([call_stream(session_id)])
         return Delivery.RECORDED

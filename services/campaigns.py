@@ -21,9 +21,11 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from contracts.campaigns import CampaignInput, CampaignProgress, CampaignSignal, CampaignState
 from contracts.search_attributes import SA_CAMPAIGN_ID, SA_USER_ID
+from contracts.webhooks import campaign_stream
 from core.config import Settings
 from core.ids import campaign_workflow_id
 from services.temporal import TemporalGateway, TemporalUnavailable
+from services.webhooks import WebhookDispatcher
 from store import campaigns as store
 from store.models import Campaign
 from workflows.campaign import CampaignWorkflow
@@ -75,6 +77,7 @@ class CampaignService:
         self._settings = settings
         self._engine = engine
         self._temporal = temporal
+        self._webhooks = WebhookDispatcher(temporal.client, engine, settings)
 
     async def create(
         self, spec: store.CampaignSpec, rows: Iterable[store.RecipientRow]
@@ -93,6 +96,7 @@ class CampaignService:
             except (TemporalUnavailable, RPCError) as exc:
                 await asyncio.to_thread(store.delete_campaign, self._engine, campaign.id)
                 raise OrchestratorUnavailable() from exc
+        await self._webhooks.kick([campaign_stream(campaign.id)])  # started or completed
         return report
 
     async def progress(self, row: Campaign) -> CampaignProgress | None:
@@ -118,6 +122,7 @@ class CampaignService:
         Raises store.CampaignNotFound and store.InvalidTransition."""
         row = await asyncio.to_thread(store.transition, self._engine, campaign_id, user_id, target)
         await self._notify(row, target)
+        await self._webhooks.kick([campaign_stream(row.id)])
         return row
 
     async def _notify(self, row: Campaign, target: CampaignState) -> None:

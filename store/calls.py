@@ -25,7 +25,9 @@ from contracts.calls import (
     ValidationResult,
 )
 from contracts.context import fill_media_stream_url
+from contracts.webhooks import EventType
 from core.phone import InvalidNumber, normalize
+from store import webhooks
 from store.db import insert_ignoring_duplicates, session_scope
 from store.models import (
     Agent,
@@ -229,6 +231,8 @@ def persist_session(engine: Engine, input: PersistSessionInput) -> PersistSessio
                     status=row.status,
                     failure_code=row.failure_code,
                 )
+                if row.status == SessionStatus.FAILED:
+                    _failed_event(session, row)
             else:
                 row = existing
     except IntegrityError:
@@ -280,7 +284,7 @@ def write_outcome(session: Session, input: RecordOutcomeInput) -> None:
         raise LookupError(f"session {sid} does not exist")
     # One conditional UPDATE: the first terminal outcome wins whole, on every database
     # (a read-then-write would let a racing writer mix its fields into the winner's row).
-    session.exec(
+    won = session.exec(
         update(CallSession)
         .where(col(CallSession.id) == sid, col(CallSession.status).not_in(TERMINAL))
         .values(
@@ -308,3 +312,29 @@ def write_outcome(session: Session, input: RecordOutcomeInput) -> None:
         provider_error_code=input.provider_error_code,
         provider_message=input.provider_message,
     )
+    if getattr(won, "rowcount", 0):
+        _outcome_event(session, sid)
+
+
+def _outcome_event(session: Session, sid: uuid.UUID) -> None:
+    """The customer's event for the outcome that has just won (store/webhooks.py)."""
+    row = session.get(CallSession, sid)
+    if row is None:
+        return
+    session.refresh(row)  # the UPDATE above bypassed the ORM
+    if row.status == SessionStatus.SUCCESS and row.telephony_leg_id:
+        dialed_at = row.dialed_at.isoformat() if row.dialed_at else None
+        extra = {"attempts": row.attempts, "dialed_at": dialed_at}
+        webhooks.add_call_event(session, row, EventType.CALL_DIALED, extra)
+    elif row.status == SessionStatus.FAILED:
+        _failed_event(session, row)
+
+
+def _failed_event(session: Session, row: CallSession) -> None:
+    extra = {
+        "failure_code": row.failure_code,
+        "failure_reason": row.failure_reason,
+        "provider_error_code": row.provider_error_code,
+        "attempts": row.attempts,
+    }
+    webhooks.add_call_event(session, row, EventType.CALL_FAILED, extra)

@@ -26,8 +26,11 @@ from contracts.campaigns import (
 )
 from contracts.context import merged_variables
 from contracts.lifecycle import CallStatus
+from contracts.webhooks import EventType
 from core.ids import campaign_call_ids
 from core.windows import Window, is_open, next_open
+from store import webhooks
+from store.campaigns import counts
 from store.db import session_scope
 from store.models import CallSession, Campaign, CampaignRecipient, utcnow
 
@@ -191,9 +194,15 @@ def prepare_tick(engine: Engine, input: TickInput, policies: CallPolicies) -> Ti
         if campaign is None:
             return TickPlan(TickResult(state=CampaignState.CANCELED, done=True), [], [])
         if input.begin and campaign.state == CampaignState.SCHEDULED:
+            first_start = campaign.started_at is None
             campaign.state = CampaignState.RUNNING
             campaign.started_at = campaign.started_at or now
             campaign.updated_at = now
+            if first_start:
+                session.flush()
+                webhooks.add_campaign_event(
+                    session, campaign, EventType.CAMPAIGN_STARTED, counts(session, campaign.id)[0]
+                )
         _sync_outcomes(session, campaign, now, policies.max_age)
         if campaign.state == CampaignState.CANCELED:
             session.execute(
@@ -267,11 +276,17 @@ def prepare_tick(engine: Engine, input: TickInput, policies: CallPolicies) -> Ti
         if redial_at is not None:
             next_due = redial_at if next_due is None else min(next_due, redial_at)
         done = in_flight == 0 and pending == 0
-        if done and campaign.state not in CAMPAIGN_FINAL:
+        completes = done and campaign.state not in CAMPAIGN_FINAL
+        if completes:
             campaign.state = CampaignState.COMPLETED
         if done and campaign.finished_at is None:
             campaign.finished_at = now
             campaign.updated_at = now
+        if completes:
+            session.flush()
+            webhooks.add_campaign_event(
+                session, campaign, EventType.CAMPAIGN_COMPLETED, counts(session, campaign.id)[0]
+            )
         session.add(campaign)
         calls = [call_spec(campaign, r) for r in claimed]
         result = TickResult(

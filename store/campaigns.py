@@ -17,8 +17,10 @@ from sqlmodel import Session, col, select
 from contracts.calls import FailureCode
 from contracts.campaigns import CampaignState, RecipientState
 from contracts.context import merged_variables, variables_problem
+from contracts.webhooks import EventType
 from core.phone import InvalidNumber, normalize
 from core.windows import timezone_of
+from store import webhooks
 from store.db import session_scope, table_of
 from store.models import (
     Agent,
@@ -224,6 +226,15 @@ def create_campaign(
             # Nothing to call: the campaign is complete the moment it exists.
             campaign.state = CampaignState.COMPLETED
             campaign.finished_at = now
+        if campaign.state != CampaignState.SCHEDULED:
+            # campaign.started (it starts now) or campaign.completed (nothing to call).
+            session.flush()
+            event = (
+                EventType.CAMPAIGN_STARTED
+                if campaign.state == CampaignState.RUNNING
+                else EventType.CAMPAIGN_COMPLETED
+            )
+            webhooks.add_campaign_event(session, campaign, event, counts(session, campaign.id)[0])
     return CreationReport(campaign=campaign, accepted=accepted, skipped=skipped, rejected=rejected)
 
 
@@ -235,6 +246,8 @@ def delete_campaign(engine: Engine, campaign_id: uuid.UUID) -> None:
             .delete()
             .where(col(CampaignRecipient.campaign_id) == campaign_id)
         )
+        # Its campaign.started event, never sent: the campaign never was.
+        webhooks.delete_campaign_events(session, campaign_id)
         row = session.get(Campaign, campaign_id)
         if row is not None:
             session.delete(row)
@@ -307,4 +320,22 @@ def transition(
         row.state = target
         row.updated_at = utcnow()
         session.add(row)
+        session.flush()
+        webhooks.add_campaign_event(
+            session,
+            row,
+            _CONTROL_EVENTS[target],
+            counts(session, row.id)[0],
+            transition=uuid.uuid4().hex,  # pause and resume may repeat: each is its own event
+        )
     return row
+
+
+# The customer's event for each control target (a resumed campaign that never started goes
+# back to `scheduled`: that is a resume too).
+_CONTROL_EVENTS = {
+    CampaignState.PAUSED: EventType.CAMPAIGN_PAUSED,
+    CampaignState.RUNNING: EventType.CAMPAIGN_RESUMED,
+    CampaignState.SCHEDULED: EventType.CAMPAIGN_RESUMED,
+    CampaignState.CANCELED: EventType.CAMPAIGN_CANCELED,
+}

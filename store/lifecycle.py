@@ -19,6 +19,8 @@ from sqlmodel import Session
 
 from contracts.calls import CallStatusUpdate, RecordCallStatusInput, RecordOutcomeInput
 from contracts.lifecycle import CallStatus, advances, is_final, normalize_status
+from contracts.webhooks import EventType
+from store import webhooks
 from store.calls import add_events, write_outcome
 from store.db import session_scope
 from store.models import CallSession, utcnow
@@ -95,6 +97,7 @@ def apply_call_statuses(
                 if update.duration_seconds is not None:
                     row.duration_seconds = update.duration_seconds
             row.updated_at = utcnow()
+            _customer_event(session, row, status, update, at or checked.recorded)
         # The timeline keeps every status once, even one that arrived too late to move
         # the call (it still happened, at its own time).
         detail = {
@@ -113,6 +116,25 @@ def apply_call_statuses(
     session.add(row)
     add_events(session, sid, events)
     return row.call_status
+
+
+def _customer_event(
+    session: Session, row: CallSession, status: CallStatus, update: CallStatusUpdate, at: datetime
+) -> None:
+    """The customer's webhook event for a status the call has just moved to, in this
+    transaction (store/webhooks.py); `initiated` has none (call.dialed said it)."""
+    if status == CallStatus.RINGING:
+        webhooks.add_call_event(session, row, EventType.CALL_RINGING, at=at)
+    elif status == CallStatus.ANSWERED:
+        answered = {"answered_at": at.isoformat(), "answered_by": update.answered_by}
+        webhooks.add_call_event(session, row, EventType.CALL_ANSWERED, answered, at=at)
+    elif is_final(status):
+        extra: dict[str, Any] = {
+            "ended_at": at.isoformat(),
+            "duration_seconds": row.duration_seconds,
+            "answered_by": update.answered_by,
+        }
+        webhooks.add_call_event(session, row, EventType.CALL_ENDED, extra, at=at)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from api.schemas import Detail
 from core.config import Settings
 from services.call_status import CallStatusSink
 from services.temporal import TemporalUnavailable
+from services.webhooks import WebhookDispatcher
 from store.models import CallEvent
 from telephony.twilio import STATUS_CALLBACK_PATH, signature_matches, status_event
 
@@ -130,7 +131,9 @@ async def twilio_status(
     if await run_in_threadpool(_already_recorded, engine, session_id, event.status):
         return Response(status_code=204)
 
-    sink = CallStatusSink(temporal.client, engine)
+    sink = CallStatusSink(
+        temporal.client, engine, WebhookDispatcher(temporal.client, engine, settings)
+    )
     try:
         await sink([event])
     except (TemporalUnavailable, RPCError) as exc:

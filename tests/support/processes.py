@@ -195,6 +195,7 @@ async def running_processes(
         "DIALER_TEMPORAL_ADDRESS": temporal_address,
         "DIALER_TASK_QUEUE": f"e2e-{suffix}",
         "DIALER_DIAL_TASK_QUEUE": f"e2e-dial-{suffix}",
+        "DIALER_WEBHOOK_TASK_QUEUE": f"e2e-webhooks-{suffix}",
         "DIALER_SECRET_KEY": TEST_SECRET,
         "DIALER_LOG_LEVEL": "WARNING",
         "DIALER_SIMULATED_LATENCY_MS": 50,
