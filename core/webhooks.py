@@ -103,6 +103,8 @@ def address_problem(address: str, *, production: bool) -> str | None:
         return "the URL resolves to a loopback address"
     if ip.is_link_local:
         return "the URL resolves to a link-local address"
+    if ip.is_unspecified:
+        return "the URL resolves to an address that is not public"
     if ip.is_private or ip in ipaddress.ip_network("100.64.0.0/10"):
         return "the URL resolves to a private address"
     if ip.is_multicast or ip.is_unspecified or ip.is_reserved or not ip.is_global:
