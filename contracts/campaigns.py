@@ -60,6 +60,13 @@ MAX_GROUPS_PER_SECOND = 20
 SPACING_MARGIN = 1.04
 
 
+# The rates a campaign may have (calls_per_second). The API refuses others; pacing() holds
+# any stored value inside them too, so the workflow's arithmetic (a spacing of 1.04 /
+# calls_per_second seconds as a timedelta) stays finite for every row.
+MIN_CALLS_PER_SECOND = 0.001
+MAX_CALLS_PER_SECOND = 100.0
+
+
 @dataclass(frozen=True)
 class Pacing:
     """How a campaign's rate turns into dial slots: `group` calls every `spacing` seconds, at
@@ -72,7 +79,18 @@ class Pacing:
     batch: int
 
 
+def bounded_rate(calls_per_second: float) -> float:
+    """The rate held within [MIN_CALLS_PER_SECOND, MAX_CALLS_PER_SECOND]; NaN (which fails
+    every comparison, so min/max alone would keep it) becomes the minimum."""
+    if MIN_CALLS_PER_SECOND <= calls_per_second <= MAX_CALLS_PER_SECOND:
+        return calls_per_second
+    if calls_per_second > MAX_CALLS_PER_SECOND:
+        return MAX_CALLS_PER_SECOND
+    return MIN_CALLS_PER_SECOND
+
+
 def pacing(calls_per_second: float) -> Pacing:
+    calls_per_second = bounded_rate(calls_per_second)
     if calls_per_second <= MAX_GROUPS_PER_SECOND:
         group, per_second = 1, calls_per_second
     else:
@@ -150,6 +168,8 @@ class TickResult:
     # When the next closed calling window of a pending recipient opens (next_due_at is this
     # or a redial's time): tells "outside the calling window" from "waiting for a redial".
     window_opens_at: datetime | None = None
+    # The account has its max_concurrent_calls in flight (all its calls, not only these).
+    account_limited: bool = False
 
 
 class WaitReason(StrEnum):
@@ -159,6 +179,8 @@ class WaitReason(StrEnum):
     CALLING_WINDOW = "calling_window"  # every pending recipient's calling window is closed
     REDIAL_DELAY = "redial_delay"  # the pending recipients wait for their redial time
     MAX_CONCURRENCY = "max_concurrency"  # max_concurrency calls are in flight
+    # The account's max_concurrent_calls (`dialer users limits`) are in flight.
+    ACCOUNT_CONCURRENCY = "account_max_concurrent_calls"
     LAST_CALLS = "last_calls"  # nobody left to start; the calls in flight are finishing
     PAUSED = "paused"
     PACING = "pacing"  # the next calls' dial slots (calls_per_second)

@@ -60,6 +60,14 @@ DB_RETRY = RetryPolicy(
 )
 
 
+def next_tick_at(last_start_wall: float, calls_per_second: float) -> datetime:
+    """When the next tick may begin: one spacing after the last dial slot given (a wall-clock
+    timestamp from the tick), PREP_LEAD early. Finite for every rate: pacing() holds the rate
+    within the accepted range (tests/security/test_hostile_input.py drives it over all of it)."""
+    last_slot = datetime.fromtimestamp(last_start_wall, UTC)
+    return last_slot + timedelta(seconds=pacing(calls_per_second).spacing) - PREP_LEAD
+
+
 @workflow.defn(name=WORKFLOW_NAME)
 class CampaignWorkflow:
     @workflow.init
@@ -120,9 +128,7 @@ class CampaignWorkflow:
                 # The tick gave its calls dial slots one spacing apart, the last at
                 # last_start_wall; the next tick's first slot comes one spacing after it. Wake
                 # that tick PREP_LEAD early, to prepare and start its calls before their slots.
-                last_slot = datetime.fromtimestamp(result.last_start_wall, UTC)
-                spacing = timedelta(seconds=pacing(cps).spacing)
-                self._not_before = last_slot + spacing - PREP_LEAD
+                self._not_before = next_tick_at(result.last_start_wall, cps)
                 self._last_start_wall = result.last_start_wall
             if self._history_is_long():
                 await workflow.wait_condition(workflow.all_handlers_finished)
@@ -204,6 +210,8 @@ class CampaignWorkflow:
             return WaitReason.PAUSED
         if result.state != CampaignState.RUNNING:
             return WaitReason.LAST_CALLS  # canceled: the calls in progress finish
+        if result.due and result.account_limited:
+            return WaitReason.ACCOUNT_CONCURRENCY
         if result.due and result.in_flight < result.max_concurrency:
             return WaitReason.PACING
         if result.due:
