@@ -204,7 +204,8 @@ def _patch_named(model: type[Agent | Flow], path: str) -> Check:
         assert resp.status_code == 404
         with Session(probe.stack.engine) as session:
             row = session.get(model, uuid.UUID(owned))
-            assert row is not None and row.name == "owner's" and row.media_stream_url is None
+            assert isinstance(row, model)
+            assert row.name == "owner's" and row.media_stream_url is None
 
     return check
 
