@@ -75,16 +75,27 @@ def _count(outcome: DeliveryOutcome) -> None:
     counter.add(1, {"outcome": outcome})
 
 
+def delivery_client(config: DeliveryConfig) -> httpx.AsyncClient:
+    """The HTTP client of every delivery of a worker. No redirects, no proxies from the
+    environment, no cookies kept between endpoints. No cap on connections: the worker's
+    delivery slots (DIALER_WEBHOOK_MAX_CONCURRENT_DELIVERIES) bound them, and httpx's default
+    cap of 100 would let one user's slow receivers hold every connection, so that another
+    user's deliveries waited in the pool and failed with PoolTimeout."""
+    return httpx.AsyncClient(
+        follow_redirects=False,
+        trust_env=False,
+        timeout=config.attempt_timeout_seconds,
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=20),
+    )
+
+
 class WebhookActivities:
     def __init__(
         self, engine: Engine, config: DeliveryConfig, client: httpx.AsyncClient | None = None
     ) -> None:
         self._engine = engine
         self._config = config
-        # No redirects, no proxies from the environment, no cookies kept between endpoints.
-        self._client = client or httpx.AsyncClient(
-            follow_redirects=False, trust_env=False, timeout=config.attempt_timeout_seconds
-        )
+        self._client = client or delivery_client(config)
         self._rng = random.Random()
 
     @activity.defn(name="webhook_list_pending")
