@@ -447,9 +447,8 @@ def record_failure(
             if endpoint.failing_since is None:
                 endpoint.failing_since = now
             elif endpoint.enabled and now - endpoint.failing_since >= disable_after:
-                hours = disable_after.total_seconds() / 3600
                 disabled = (
-                    f"every delivery failed for {hours:g} h (since "
+                    f"every delivery failed for {_duration(disable_after)} (since "
                     f"{endpoint.failing_since.isoformat()}); the last: {error[:300]}"
                 )
                 endpoint.enabled = False
@@ -458,10 +457,22 @@ def record_failure(
             session.add(endpoint)
         if disabled is not None:
             row.state = DeliveryState.FAILED
+            # The log says why this delivery stopped (the endpoint says why it was disabled).
+            row.last_error = f"{error[:900]}; given up: the endpoint was disabled"
             row.next_attempt_at = None
             row.finished_at = now
         session.add(row)
         return disabled
+
+
+def _duration(span: timedelta) -> str:
+    """`24 h`, `90 min`, `2 s`: the streak's length as a person reads it."""
+    seconds = span.total_seconds()
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
 
 
 def mark_failed(engine: Engine, delivery_id: uuid.UUID, reason: str) -> bool:

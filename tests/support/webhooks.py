@@ -51,13 +51,19 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
 
 
 def start_receiver(
-    workdir: Path, *, fail_first: int = 0, delay: float = 0.0, port: int | None = None
+    workdir: Path,
+    *,
+    fail_first: int = 0,
+    delay: float = 0.0,
+    status: int = 204,
+    port: int | None = None,
 ) -> Receiver:
     port = port or free_port()
     name = f"receiver-{port}"
     log = workdir / f"{name}.jsonl"
     args = [sys.executable, "-m", "tests.support.webhook_receiver", "--port", str(port)]
     args += ["--log", str(log), "--fail-first", str(fail_first), "--delay", str(delay)]
+    args += ["--status", str(status)]
     proc = spawn(name, args, clean_env(PYTHONPATH=ROOT), workdir)
     wait_port(port)
     return Receiver(proc=proc, port=port, log=log)
