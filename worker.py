@@ -22,6 +22,7 @@ from core.config import Settings, get_settings
 from infra.bytecode import keep_bytecode_cache
 from infra.health import clear_heartbeat, heartbeat_loop
 from infra.interceptors import CallContextInterceptor
+from infra.limiter import SharedLimits
 from infra.temporal_client import connect, metrics_runtime
 from infra.tracing import configure_tracing
 from services.call_status import CallStatusSink
@@ -152,7 +153,8 @@ def build_workers(
         engine, providers, settings.default_region, settings.media_stream_url, webhooks
     )
     lifecycle = LifecycleActivities(engine, providers, webhooks)
-    dialing = DialActivities(providers)
+    # A campaign's dial pace holds across every worker that shares this storage (Redis).
+    dialing = DialActivities(providers, SharedLimits(settings.limits_storage_url))
     grace = timedelta(seconds=settings.worker_graceful_shutdown_seconds)
     campaigns = CampaignActivities(
         engine, TemporalCallLauncher(client, settings), call_policies(settings), webhooks
@@ -166,6 +168,7 @@ def build_workers(
             calls.prepare_call,
             calls.record_attempt,
             calls.record_outcome,
+            calls.record_call_event,
             lifecycle.record_call_status,
             lifecycle.fetch_call_status,
             campaigns.load_campaign,
@@ -183,7 +186,7 @@ def build_workers(
     dial_worker = Worker(
         client,
         task_queue=settings.dial_task_queue,
-        activities=[dialing.dial, dialing.reconcile_dial],
+        activities=[dialing.dial, dialing.reconcile_dial, dialing.hangup_call],
         max_task_queue_activities_per_second=settings.dial_rate_per_second,
         # A campaign's dials wait here for their slots (up to a few seconds, a sleeping
         # coroutine each): room for them beside the dials of create_call.

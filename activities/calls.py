@@ -15,6 +15,7 @@ from contracts.calls import (
     PersistSessionInput,
     PrepareCallResult,
     RecordAttemptInput,
+    RecordCallEventInput,
     RecordOutcomeInput,
 )
 from contracts.webhooks import call_stream
@@ -75,6 +76,10 @@ class CallActivities:
     @activity.defn(name="record_attempt")
     async def record_attempt(self, input: RecordAttemptInput) -> None:
         await asyncio.to_thread(calls.record_attempt, self._engine, input)
+
+    @activity.defn(name="record_call_event")
+    async def record_call_event(self, input: RecordCallEventInput) -> None:
+        await asyncio.to_thread(calls.record_call_event, self._engine, input)
 
     @activity.defn(name="record_outcome")
     async def record_outcome(self, input: RecordOutcomeInput) -> None:

@@ -17,10 +17,13 @@ from contracts.calls import (
     DialResult,
     DialSlot,
     ErrorType,
+    HangupInput,
+    HangupResult,
     ReconcileInput,
     ReconcileResult,
 )
 from core.phone import mask
+from infra.limiter import SharedLimits
 from infra.metrics import DIALS_METRIC
 from telephony.base import Ambiguous, DialRequest, NotPlaced, Rejected, TelephonyError
 from telephony.registry import ProviderRegistry
@@ -76,46 +79,63 @@ def _own_deadline() -> float:
     return max(timeout.total_seconds() - DEADLINE_MARGIN, timeout.total_seconds() / 2)
 
 
-# Campaigns whose last dial here is older than this are forgotten by the pacer.
-PACER_MEMORY_SECONDS = 60.0
+# A dial that wakes later than this after its reserved moment (a busy event loop, a process
+# stopped and continued) gives the moment up and reserves another: it may not bunch with the
+# dials reserved after it.
+LATE_TOLERANCE = 0.005
 
 
 class DialPacer:
-    """Holds a campaign's dials until their slots, and keeps any two dials of one campaign
-    from this worker at least `min_gap` apart, measured when they actually go out: a dial
-    woken late by a busy event loop pushes the next one back instead of bunching with it.
-    (Dials of one campaign from different worker processes are only paced by their slots.)"""
+    """Holds a campaign's dials until their slots, then spaces them: each dial reserves the
+    first moment at least `min_gap` after the campaign's previous reservation, in the storage
+    every worker shares (infra/limiter.py `SharedLimits.reserve`: Redis with several
+    workers), and goes then. So any two dials of one campaign, from any workers, are at
+    least `min_gap` apart when they go, and no one-second window holds more than
+    calls_per_second of them, a worker stalled and continued included: its late dials
+    reserve new moments behind the others' instead of going at once."""
 
-    def __init__(self) -> None:
-        self._last: dict[str, float] = {}
+    def __init__(self, limits: SharedLimits | None = None) -> None:
+        self._limits = limits or SharedLimits()
 
     async def hold(self, slot: DialSlot | None, budget: float) -> float:
         """Wait until the dial may go; at most `budget` seconds (the provider must keep the
-        rest of the attempt's deadline). Returns the time held."""
+        rest of the attempt's deadline). Returns the time held. Raises Paced when the
+        campaign's next free moment is beyond the budget: the dial is not made now."""
         if slot is None:
             return 0.0
         began = time.time()
+        limit = began + budget
         while True:
             now = time.time()
-            due = max(slot.at, self._last.get(slot.key, 0.0) + slot.min_gap)
-            left = min(due, began + budget) - now
-            if left <= 0:
-                break
-            await asyncio.sleep(left)
-        # No await between the check above and this: the next dial of the campaign sees it.
-        self._last[slot.key] = now
-        self._forget_before(now - PACER_MEMORY_SECONDS)
-        return now - began
+            if slot.at > now:
+                await asyncio.sleep(min(slot.at, limit) - now)
+                now = time.time()
+            # A slot beyond the budget (clock skew, a stale start) is given up, not the
+            # spacing: the dial goes as soon as the campaign's pace allows.
+            earliest = max(now, slot.at) if slot.at <= limit else now
+            at = await asyncio.to_thread(
+                self._limits.reserve, f"campaign:{slot.key}", earliest, slot.min_gap
+            )
+            if at > limit and at > now + LATE_TOLERANCE:
+                raise Paced(at - now)
+            if at > now:
+                await asyncio.sleep(at - now)
+            if time.time() - at <= LATE_TOLERANCE:
+                return time.time() - began
 
-    def _forget_before(self, horizon: float) -> None:
-        if len(self._last) > 100:
-            self._last = {k: t for k, t in self._last.items() if t >= horizon}
+
+class Paced(Exception):
+    """The campaign's pace leaves no moment for this dial within its attempt's budget."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"the campaign's pace holds this dial for another {wait:.1f} s")
+        self.wait = wait
 
 
 class DialActivities:
-    def __init__(self, providers: ProviderRegistry) -> None:
+    def __init__(self, providers: ProviderRegistry, limits: SharedLimits | None = None) -> None:
         self._providers = providers
-        self._pacer = DialPacer()
+        self._pacer = DialPacer(limits)
 
     @activity.defn(name="dial")
     async def dial(self, input: DialInput) -> DialResult:
@@ -128,9 +148,24 @@ class DialActivities:
             from_number=input.from_number,
             media_stream_url=input.media_stream_url,
             stream_parameters=dict(input.stream_parameters),
+            max_duration_seconds=input.max_duration_seconds,
+            machine_detection=input.machine_detection,
         )
         deadline = _own_deadline()
-        deadline -= await self._pacer.hold(input.slot, deadline / 2)
+        try:
+            deadline -= await self._pacer.hold(input.slot, deadline / 2)
+        except Paced as exc:
+            # Nothing was sent: the workflow dials again after its backoff.
+            _note_dial(input, DialOutcome.NOT_PLACED)
+            raise ApplicationError(
+                str(exc),
+                "paced",
+                exc.wait,
+                None,
+                type=ErrorType.DIAL_NOT_PLACED,
+                non_retryable=True,
+                category=EXPECTED,
+            ) from exc
         try:
             # End the attempt ourselves before Temporal times it out: once the workflow sees a
             # timeout it reconciles and may dial again, so a request still running here then
@@ -193,3 +228,15 @@ class DialActivities:
             since=datetime.fromisoformat(input.since) if input.since else None,
         )
         return ReconcileResult(telephony_leg_id=found.sid if found else None)
+
+    @activity.defn(name="hangup_call")
+    async def hangup_call(self, input: HangupInput) -> HangupResult:
+        """End a placed call at the carrier (a cancel, a hang-up, max duration, a machine).
+        Idempotent: a call the carrier had ended already is not an error. Any other failure
+        raises, and Temporal retries it (HANGUP_RETRY): ending a call twice is harmless."""
+        provider = self._providers.get(input.provider)
+        ended = await provider.hangup_call(
+            input.telephony_leg_id, answered=input.answered, message=input.message
+        )
+        log.info("hang-up via %s: %s", input.provider, "ended" if ended else "already over")
+        return HangupResult(ended=ended)

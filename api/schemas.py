@@ -17,11 +17,22 @@ from pydantic import (
 from pydantic.config import JsonDict
 
 from contracts import context
-from contracts.calls import SessionStatus, Stage
+from contracts.calls import (
+    ControlAction,
+    ControlOutcome,
+    EndedReason,
+    MachineDetection,
+    SessionStatus,
+    Stage,
+)
 from contracts.lifecycle import CallStatus
 from services.calls import AnswerStatus
 
 T = TypeVar("T")
+
+# Twilio's longest call (TimeLimit), and the longest voicemail message a call may leave.
+MAX_CALL_SECONDS = 14400
+MAX_VOICEMAIL_CHARS = 1000
 
 
 def as_utc(value: datetime) -> datetime:
@@ -123,6 +134,40 @@ class CreateCallBody(RequestModel):
         f"{context.MAX_METADATA_VALUE_CHARS}.",
         examples=[{"crm_contact": "C-1029"}],
     )
+    scheduled_at: UTCDatetime | None = Field(
+        default=None,
+        description="Dial no earlier than this instant (ISO 8601 with its offset). At most "
+        "DIALER_SCHEDULE_SKEW_SECONDS in the past (dialed at once), at most "
+        "DIALER_SCHEDULE_HORIZON_DAYS ahead. The answer comes at once with call_status "
+        "`scheduled`; wait=dialed is refused for a call scheduled in the future.",
+    )
+    latest_at: UTCDatetime | None = Field(
+        default=None,
+        description="Not dialed by then (Temporal, the worker or the carrier down): the call "
+        "fails with failure_code `latest_at_passed` instead of calling late. After "
+        "scheduled_at (or now).",
+    )
+    max_duration_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_CALL_SECONDS,
+        description="Counted from the answer: the carrier's own limit where it has one "
+        "(Twilio TimeLimit), and the workflow hangs up otherwise; ended_reason "
+        "`max_duration`. Default DIALER_MAX_DURATION_SECONDS.",
+    )
+    machine_detection: MachineDetection | None = Field(
+        default=None,
+        description="Answering machines: off, detect (answered_by only), detect_and_hang_up, "
+        "detect_and_leave_message (voicemail_message after the beep, or the agent's). "
+        "Default DIALER_MACHINE_DETECTION (off).",
+    )
+    voicemail_message: PlainText | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_VOICEMAIL_CHARS,
+        description="With detect_and_leave_message: what the carrier says after the beep, "
+        "then it hangs up. Without it the agent on the stream leaves the message.",
+    )
 
     @model_validator(mode="after")
     def _within_limits(self) -> CreateCallBody:
@@ -131,6 +176,12 @@ class CreateCallBody(RequestModel):
         )
         if problem:
             raise ValueError(problem)
+        if self.scheduled_at and self.latest_at and self.latest_at <= self.scheduled_at:
+            raise ValueError("latest_at must be after scheduled_at")
+        if self.voicemail_message and (
+            self.machine_detection != MachineDetection.DETECT_AND_LEAVE_MESSAGE
+        ):
+            raise ValueError("voicemail_message needs machine_detection detect_and_leave_message")
         return self
 
 
@@ -148,6 +199,23 @@ class CreateCallResponse(BaseModel):
     telephony_leg_id: str | None = None
     failure_code: str | None = None
     failure_reason: str | None = None
+    call_status: CallStatus | None = Field(
+        default=None, description="`scheduled` while a scheduled call waits for its time."
+    )
+    scheduled_at: UTCDatetime | None = None
+
+
+class CallControlResponse(BaseModel):
+    call_session_id: uuid.UUID
+    action: ControlAction
+    outcome: ControlOutcome = Field(
+        description="canceled: it was not placed and never will be; hangup_sent: the carrier "
+        "was asked to end the placed call; pending: not applied within the wait (a dial in "
+        "flight comes back first), it will be."
+    )
+    status: SessionStatus
+    call_status: CallStatus | None = None
+    ended_reason: EndedReason | None = None
 
 
 class CallEventPublic(BaseModel):
@@ -191,6 +259,21 @@ class CallSessionPublic(BaseModel):
     metadata: dict[str, str] = Field(
         default_factory=dict,
         description="The client's own (a campaign call: its recipient's external_id).",
+    )
+    external_id: str | None = Field(
+        default=None, description="metadata's external_id (a campaign call: its recipient's)."
+    )
+    scheduled_at: UTCDatetime | None = None
+    latest_at: UTCDatetime | None = None
+    max_duration_seconds: int | None = None
+    machine_detection: MachineDetection | None = None
+    answered_by: str | None = Field(
+        default=None,
+        description="Answering-machine detection's verdict: human, machine_start, "
+        "machine_end_beep, machine_end_silence, machine_end_other, fax, unknown.",
+    )
+    ended_reason: EndedReason | None = Field(
+        default=None, description="Why the finished call ended (README, Call control)."
     )
 
 
@@ -304,10 +387,32 @@ class SuppressionPublic(BaseModel):
     created_at: UTCDatetime
 
 
+class AccountLimitsPublic(BaseModel):
+    """The account's limits, set by an operator (`dialer users limits`); null: none."""
+
+    max_concurrent_calls: int | None = Field(
+        default=None, description="calls dialing, ringing or in progress at once"
+    )
+    max_calls_per_second: float | None = Field(
+        default=None, description="dials per second across all the account's calls"
+    )
+    fairness_weight: float | None = Field(
+        default=None, description="the account's share of the dial queue (null: 1.0)"
+    )
+
+
+class AccountUsagePublic(BaseModel):
+    calls_in_flight: int = Field(
+        description="calls dialing, ringing or in progress now (and campaign calls starting)"
+    )
+
+
 class MePublic(BaseModel):
     user_id: uuid.UUID
     email: str
     api_key_prefix: str | None
+    limits: AccountLimitsPublic = Field(default_factory=AccountLimitsPublic)
+    usage: AccountUsagePublic | None = None
 
 
 class Detail(BaseModel):

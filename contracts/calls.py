@@ -21,6 +21,9 @@ class ErrorType(StrEnum):
     # The failure of a CreateCallWorkflow whose call failed (not placed, or the carrier's
     # `failed`): the run shows Failed in the Temporal UI; details[0] is the final CallState.
     CALL_FAILED = "CallFailed"
+    # Raised by the call_control update's validator: the call is over, nothing to cancel or
+    # hang up (HTTP 409). Rejected before it reaches history.
+    CALL_OVER = "CallOver"
 
 
 class SessionStatus(StrEnum):
@@ -72,6 +75,69 @@ class FailureCode(StrEnum):
     # A carrier that connects the call to a media stream, and no URL for it (the agent's,
     # the flow's, DIALER_MEDIA_STREAM_URL): nobody is called into silence.
     NO_MEDIA_STREAM = "no_media_stream"
+    # The account already has max_concurrent_calls calls dialing, ringing or in progress
+    # (`dialer users limits`): a single call is not placed; a campaign waits for a slot.
+    CONCURRENCY_LIMIT = "concurrency_limit"
+    # A scheduled call that could not be dialed by its latest_at (Temporal, the worker or the
+    # carrier down, or the dial queue full): it is not dialed late.
+    LATEST_AT_PASSED = "latest_at_passed"
+    # Canceled by its client before it was placed (POST /api/v1/calls/{id}/cancel).
+    CANCELED = "canceled"
+
+
+class MachineDetection(StrEnum):
+    """What a call does about answering machines (create_call's body, a campaign option)."""
+
+    OFF = "off"
+    DETECT = "detect"  # detect and report answered_by; the call goes on
+    DETECT_AND_HANG_UP = "detect_and_hang_up"  # a machine: hang up at once
+    # A machine: after its beep, the carrier speaks voicemail_message and hangs up (without
+    # one, the agent on the media stream leaves it).
+    DETECT_AND_LEAVE_MESSAGE = "detect_and_leave_message"
+
+
+# answered_by values (Twilio's vocabulary, the simulated carrier's too) that mean a machine.
+MACHINE_ANSWERS = frozenset(
+    {"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax"}
+)
+# The ones that come once a machine's greeting is over: the moment to leave a message.
+MACHINE_MESSAGE_END = frozenset({"machine_end_beep", "machine_end_silence", "machine_end_other"})
+
+
+def is_machine(answered_by: str | None) -> bool:
+    return answered_by in MACHINE_ANSWERS
+
+
+class EndedReason(StrEnum):
+    """Why a finished call ended (`ended_reason`), from the carrier's reports and the
+    workflow's own knowledge. Values are on the wire and in the database: never renamed."""
+
+    CALLEE_HUNG_UP = "callee_hung_up"  # the person (or machine) called hung up
+    AGENT_HUNG_UP = "agent_hung_up"  # the agent closed its media stream
+    HANGUP_REQUESTED = "hangup_requested"  # POST .../hangup or .../cancel on a placed call
+    MAX_DURATION = "max_duration"  # max_duration_seconds reached
+    VOICEMAIL = "voicemail"  # a machine answered: hung up on it, or left the message
+    NO_ANSWER = "no_answer"
+    BUSY = "busy"
+    FAILED = "failed"  # the carrier reported the placed call failed
+    EXPIRED = "expired"  # followed for the maximum call age without a final status
+    CANCELED = "canceled"  # canceled before it was placed
+    NOT_DIALED = "not_dialed"  # never placed: see failure_code
+
+
+class ControlAction(StrEnum):
+    """What a client asks of a call once it was created."""
+
+    CANCEL = "cancel"  # never dial it; a placed call is ended
+    HANGUP = "hangup"  # end it at the carrier; one not placed yet is never dialed
+
+
+class ControlOutcome(StrEnum):
+    """What the call_control update did."""
+
+    CANCELED = "canceled"  # it was not placed and never will be
+    HANGUP_SENT = "hangup_sent"  # the carrier was asked to end the placed call
+    PENDING = "pending"  # not applied within the wait (a dial in flight): it will be
 
 
 class AttemptResult(StrEnum):
@@ -138,6 +204,18 @@ class CallPolicies:
         return timedelta(seconds=self.follow.max_age_seconds + 60)
 
 
+@dataclass
+class CallOptions:
+    """Call control asked for at creation (create_call's body, a campaign's options). The
+    defaults change nothing: a run without options does what runs did before they existed."""
+
+    scheduled_at: str | None = None  # ISO 8601, aware: dial no earlier
+    latest_at: str | None = None  # ISO 8601, aware: not dialed by then -> latest_at_passed
+    max_duration_seconds: int | None = None  # from the answer; None: no limit
+    machine_detection: MachineDetection = MachineDetection.OFF
+    voicemail_message: str | None = None  # detect_and_leave_message only
+
+
 @dataclass(frozen=True)
 class CallSpec:
     """One call as asked for, with its ids chosen and nothing started yet: what create_call
@@ -158,6 +236,7 @@ class CallSpec:
     variables: dict[str, Any] = field(default_factory=dict)
     # The client's own, stored and echoed, never sent to the carrier.
     metadata: dict[str, str] = field(default_factory=dict)
+    options: CallOptions | None = None  # None: the defaults (services/calls.py)
 
 
 @dataclass
@@ -177,6 +256,7 @@ class CreateCallInput:
     dial_slot: DialSlot | None = None  # campaigns only
     variables: dict[str, Any] = field(default_factory=dict)  # see CallSpec
     metadata: dict[str, str] = field(default_factory=dict)
+    options: CallOptions = field(default_factory=CallOptions)
 
 
 @dataclass
@@ -204,6 +284,47 @@ class CallState:
     # A contracts.lifecycle.CallStatus value (kept `str`: recorded histories carry it as one).
     call_status: str | None = None
     duration_seconds: int | None = None
+    scheduled_at: str | None = None
+    answered_by: str | None = None
+    ended_reason: str | None = None  # an EndedReason value, once the call is over
+
+
+@dataclass
+class CallControlInput:
+    """The call_control update: what to do, and who asked (for the timeline)."""
+
+    action: ControlAction
+    requested_by: str  # "api key <prefix>", never the key
+
+
+@dataclass
+class CallControlResult:
+    outcome: ControlOutcome
+    state: CallState
+
+
+@dataclass
+class HangupInput:
+    call_session_id: str
+    provider: str
+    telephony_leg_id: str
+    answered: bool  # a call not answered yet is canceled, an answered one completed
+    message: str | None = None  # spoken before hanging up (a voicemail)
+
+
+@dataclass
+class HangupResult:
+    ended: bool  # False: the carrier had ended it already
+
+
+@dataclass
+class RecordCallEventInput:
+    """One timeline entry the workflow itself knows (a control request, a hang-up sent)."""
+
+    call_session_id: str
+    key: str  # once per key
+    type: str
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -218,6 +339,8 @@ class ValidationResult:
     # Where the answered call's audio goes: the agent's, the flow's or the default URL, its
     # placeholders filled. None: no media stream (the simulated carrier's own talk only).
     media_stream_url: str | None = None
+    # The account's Task Queue Fairness weight for its dials (None: the server's 1.0).
+    fairness_weight: float | None = None
 
 
 @dataclass
@@ -259,6 +382,8 @@ class DialInput:
     media_stream_url: str | None = None
     # The stream's customParameters: the call's ids and variables (contracts/context.py).
     stream_parameters: dict[str, str] = field(default_factory=dict)
+    max_duration_seconds: int | None = None  # the carrier's own limit where it has one
+    machine_detection: MachineDetection = MachineDetection.OFF
 
 
 @dataclass
@@ -309,6 +434,9 @@ class CallStatusUpdate:
     answered_by: str | None = None
     # What the carrier said about it beyond the status (e.g. the agent's stream refused).
     detail: str | None = None
+    # Why a final status ended the call (an EndedReason value), when the carrier or the
+    # workflow knows more than the status says; else it follows from the status.
+    ended_reason: str | None = None
 
 
 @dataclass
@@ -325,6 +453,10 @@ class RecordOutcomeInput:
     statuses: list[CallStatusUpdate] = field(default_factory=list)
     # The provider's own text about a refusal (failure_reason stays ours), for the timeline.
     provider_message: str | None = None
+    # A call that was never placed (canceled, latest_at passed): its final call_status and
+    # ended_reason. None: as before (a failed outcome's ended_reason is not_dialed).
+    call_status: str | None = None
+    ended_reason: str | None = None
 
 
 @dataclass

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from contracts.calls import StatusSource
+from contracts.calls import EndedReason, StatusSource
 
 
 class CallStatus(StrEnum):
@@ -24,6 +24,9 @@ class CallStatus(StrEnum):
     NO_ANSWER = "no-answer"
     CANCELED = "canceled"
     FAILED = "failed"
+    # Not a carrier status: a call waiting for its scheduled_at (never ranked, so no provider
+    # report can be read as it, and every report moves the call on from it).
+    SCHEDULED = "scheduled"
 
 
 FINAL = frozenset(
@@ -68,6 +71,25 @@ def advances(current: str | None, new: str) -> bool:
     return not is_final(current) and rank(new) > rank(current)
 
 
+_ENDED_BY_STATUS = {
+    CallStatus.COMPLETED: EndedReason.CALLEE_HUNG_UP,
+    CallStatus.BUSY: EndedReason.BUSY,
+    CallStatus.NO_ANSWER: EndedReason.NO_ANSWER,
+    CallStatus.FAILED: EndedReason.FAILED,
+    # A placed call the carrier reports canceled: someone ended it before it was answered.
+    CallStatus.CANCELED: EndedReason.HANGUP_REQUESTED,
+}
+
+
+def ended_reason_for(status: str, known: str | None = None) -> EndedReason:
+    """Why a call that reached the final `status` ended: `known` (what the workflow or the
+    carrier knew better, e.g. agent_hung_up, max_duration) when given, else the status's
+    own reason (completed: the callee hung up)."""
+    if known:
+        return EndedReason(known)
+    return _ENDED_BY_STATUS.get(CallStatus(status), EndedReason.CALLEE_HUNG_UP)
+
+
 @dataclass(frozen=True)
 class StatusEvent:
     """One status report about a placed call, from a callback or from asking the provider."""
@@ -80,6 +102,7 @@ class StatusEvent:
     source: StatusSource = StatusSource.CALLBACK
     answered_by: str | None = None
     detail: str | None = None  # what the carrier said beyond the status, for the timeline
+    ended_reason: str | None = None  # an EndedReason the carrier knows (agent_hung_up, ...)
 
 
 # Where a provider's status reports go: the workflow of the session (services/call_status.py).

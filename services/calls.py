@@ -7,6 +7,8 @@ ids; none dials twice."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import uuid
 from dataclasses import dataclass, field, replace
@@ -30,6 +32,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from contracts.calls import (
+    CallOptions,
     CallPolicies,
     CallSpec,
     CallState,
@@ -38,6 +41,7 @@ from contracts.calls import (
     ErrorType,
     FailureCode,
     FollowPolicy,
+    MachineDetection,
     PersistSessionInput,
     SessionStatus,
     Stage,
@@ -51,7 +55,12 @@ from core.phone import InvalidNumber, normalize
 from services.temporal import TemporalGateway, TemporalUnavailable
 from store import calls as store_calls
 from store.models import CallSession
-from workflows.create_call import CreateCallWorkflow, search_attributes_for, summary_for
+from workflows.create_call import (
+    CreateCallWorkflow,
+    call_priority,
+    search_attributes_for,
+    summary_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,21 +116,62 @@ def normalized_or_raw(number: str, region: str) -> str:
         return number.strip()
 
 
+def default_options(settings: Settings) -> CallOptions:
+    """A call's options when it asks for none: the settings' defaults."""
+    detection = MachineDetection(settings.machine_detection or MachineDetection.OFF)
+    if settings.machine_detection is None and settings.twilio_machine_detection:
+        detection = MachineDetection.DETECT  # the deprecated global pass-through, kept working
+    return CallOptions(
+        max_duration_seconds=settings.max_duration_seconds, machine_detection=detection
+    )
+
+
+def options_for(spec: CallSpec, defaults: CallOptions) -> CallOptions:
+    """The spec's options, a max_duration_seconds it leaves out being the setting's; no
+    options at all: the settings' defaults. (A caller resolves machine_detection itself: it
+    knows whether the client left it out or asked for `off`.)"""
+    if spec.options is None:
+        return dataclasses.replace(defaults)
+    return dataclasses.replace(
+        spec.options,
+        max_duration_seconds=spec.options.max_duration_seconds or defaults.max_duration_seconds,
+    )
+
+
+def _option_fingerprint(options: CallOptions | None) -> dict[str, object] | None:
+    """What a spec's own options add to its fingerprint (None: no options, as before)."""
+    if options is None:
+        return None
+    values = {k: v for k, v in dataclasses.asdict(options).items() if v not in (None, "off")}
+    return values or None
+
+
 def request_fingerprint(spec: CallSpec, region: str) -> str:
     """What the call asks for (the number as it will be dialed, agent, workflow, line), for
     the Idempotency-Key check. Ids, key and campaign are not part of it."""
+    options = _option_fingerprint(spec.options)
+    metadata = dict(spec.metadata)
+    if options:
+        # In the fingerprint with the metadata (core.ids stays as it is): a call without
+        # options hashes as it did before they existed.
+        metadata["\x00options"] = json.dumps(options, sort_keys=True)
     return ids.request_fingerprint(
         normalized_or_raw(spec.phone_number, region),
         spec.agent_id,
         spec.flow_id,
         spec.phone_number_id,
         spec.variables,
-        spec.metadata,
+        metadata,
     )
 
 
-def call_input(spec: CallSpec, policies: CallPolicies, region: str) -> CreateCallInput:
-    """The workflow input of a call: its spec, its fingerprint and its policies."""
+def call_input(
+    spec: CallSpec,
+    policies: CallPolicies,
+    region: str,
+    defaults: CallOptions | None = None,
+) -> CreateCallInput:
+    """The workflow input of a call: its spec, its fingerprint, its policies and options."""
     return CreateCallInput(
         call_session_id=spec.call_session_id,
         request_id=spec.request_id,
@@ -138,6 +188,7 @@ def call_input(spec: CallSpec, policies: CallPolicies, region: str) -> CreateCal
         dial_slot=spec.dial_slot,
         variables=dict(spec.variables),
         metadata=dict(spec.metadata),
+        options=options_for(spec, defaults or CallOptions()),
     )
 
 
@@ -147,6 +198,9 @@ def start_options(call: CreateCallInput, task_queue: str) -> dict[str, Any]:
     return {
         "id": call.call_session_id,
         "task_queue": task_queue,
+        # Single calls ahead of campaign calls, each user a fairness key; the dial inherits
+        # it, and the workflow sets it again with the account's weight.
+        "priority": call_priority(call.user_id, call.campaign_id),
         # A running workflow with this id is the same request: join it. A closed one must
         # never be started again, or a retry would dial the person twice.
         "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
@@ -187,6 +241,7 @@ class TemporalCallLauncher:
         self._task_queue = settings.task_queue
         self._region = settings.default_region
         self._policies = call_policies(settings)
+        self._defaults = default_options(settings)
 
     async def start(self, calls: list[CallSpec]) -> None:
         gate = asyncio.Semaphore(START_CONCURRENCY)
@@ -196,7 +251,7 @@ class TemporalCallLauncher:
                 try:
                     await start_call(
                         self._client,
-                        call_input(spec, self._policies, self._region),
+                        call_input(spec, self._policies, self._region, self._defaults),
                         self._task_queue,
                     )
                 except WorkflowAlreadyStartedError:
@@ -219,6 +274,7 @@ class CallRequest:
     idempotency_key: str | None
     variables: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
+    options: CallOptions | None = None
 
 
 class AnswerStatus(StrEnum):
@@ -242,6 +298,8 @@ class CallAnswer:
     telephony_leg_id: str | None = None
     failure_code: str | None = None
     failure_reason: str | None = None
+    call_status: str | None = None  # `scheduled` while a scheduled call waits
+    scheduled_at: str | None = None
 
 
 def ids_for(req: CallRequest) -> tuple[uuid.UUID, uuid.UUID]:
@@ -261,6 +319,7 @@ def spec_for(req: CallRequest) -> CallSpec:
         idempotency_key=req.idempotency_key,
         variables=dict(req.variables),
         metadata=dict(req.metadata),
+        options=req.options,
     )
 
 
@@ -279,6 +338,8 @@ def answer_from_row(row: CallSession) -> CallAnswer:
         telephony_leg_id=row.telephony_leg_id,
         failure_code=row.failure_code,
         failure_reason=row.failure_reason,
+        call_status=row.call_status,
+        scheduled_at=row.scheduled_at.isoformat() if row.scheduled_at else None,
     )
 
 
@@ -308,7 +369,10 @@ class CallStarter:
 
     async def _create(self, req: CallRequest) -> CallAnswer:
         call = call_input(
-            spec_for(req), call_policies(self._settings), self._settings.default_region
+            spec_for(req),
+            call_policies(self._settings),
+            self._settings.default_region,
+            default_options(self._settings),
         )
         bind_call(request_id=call.request_id, call_session_id=call.call_session_id)
         session_id = uuid.UUID(call.call_session_id)
@@ -457,6 +521,8 @@ class CallStarter:
             telephony_leg_id=state.telephony_leg_id,
             failure_code=state.failure_code,
             failure_reason=state.failure_reason,
+            call_status=state.call_status,
+            scheduled_at=state.scheduled_at,
         )
 
     async def _record_unavailable(self, call: CreateCallInput) -> CallAnswer:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, update
@@ -16,15 +17,19 @@ from sqlmodel import Session, col, select
 from contracts.calls import (
     TERMINAL,
     CreateCallInput,
+    EndedReason,
     FailureCode,
+    MachineDetection,
     PersistSessionInput,
     PersistSessionResult,
     RecordAttemptInput,
+    RecordCallEventInput,
     RecordOutcomeInput,
     SessionStatus,
     ValidationResult,
 )
 from contracts.context import fill_media_stream_url
+from contracts.lifecycle import CallStatus
 from contracts.webhooks import EventType
 from core.phone import InvalidNumber, normalize
 from store import webhooks
@@ -188,7 +193,13 @@ def add_events(
     session.execute(insert_ignoring_duplicates(session, CallEvent, rows, ["session_id", "key"]))
 
 
+def _instant(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
 def new_session_row(call: CreateCallInput, validation: ValidationResult) -> CallSession:
+    options = call.options
+    external_id = call.metadata.get("external_id")
     return CallSession(
         id=uuid.UUID(call.call_session_id),
         request_id=uuid.UUID(call.request_id),
@@ -209,6 +220,15 @@ def new_session_row(call: CreateCallInput, validation: ValidationResult) -> Call
         request_hash=call.request_hash,
         variables=json.dumps(call.variables) if call.variables else None,
         call_metadata=json.dumps(call.metadata) if call.metadata else None,
+        scheduled_at=_instant(options.scheduled_at),
+        latest_at=_instant(options.latest_at),
+        max_duration_seconds=options.max_duration_seconds,
+        machine_detection=options.machine_detection
+        if options.machine_detection != MachineDetection.OFF
+        else None,
+        call_status=CallStatus.SCHEDULED if options.scheduled_at and validation.ok else None,
+        ended_reason=None if validation.ok else EndedReason.NOT_DIALED,
+        external_id=external_id[:200] if isinstance(external_id, str) else None,
     )
 
 
@@ -255,6 +275,16 @@ def persist_session(engine: Engine, input: PersistSessionInput) -> PersistSessio
     )
 
 
+def record_call_event(engine: Engine, input: RecordCallEventInput) -> None:
+    """A timeline entry the workflow knows itself (a control request and who asked, a
+    hang-up sent), once per key."""
+    sid = uuid.UUID(input.call_session_id)
+    with session_scope(engine) as session:
+        if session.get(CallSession, sid) is None:
+            raise LookupError(f"session {sid} does not exist")
+        add_event(session, sid, input.key, input.type, **input.detail)
+
+
 def record_attempt(engine: Engine, input: RecordAttemptInput) -> None:
     sid = uuid.UUID(input.call_session_id)
     with session_scope(engine) as session:
@@ -274,6 +304,17 @@ def record_attempt(engine: Engine, input: RecordAttemptInput) -> None:
             detail=input.detail,
             provider_message=input.provider_message,
         )
+
+
+def _never_placed(input: RecordOutcomeInput) -> dict[str, Any]:
+    """The end of a call that was never placed (canceled, latest_at passed, refused)."""
+    if input.status != SessionStatus.FAILED:
+        return {}
+    values: dict[str, Any] = {"ended_reason": input.ended_reason or EndedReason.NOT_DIALED}
+    if input.call_status:
+        values["call_status"] = input.call_status
+        values["ended_at"] = utcnow()
+    return values
 
 
 def write_outcome(session: Session, input: RecordOutcomeInput) -> None:
@@ -299,6 +340,7 @@ def write_outcome(session: Session, input: RecordOutcomeInput) -> None:
             provider_error_code=input.provider_error_code,
             updated_at=now,
             dialed_at=now if input.telephony_leg_id else None,
+            **_never_placed(input),
         )
     )
     add_event(

@@ -17,8 +17,13 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from contracts.calls import CallStatusUpdate, RecordCallStatusInput, RecordOutcomeInput
-from contracts.lifecycle import CallStatus, advances, is_final, normalize_status
+from contracts.calls import (
+    CallStatusUpdate,
+    EndedReason,
+    RecordCallStatusInput,
+    RecordOutcomeInput,
+)
+from contracts.lifecycle import CallStatus, advances, ended_reason_for, is_final, normalize_status
 from contracts.webhooks import EventType
 from store import webhooks
 from store.calls import add_events, write_outcome
@@ -88,6 +93,12 @@ def apply_call_statuses(
         if checked.ignored is not None:
             events.append((f"time_ignored:{status}", "provider_time_ignored", checked.ignored))
         at = checked.at
+        if update.answered_by and update.answered_by != row.answered_by:
+            # Answering-machine detection's verdict, which may come after the answer.
+            row.answered_by = update.answered_by[:32]
+            row.updated_at = utcnow()
+            verdict = {"answered_by": update.answered_by, "source": update.source}
+            events.append((f"answered_by:{update.answered_by}"[:64], "answered_by", verdict))
         if advances(row.call_status, status):
             row.call_status = status
             if status == CallStatus.ANSWERED:
@@ -96,6 +107,7 @@ def apply_call_statuses(
                 row.ended_at = at or checked.recorded
                 if update.duration_seconds is not None:
                     row.duration_seconds = update.duration_seconds
+                row.ended_reason = _ended_reason(status, update)
             row.updated_at = utcnow()
             _customer_event(session, row, status, update, at or checked.recorded)
         # The timeline keeps every status once, even one that arrived too late to move
@@ -108,14 +120,24 @@ def apply_call_statuses(
             "source": update.source,
             "telephony_leg_id": update.telephony_leg_id,
             "detail": update.detail,
+            "ended_reason": _ended_reason(status, update) if is_final(status) else None,
         }
         events.append((f"call:{status}", "call_status", detail))
     if gave_up_after_seconds is not None and not is_final(row.call_status):
+        row.ended_reason = EndedReason.EXPIRED
         detail = {"last_status": row.call_status, "after_seconds": round(gave_up_after_seconds)}
         events.append(("call:gave_up", "call_follow_expired", detail))
     session.add(row)
     add_events(session, sid, events)
     return row.call_status
+
+
+def _ended_reason(status: CallStatus, update: CallStatusUpdate) -> str:
+    """Why the call ended: the workflow's or the carrier's word, else the status's own."""
+    try:
+        return ended_reason_for(status, update.ended_reason)
+    except ValueError:  # a reason this version does not know: the status says enough
+        return ended_reason_for(status)
 
 
 def _customer_event(

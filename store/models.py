@@ -93,7 +93,10 @@ class LineMapping(SQLModel, table=True):
 
 class CallSession(SQLModel, table=True):
     __tablename__ = "call_sessions"
-    __table_args__ = (Index("ix_call_sessions_user_created", "user_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_call_sessions_user_created", "user_id", "created_at"),
+        Index("ix_call_sessions_user_external_id", "user_id", "external_id"),
+    )
     id: uuid.UUID = Field(primary_key=True)
     request_id: uuid.UUID = Field(unique=True)
     user_id: uuid.UUID = Field(foreign_key="users.id")
@@ -126,6 +129,16 @@ class CallSession(SQLModel, table=True):
     answered_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     ended_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     duration_seconds: int | None = None
+    # Call control (contracts.calls.CallOptions, EndedReason): when it may be dialed, how
+    # long it may last, what it does about machines; who answered and why it ended.
+    scheduled_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    latest_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    max_duration_seconds: int | None = None
+    machine_detection: str | None = Field(default=None, max_length=32)
+    answered_by: str | None = Field(default=None, max_length=32)
+    ended_reason: str | None = Field(default=None, max_length=32)
+    # metadata's external_id (a campaign call: its recipient's), so it can be searched.
+    external_id: str | None = Field(default=None, max_length=200)
 
 
 class CallEvent(SQLModel, table=True):
@@ -202,6 +215,10 @@ class Campaign(SQLModel, table=True):
     redial_delay_seconds: int = 0
     # Variables every call of the campaign sends its agent; a recipient's own win (JSON).
     variables: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # Call control for every call of the campaign (contracts.calls.CallOptions).
+    max_duration_seconds: int | None = None
+    machine_detection: str | None = Field(default=None, max_length=32)
+    voicemail_message: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     # scheduled -> running <-> paused -> completed | canceled
     state: str = Field(default=CampaignState.SCHEDULED, max_length=16)
     total_recipients: int = 0

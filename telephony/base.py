@@ -22,6 +22,11 @@ class DialRequest:
     # (the call's ids and variables: contracts/context.py). No URL: no media stream.
     media_stream_url: str | None = None
     stream_parameters: dict[str, str] = field(default_factory=dict)
+    # The carrier ends the call itself this long after the answer (Twilio TimeLimit); the
+    # workflow enforces it too, for carriers that cannot.
+    max_duration_seconds: int | None = None
+    # A contracts.calls.MachineDetection value: "off" or how to detect a machine.
+    machine_detection: str = "off"
 
     @property
     def attempt_tag(self) -> str:
@@ -109,3 +114,10 @@ class TelephonyProvider(Protocol):
         ...
 
     async def fetch_call(self, sid: str) -> ProviderCall | None: ...
+
+    async def hangup_call(self, sid: str, *, answered: bool, message: str | None = None) -> bool:
+        """End the call `sid` (Twilio's call update): canceled before it is answered,
+        completed after; with `message`, spoken first (a voicemail). True if it was live,
+        False if it had ended already; raises TelephonyError when the carrier cannot be
+        asked (the activity retries)."""
+        ...

@@ -66,6 +66,7 @@ class StreamEnd(StrEnum):
     AGENT_HUNG_UP = "agent_hung_up"  # the agent closed the socket normally
     DROPPED = "dropped"  # the connection broke, or the agent closed it with an error
     UNREACHABLE = "unreachable"  # refused, timed out, or the handshake failed
+    HUNG_UP = "hung_up"  # ended through the carrier's API (a hang-up): stop, then close
 
 
 @dataclass
@@ -304,6 +305,7 @@ async def stream_call(
     talk_seconds: float,
     callee_audio: bytes = b"",
     connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+    hang_up: asyncio.Event | None = None,
 ) -> StreamResult:
     """Connect an answered call to the agent at `url` until the callee hangs up after
     `talk_seconds` (counted from now, the answer) or the agent closes the stream. The callee
@@ -330,6 +332,9 @@ async def stream_call(
         )
     stream = _Stream(ws, stream_sid, call_sid)
     receiver = loop.create_task(stream.receive())
+    # Set by the carrier's hang-up (SimulatedProvider.hangup_call): the call ends now.
+    ended = hang_up or asyncio.Event()
+    hung_up = loop.create_task(ended.wait())
     frames_sent = 0
     try:
         await stream.send(connected_message())
@@ -349,11 +354,11 @@ async def stream_call(
             due = began + frames_sent * FRAME_MS / 1000
             wait = min(due, hang_up_at) - loop.time()
             if wait > 0:
-                await asyncio.wait({receiver}, timeout=wait)
+                await asyncio.wait({receiver, hung_up}, timeout=wait)
             if receiver.done():
                 break
             await stream.echo_due_marks()
-            if loop.time() >= hang_up_at:
+            if ended.is_set() or loop.time() >= hang_up_at:
                 await stream.send(
                     stop_message(
                         sequence=stream.next_sequence(), stream_sid=stream_sid, call_sid=call_sid
@@ -361,6 +366,14 @@ async def stream_call(
                 )
                 await ws.close()
                 receiver.cancel()
+                if ended.is_set():
+                    return StreamResult(
+                        StreamEnd.HUNG_UP,
+                        f"the call was hung up at the carrier; {stream.agent.summary()}",
+                        stream_sid,
+                        frames_sent,
+                        stream.agent,
+                    )
                 return StreamResult(
                     StreamEnd.CALLEE_HUNG_UP,
                     f"the callee hung up; {stream.agent.summary()}",
@@ -383,6 +396,7 @@ async def stream_call(
     except ConnectionClosed:
         pass  # the socket closed under a send: the receiver says how
     finally:
+        hung_up.cancel()
         if not receiver.done():
             # Closed under a send (the receiver is about to learn it too), or an error of
             # our own: the receiver gets the close timeout to say how the socket ended.

@@ -35,6 +35,27 @@ TWO_TRANSIENT = "+12025550104"
 AMBIGUOUS_ONCE = "+12025550105"
 ALWAYS_TRANSIENT = "+12025550106"
 RATE_LIMITED_ONCE = "+12025550107"
+# Answering-machine detection (a call with machine_detection on): a machine answers, and its
+# verdict comes MACHINE_VERDICT_SECONDS after the answer; a person answers and the verdict
+# comes late (LATE_HUMAN_VERDICT_SECONDS); any other number: a person, HUMAN_VERDICT_SECONDS.
+MACHINE = "+12025550108"
+LATE_HUMAN = "+12025550109"
+HUMAN_VERDICT_SECONDS = 0.5
+MACHINE_VERDICT_SECONDS = 1.0
+LATE_HUMAN_VERDICT_SECONDS = 4.0
+
+
+def detection_for(to_number: str, machine_detection: str) -> tuple[float, str] | None:
+    """(seconds after the answer, answered_by) of a call's machine-detection verdict."""
+    if machine_detection == "off":
+        return None
+    if to_number == MACHINE:
+        # DetectMessageEnd (leaving a message) waits for the beep; Enable says so at once.
+        beep = machine_detection == "detect_and_leave_message"
+        return MACHINE_VERDICT_SECONDS, "machine_end_beep" if beep else "machine_start"
+    if to_number == LATE_HUMAN:
+        return LATE_HUMAN_VERDICT_SECONDS, "human"
+    return HUMAN_VERDICT_SECONDS, "human"
 
 
 @dataclass(frozen=True)
@@ -138,8 +159,15 @@ class SimulatedProvider:
         # Without a sink the carrier sends no callbacks: calls are followed by polling.
         self._sink = status_sink
         self._emitting: set[asyncio.Task[None]] = set()
+        # The calls this process is carrying on (their timeline, stream, detection): a
+        # hang-up sets the call's event, and all three stop.
+        self._hangups: dict[str, asyncio.Event] = {}
+        self._sessions: dict[str, str] = {}  # sid -> call_session_id, for the hang-up's report
 
     async def create_call(self, request: DialRequest) -> ProviderCall:
+        # The request reaches the carrier `latency` after it was sent, whatever happens to the
+        # sender meanwhile (a worker stopped mid-request does not delay a packet on the wire).
+        arrives = datetime.now(UTC) + timedelta(seconds=self._latency)
         if self._latency:
             await asyncio.sleep(self._latency)
         to, attempt = request.to_number, request.attempt
@@ -151,7 +179,7 @@ class SimulatedProvider:
             raise NotPlaced("Too Many Requests", code="20429", retry_after=1.0)
         # Placed when the request reaches the carrier, not when a worker thread is free to
         # write the ledger (a busy thread pool would blur a campaign's pacing).
-        call = await asyncio.to_thread(self._place, request, datetime.now(UTC))
+        call = await asyncio.to_thread(self._place, request, arrives)
         await self._follow(request, call)
         if to == AMBIGUOUS_ONCE and attempt == 1:
             # The carrier placed the call, but its answer never reaches us.
@@ -193,9 +221,41 @@ class SimulatedProvider:
         await self._deliver(request.call_session_id, call.sid, call.created_at, now)
         later = steps[len(now) :]
         if later or media_url:
+            self._hangups[call.sid] = asyncio.Event()
+            self._sessions[call.sid] = request.call_session_id
             task = loop.create_task(self._carry_on(request, call, later, started, answer))
             self._emitting.add(task)
             task.add_done_callback(self._emitting.discard)
+            task.add_done_callback(lambda _: self._forget(call.sid))
+            verdict = detection_for(call.to_number, request.machine_detection)
+            if verdict is not None and answer is not None:
+                at, answered_by = answer + verdict[0], verdict[1]
+                detect = loop.create_task(
+                    self._detect(request.call_session_id, call.sid, started + at, answered_by)
+                )
+                self._emitting.add(detect)
+                detect.add_done_callback(self._emitting.discard)
+
+    def _forget(self, sid: str) -> None:
+        self._hangups.pop(sid, None)
+        self._sessions.pop(sid, None)
+
+    async def _detect(self, call_session_id: str, sid: str, at: float, answered_by: str) -> None:
+        """Answering-machine detection's verdict, as Twilio's AsyncAmd callback brings it:
+        about an answered call, after the answer (unless the call ended first)."""
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(max(at - loop.time(), 0))
+        hang_up = self._hangups.get(sid)
+        if hang_up is None or hang_up.is_set():
+            return
+        event = StatusEvent(
+            call_session_id=call_session_id,
+            sid=sid,
+            status=CallStatus.ANSWERED,
+            occurred_at=datetime.now(UTC),
+            answered_by=answered_by,
+        )
+        await self._send([event])
 
     async def _carry_on(
         self,
@@ -220,12 +280,16 @@ class SimulatedProvider:
         `completed` however the stream ended, as with Twilio when a stream ends and no TwiML
         follows (a refused stream too: the callee had answered)."""
         try:
+            hang_up = self._hangups.get(sid)
             result = await stream_call(
                 url,
                 call_sid=sid,
                 parameters=request.stream_parameters,
                 talk_seconds=self._timeline.talk_seconds,
+                hang_up=hang_up,
             )
+            if hang_up is not None and hang_up.is_set():
+                return  # hangup_call recorded the end and reported it
             detail = result.detail
             log.info(
                 "simulated call %s: media stream %s ended: %s (%d frames sent)",
@@ -276,6 +340,9 @@ class SimulatedProvider:
             delay = steps[0][0] - (loop.time() - started)
             if delay > 0:
                 await asyncio.sleep(delay)
+            hang_up = self._hangups.get(sid)
+            if hang_up is not None and hang_up.is_set():
+                return  # hung up: hangup_call reported the end
             elapsed = loop.time() - started
             due = [step for step in steps if step[0] <= elapsed]
             steps = steps[len(due) :]
@@ -329,6 +396,8 @@ class SimulatedProvider:
             # The carrier's own record of the end (its media stream), not the timeline's.
             status = st.normalize_status(row.status) or CallStatus.COMPLETED
             ended_at, duration = row.ended_at, row.duration_seconds
+            if answered_at is not None and answered_at > row.ended_at:
+                answered_at = None  # hung up before it was answered
         return ProviderCall(
             sid=row.sid,
             status=status,
@@ -365,6 +434,45 @@ class SimulatedProvider:
             return None if row is None else self._derive(row)
 
         return await asyncio.to_thread(get)
+
+    async def hangup_call(self, sid: str, *, answered: bool, message: str | None = None) -> bool:
+        """End the call as Twilio's call update does: canceled before the answer, completed
+        after (its duration from the answer); its media stream gets `stop`; the message, if
+        any, is taken as spoken. The end goes to the ledger, and to the status sink when this
+        process placed the call (else the workflow's poll finds it in the ledger)."""
+        row = await asyncio.to_thread(self._ledger.get, sid)
+        if row is None:
+            return False
+        current = self._derive(row)
+        if st.is_final(current.status):
+            return False
+        hang_up = self._hangups.get(sid)
+        if hang_up is not None:
+            hang_up.set()
+        now = datetime.now(UTC)
+        if current.answered_at is not None:
+            status = CallStatus.COMPLETED
+            duration: int | None = round((now - current.answered_at).total_seconds())
+        else:
+            status, duration = CallStatus.CANCELED, None
+        await asyncio.to_thread(
+            self._ledger.finish, sid=sid, status=status, ended_at=now, duration_seconds=duration
+        )
+        detail = "hung up at the carrier's API"
+        if message:
+            detail += f" after speaking a {len(message)}-character message"
+        session_id = self._sessions.get(sid)
+        if session_id is not None:
+            event = StatusEvent(
+                call_session_id=session_id,
+                sid=sid,
+                status=status,
+                occurred_at=now,
+                duration_seconds=duration,
+                detail=detail,
+            )
+            await self._send([event])
+        return True
 
     def dial_count(self, call_session_id: str) -> int:
         """How many calls this carrier placed for a session (tests assert it is at most 1)."""

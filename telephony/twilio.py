@@ -33,7 +33,7 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 from urllib3.exceptions import NewConnectionError
 
 from contracts.calls import StatusSource
-from contracts.lifecycle import StatusEvent, normalize_status
+from contracts.lifecycle import CallStatus, StatusEvent, normalize_status
 from telephony.base import (
     Ambiguous,
     DialRequest,
@@ -63,7 +63,22 @@ class TwilioConfig:
     http_timeout_seconds: float = 10.0
     public_base_url: str | None = None
     ring_timeout_seconds: int | None = None
+    # Deprecated (DIALER_TWILIO_MACHINE_DETECTION): services/calls.py reads it as the default
+    # machine_detection of calls; the provider sends what each call asks for.
     machine_detection: str | None = None
+
+
+# A call's machine_detection (contracts.calls.MachineDetection) as Twilio's MachineDetection.
+# Always asynchronous (AsyncAmd): the agent's stream is connected at the answer, and the
+# verdict comes to the status callback URL, where the workflow acts on it.
+TWILIO_MACHINE_DETECTION = {
+    "detect": "Enable",
+    "detect_and_hang_up": "Enable",
+    # Waits for the end of the greeting (the beep) before answering: the time to speak.
+    "detect_and_leave_message": "DetectMessageEnd",
+}
+# Twilio's error for a call update on a call that is not in progress (ended already).
+CALL_NOT_IN_PROGRESS_CODES = frozenset({"21220"})
 
 
 def status_callback_url(public_base_url: str, request: DialRequest) -> str:
@@ -158,8 +173,17 @@ class TwilioProvider:
             params["status_callback_method"] = "POST"
         if cfg.ring_timeout_seconds:
             params["timeout"] = cfg.ring_timeout_seconds
-        if cfg.machine_detection:
-            params["machine_detection"] = cfg.machine_detection
+        if request.max_duration_seconds:
+            params["time_limit"] = request.max_duration_seconds
+        detection = TWILIO_MACHINE_DETECTION.get(request.machine_detection)
+        if detection:
+            params["machine_detection"] = detection
+            params["async_amd"] = "true"
+            if cfg.public_base_url:
+                params["async_amd_status_callback"] = status_callback_url(
+                    cfg.public_base_url, request
+                )
+                params["async_amd_status_callback_method"] = "POST"
         return params
 
     async def create_call(self, request: DialRequest) -> ProviderCall:
@@ -237,6 +261,39 @@ class TwilioProvider:
             raise _read_failed(exc) from exc
         return _provider_call(call)
 
+    async def hangup_call(self, sid: str, *, answered: bool, message: str | None = None) -> bool:
+        return await _hangup(self._client, sid, answered=answered, message=message)
+
+
+def hangup_twiml(message: str) -> str:
+    """What the call does instead of its stream: say the message, then hang up."""
+    response = VoiceResponse()
+    response.say(message)
+    response.hangup()
+    return str(response)
+
+
+async def _hangup(client: Client, sid: str, *, answered: bool, message: str | None) -> bool:
+    """Twilio's call update: `Status=canceled` for a call still queued or ringing,
+    `Status=completed` for one in progress, or new TwiML that speaks the message first."""
+    if message:
+        params: dict[str, Any] = {"twiml": hangup_twiml(message)}
+    else:
+        params = {"status": "completed" if answered else "canceled"}
+    try:
+        await asyncio.to_thread(client.api.account.calls(sid).update, **params)
+    except (TwilioRestException, TwilioServiceException) as exc:
+        code = str(exc.code) if exc.code is not None else None
+        if code in CALL_NOT_IN_PROGRESS_CODES or exc.status == 404:
+            return False
+        if not answered and not message and exc.status == 400:
+            # Answered meanwhile: canceled no longer applies, completed does.
+            return await _hangup(client, sid, answered=True, message=None)
+        raise _map_rest_error(exc) from exc
+    except (requests.RequestException, TwilioException) as exc:
+        raise _read_failed(exc) from exc
+    return True
+
 
 def _read_failed(exc: requests.RequestException | TwilioException) -> Ambiguous:
     """A read (lookup_call, fetch_call) that got no answer: a transport error, or a page of
@@ -307,6 +364,9 @@ def status_event(call_session_id: str, params: Mapping[str, str]) -> StatusEvent
     """A status callback's form fields as a StatusEvent of the session, or None when its
     CallStatus is not one Dialer follows."""
     status = normalize_status(params.get("CallStatus"))
+    if status is None and params.get("AnsweredBy"):
+        # The AsyncAmd callback: no CallStatus, the verdict on a call that was answered.
+        status = CallStatus.ANSWERED
     if status is None:
         return None
     return StatusEvent(

@@ -6,40 +6,60 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import (
+    Priority,
     RetryPolicy,
     SearchAttributePair,
     SearchAttributeUpdate,
 )
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError, TimeoutType
+from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from contracts.calls import (
+        MACHINE_MESSAGE_END,
         WAIT_STAGES,
         AttemptResult,
+        CallControlInput,
+        CallControlResult,
         CallProgress,
         CallState,
         CallStatusUpdate,
+        ControlAction,
+        ControlOutcome,
         CreateCallInput,
         DialInput,
         DialPolicy,
         DialResult,
+        EndedReason,
         ErrorType,
         FailureCode,
         FetchCallStatusInput,
         FetchCallStatusResult,
         FollowPolicy,
+        HangupInput,
+        HangupResult,
+        MachineDetection,
         PrepareCallResult,
         ReconcileInput,
         ReconcileResult,
         RecordAttemptInput,
+        RecordCallEventInput,
         RecordCallStatusInput,
         RecordOutcomeInput,
         SessionStatus,
         Stage,
         WaitForStageInput,
+        is_machine,
     )
     from contracts.context import stream_parameters
-    from contracts.lifecycle import advances, is_final, normalize_status, rank
+    from contracts.lifecycle import (
+        CallStatus,
+        advances,
+        ended_reason_for,
+        is_final,
+        normalize_status,
+        rank,
+    )
     from contracts.search_attributes import (
         SA_CALL_STATUS,
         SA_CAMPAIGN_ID,
@@ -49,8 +69,28 @@ with workflow.unsafe.imports_passed_through():
     )
 
 WORKFLOW_NAME = "CreateCallWorkflow"
+# Patch ids of call control (issue 16): runs recorded before them never take these paths.
+SCHEDULED_CALLS = "scheduled-calls"  # the durable timer until scheduled_at
+CALL_CONTROL = "call-control"  # hang-ups and the workflow's own timeline entries
 # Patch id: runs started before it complete even when their call failed (recorded histories).
 FAIL_FAILED_CALLS = "fail-failed-calls"
+# Patch id: runs started before it dial without Task Queue Priority and Fairness keys.
+DIAL_PRIORITY = "dial-priority"
+# Task Queue Priority (lower goes first; 3 is the server's default): a single call's dial
+# goes ahead of campaign dials on the rate-capped dial queue. Within a priority each user is
+# a fairness key with the account's weight, so users share the cap by weight, not by who
+# queued first (README, "Fair share").
+PRIORITY_SINGLE_CALL = 1
+PRIORITY_CAMPAIGN_CALL = 3
+
+
+def call_priority(user_id: str, campaign_id: str | None, weight: float | None = None) -> Priority:
+    """The priority of a call's run (its start) and of its dial and reconciliation."""
+    return Priority(
+        priority_key=PRIORITY_CAMPAIGN_CALL if campaign_id else PRIORITY_SINGLE_CALL,
+        fairness_key=user_id,
+        fairness_weight=weight,
+    )
 
 
 # Database work is idempotent (upserts, keyed events), so local activities retry freely.
@@ -71,6 +111,13 @@ RECONCILE_RETRY = RetryPolicy(
 # asking again later.
 FETCH_TIMEOUT = timedelta(seconds=20)
 FETCH_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+# Ending a placed call at the carrier: idempotent (a call already over is not an error), so
+# it may retry; on the dial queue, where the provider lives.
+HANGUP_TIMEOUT = timedelta(seconds=20)
+HANGUP_SCHEDULE_TO_CLOSE = timedelta(minutes=10)
+HANGUP_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
+)
 # Status reports held before the workflow processes them; a flood beyond this is dropped
 # (the provider is asked instead), so a misbehaving sender cannot grow the state unbounded.
 MAX_PENDING_STATUSES = 50
@@ -92,6 +139,17 @@ class CreateCallWorkflow:
         self._inbox: list[CallStatusUpdate] = []
         self._seen_statuses: set[str] = set()
         self._first_dial_at: datetime | None = None
+        # Call control: the first cancel or hang-up asked for, what became of it, why the
+        # workflow ended the call (when it did), and the max-duration deadline once answered.
+        self._control: CallControlInput | None = None
+        self._control_actions: set[str] = set()
+        self._control_outcome: ControlOutcome | None = None
+        self._ending: EndedReason | None = None
+        self._hung_up = False
+        self._done = False
+        self._deadline: datetime | None = None
+        self._state.scheduled_at = input.options.scheduled_at
+        self._fairness_weight: float | None = None  # the account's, read by prepare_call
         # Search attributes wanted, and as last upserted (the start set the first values).
         self._attributes: dict[str, SearchAttributeUpdate[str]] = {}  # all Keyword
         self._upserted: dict[str, object] = {SA_CALL_STATUS.name: CallProgress.VALIDATING}
@@ -109,6 +167,7 @@ class CreateCallWorkflow:
             summary="validate mappings and number, persist session",
         )
         validation, stored = prepared.validation, prepared.stored
+        self._fairness_weight = validation.fairness_weight
         self._state.target_number = validation.target_number
         self._state.from_phone_number = validation.from_number
         if validation.provider:
@@ -124,6 +183,7 @@ class CreateCallWorkflow:
             self._state.status = SessionStatus.FAILED
             self._state.failure_code = validation.failure_code
             self._state.failure_reason = validation.failure_reason
+            self._state.ended_reason = EndedReason.NOT_DIALED
             return await self._finish(SessionStatus.FAILED, f"failed: {validation.failure_code}")
 
         self._reach(Stage.ACCEPTED)
@@ -146,13 +206,19 @@ class CreateCallWorkflow:
                 campaign_id=input.campaign_id,
                 variables=input.variables,
             ),
+            max_duration_seconds=input.options.max_duration_seconds,
+            machine_detection=input.options.machine_detection,
         )
+        if input.options.scheduled_at and workflow.patched(SCHEDULED_CALLS):
+            await self._wait_for_schedule(datetime.fromisoformat(input.options.scheduled_at))
         outcome = await self._dial_safely(dial, input.policy)
         placed = outcome.status == SessionStatus.SUCCESS and outcome.telephony_leg_id is not None
         if placed:
             # Reports the carrier sent while the dial was in flight are recorded with it.
             assert outcome.telephony_leg_id
-            outcome.statuses = self._fresh(self._take_inbox(), outcome.telephony_leg_id)
+            outcome.statuses = self._annotated(
+                self._fresh(self._take_inbox(), outcome.telephony_leg_id)
+            )
         await workflow.execute_local_activity(
             "record_outcome",
             outcome,
@@ -166,6 +232,14 @@ class CreateCallWorkflow:
         self._state.failure_reason = outcome.failure_reason
         self._state.provider_error_code = outcome.provider_error_code
         self._state.attempts = outcome.attempts
+        if outcome.call_status:
+            self._state.call_status = outcome.call_status
+        if outcome.status == SessionStatus.FAILED:
+            self._state.ended_reason = outcome.ended_reason or EndedReason.NOT_DIALED
+        if outcome.failure_code == FailureCode.CANCELED:
+            self._control_outcome = ControlOutcome.CANCELED
+            # Not a failure of the call: the run completes (status "canceled" for operators).
+            return await self._finish(CallStatus.CANCELED, "canceled before it was dialed")
         if placed:
             assert outcome.telephony_leg_id
             # create_call waiting for "dialed" gets its answer now, not at the end of the call.
@@ -188,25 +262,34 @@ class CreateCallWorkflow:
         while not is_final(self._state.call_status):
             remaining = policy.max_age_seconds - (workflow.now() - started).total_seconds()
             if remaining <= 0:
+                self._state.ended_reason = EndedReason.EXPIRED
                 await self._record_statuses([], gave_up_after=policy.max_age_seconds)
                 return await self._finish(
                     CallProgress.EXPIRED,
                     f"stopped following after {policy.max_age_seconds:.0f} s "
                     f"(last status: {self._state.call_status or 'none'})",
                 )
+            action = self._due_action()
+            if action is not None:
+                await self._hang_up(leg_id, provider, *action)
+                quiet = policy.poll_after_seconds  # the end should follow: ask soon
+                continue
             polled = False
             self._flush_status()
             try:
                 await workflow.wait_condition(
-                    lambda: bool(self._inbox), timeout=timedelta(seconds=min(quiet, remaining))
+                    lambda: bool(self._inbox) or self._due_action() is not None,
+                    timeout=timedelta(seconds=min(quiet, remaining, self._until_deadline())),
                 )
                 updates = self._take_inbox()
             except TimeoutError:
+                if self._due_action() is not None:
+                    continue  # the max-duration deadline, not a quiet call
                 polled = True
                 update = await self._poll(leg_id, provider)
                 updates = [update] if update else []
             before = self._state.call_status
-            await self._record_statuses(self._fresh(updates, leg_id))
+            await self._record_statuses(self._annotated(self._fresh(updates, leg_id)))
             if self._state.call_status != before:
                 quiet = policy.poll_after_seconds  # the call moves: ask again soon
             elif polled:
@@ -221,14 +304,46 @@ class CreateCallWorkflow:
         """Statuses of this call not seen before, in lifecycle order. Reports about another
         leg (e.g. a stray callback) and unknown statuses are ignored."""
         fresh: dict[str, CallStatusUpdate] = {}
+        detections: list[CallStatusUpdate] = []
         for update in updates:
             status = normalize_status(update.status)
             if status is None or (update.telephony_leg_id not in (None, leg_id)):
                 continue
             if status in self._seen_statuses or status in fresh:
+                if self._detection(update):
+                    detections.append(update)
                 continue
             fresh[status] = update
-        return sorted(fresh.values(), key=lambda u: rank(normalize_status(u.status)))
+        ordered = sorted(fresh.values(), key=lambda u: rank(normalize_status(u.status)))
+        return ordered + detections[:1]
+
+    def _detection(self, update: CallStatusUpdate) -> bool:
+        """A repeated status that brings answering-machine detection's verdict (Twilio's
+        AsyncAmd callback, the simulated carrier's late detection): kept for its answered_by."""
+        return (
+            self._input.options.machine_detection != MachineDetection.OFF
+            and bool(update.answered_by)
+            and update.answered_by != self._state.answered_by
+        )
+
+    def _annotated(self, updates: list[CallStatusUpdate]) -> list[CallStatusUpdate]:
+        """The reports with why the call ended on its final one: what the workflow knows
+        (it hung up, and why), then a machine's answer, then the length reaching
+        max_duration_seconds (the carrier's own limit), then the carrier's word."""
+        answered_by = self._state.answered_by
+        for update in updates:
+            answered_by = update.answered_by or answered_by
+            status = normalize_status(update.status)
+            if status is None or not is_final(status) or status == CallStatus.FAILED:
+                continue
+            limit = self._input.options.max_duration_seconds
+            if self._ending is not None:
+                update.ended_reason = self._ending
+            elif is_machine(answered_by) and status == CallStatus.COMPLETED:
+                update.ended_reason = EndedReason.VOICEMAIL
+            elif limit and (update.duration_seconds or 0) >= limit:
+                update.ended_reason = EndedReason.MAX_DURATION
+        return updates
 
     async def _record_statuses(
         self, updates: list[CallStatusUpdate], gave_up_after: float | None = None
@@ -254,10 +369,16 @@ class CreateCallWorkflow:
             status = normalize_status(update.status)
             assert status is not None
             self._seen_statuses.add(status)
+            if update.answered_by:
+                self._state.answered_by = update.answered_by
             if advances(self._state.call_status, status):
                 self._state.call_status = status
                 if is_final(status):
                     self._state.duration_seconds = update.duration_seconds
+                    self._state.ended_reason = ended_reason_for(status, update.ended_reason)
+                limit = self._input.options.max_duration_seconds
+                if status == CallStatus.ANSWERED and limit:
+                    self._deadline = workflow.now() + timedelta(seconds=limit)
         if updates and self._state.call_status:
             self._status(self._state.call_status, self._state.call_status)
 
@@ -291,6 +412,9 @@ class CreateCallWorkflow:
         last_reason = "no attempt was made"
         self._first_dial_at = workflow.now()
         for attempt in range(1, max_attempts + 1):
+            blocked = self._not_dialing(session_id, attempt - 1)
+            if blocked is not None:
+                return blocked
             self._status(SessionStatus.DIALING, f"dialing attempt {attempt} of {max_attempts}")
             dial.attempt = attempt
             # Only the first attempt keeps a campaign's slot; a retry goes when it is due.
@@ -304,12 +428,19 @@ class CreateCallWorkflow:
                     task_queue=policy.task_queue,
                     start_to_close_timeout=timedelta(seconds=policy.timeout_seconds),
                     retry_policy=DIAL_RETRY,
+                    # Past latest_at no dial may start: an attempt no worker took by then
+                    # provably did not reach the carrier (schedule-to-start).
+                    schedule_to_start_timeout=self._until_latest(),
                     summary=f"dial attempt {attempt} of {max_attempts}",
+                    priority=self._dial_priority(),
                 )
             except ActivityError as err:
                 cause = err.cause
                 not_placed = (
                     isinstance(cause, ApplicationError) and cause.type == ErrorType.DIAL_NOT_PLACED
+                ) or (
+                    isinstance(cause, ActivityTimeout)
+                    and cause.type == TimeoutType.SCHEDULE_TO_START
                 )
                 details = list(cause.details) if isinstance(cause, ApplicationError) else []
                 last_code = str(details[0]) if details and details[0] is not None else None
@@ -354,7 +485,8 @@ class CreateCallWorkflow:
                             telephony_leg_id=found.telephony_leg_id,
                         )
                 elif attempt < max_attempts:
-                    await workflow.sleep(timedelta(seconds=max(delay, retry_after)))
+                    # A cancel or a passed latest_at stops the wait (checked before the next).
+                    await self._pause(max(delay, retry_after))
                 continue
             if result.placed:
                 return RecordOutcomeInput(
@@ -403,6 +535,7 @@ class CreateCallWorkflow:
                 schedule_to_close_timeout=RECONCILE_SCHEDULE_TO_CLOSE,
                 retry_policy=RECONCILE_RETRY,
                 summary=f"look up attempts 1-{attempt} at the provider",
+                priority=self._dial_priority(),
             )
         except ActivityError:
             return None
@@ -418,6 +551,12 @@ class CreateCallWorkflow:
         )
         return found
 
+    def _dial_priority(self) -> Priority:
+        if not workflow.patched(DIAL_PRIORITY):
+            return Priority.default
+        input = self._input
+        return call_priority(input.user_id, input.campaign_id, self._fairness_weight)
+
     async def _record_attempt(self, attempt: RecordAttemptInput) -> None:
         self._state.attempts = attempt.attempt
         await workflow.execute_local_activity(
@@ -428,7 +567,160 @@ class CreateCallWorkflow:
             summary=f"record attempt {attempt.attempt}: {attempt.result}",
         )
 
+    # --- call control (issue 16) ---------------------------------------------------------
+
+    async def _wait_for_schedule(self, at: datetime) -> None:
+        """A durable timer until scheduled_at (it survives every restart: it is the server's,
+        not this process's); a cancel ends the wait, and the dial loop then never dials."""
+        self._state.call_status = CallStatus.SCHEDULED
+        self._status(CallStatus.SCHEDULED, f"scheduled for {at.isoformat()}")
+        self._flush_status()
+        delay = (at - workflow.now()).total_seconds()
+        if delay > 0:
+            try:
+                await workflow.wait_condition(
+                    lambda: self._control is not None, timeout=timedelta(seconds=delay)
+                )
+            except TimeoutError:
+                pass
+
+    def _latest(self) -> datetime | None:
+        latest = self._input.options.latest_at
+        return datetime.fromisoformat(latest) if latest else None
+
+    def _until_latest(self) -> timedelta | None:
+        latest = self._latest()
+        if latest is None:
+            return None
+        return max(latest - workflow.now(), timedelta(seconds=1))
+
+    def _not_dialing(self, session_id: str, attempts: int) -> RecordOutcomeInput | None:
+        """The outcome instead of a next dial: canceled, or latest_at passed. None: dial."""
+        if self._control is not None:
+            return RecordOutcomeInput(
+                call_session_id=session_id,
+                status=SessionStatus.FAILED,
+                attempts=attempts,
+                failure_code=FailureCode.CANCELED,
+                failure_reason=f"canceled before it was dialed ({self._control.requested_by})",
+                call_status=CallStatus.CANCELED,
+                ended_reason=EndedReason.CANCELED,
+            )
+        latest = self._latest()
+        if latest is not None and workflow.now() >= latest:
+            return RecordOutcomeInput(
+                call_session_id=session_id,
+                status=SessionStatus.FAILED,
+                attempts=attempts,
+                failure_code=FailureCode.LATEST_AT_PASSED,
+                failure_reason=f"not dialed by its latest_at ({latest.isoformat()}); "
+                "not dialing it late",
+                ended_reason=EndedReason.NOT_DIALED,
+            )
+        return None
+
+    async def _pause(self, seconds: float) -> None:
+        """The wait between not-placed attempts; a cancel ends it early."""
+        try:
+            await workflow.wait_condition(
+                lambda: self._control is not None, timeout=timedelta(seconds=seconds)
+            )
+        except TimeoutError:
+            pass
+
+    def _until_deadline(self) -> float:
+        if self._deadline is None or self._hung_up:
+            return float("inf")
+        return max((self._deadline - workflow.now()).total_seconds(), 0.001)
+
+    def _due_action(self) -> tuple[EndedReason, str | None] | None:
+        """Whether the workflow must end the placed call now, why, and what to say first."""
+        if self._hung_up:
+            return None
+        if self._control is not None:
+            return EndedReason.HANGUP_REQUESTED, None
+        if self._deadline is not None and workflow.now() >= self._deadline:
+            return EndedReason.MAX_DURATION, None
+        options = self._input.options
+        answered_by = self._state.answered_by
+        if options.machine_detection == MachineDetection.DETECT_AND_HANG_UP and is_machine(
+            answered_by
+        ):
+            return EndedReason.VOICEMAIL, None
+        if (
+            options.machine_detection == MachineDetection.DETECT_AND_LEAVE_MESSAGE
+            and options.voicemail_message
+            and answered_by in MACHINE_MESSAGE_END
+        ):
+            return EndedReason.VOICEMAIL, options.voicemail_message
+        return None
+
+    async def _hang_up(
+        self, leg_id: str, provider: str, reason: EndedReason, message: str | None
+    ) -> None:
+        """End the placed call at the carrier (once), then follow it to its final status."""
+        self._hung_up = True
+        if not workflow.patched(CALL_CONTROL):
+            return
+        self._ending = reason
+        self._status(self._state.call_status or SessionStatus.SUCCESS, f"hanging up: {reason}")
+        self._flush_status()
+        detail: dict[str, object] = {"reason": reason}
+        try:
+            result: HangupResult = await workflow.execute_activity(
+                "hangup_call",
+                HangupInput(
+                    call_session_id=self._state.call_session_id,
+                    provider=provider,
+                    telephony_leg_id=leg_id,
+                    answered=self._state.call_status == CallStatus.ANSWERED,
+                    message=message,
+                ),
+                result_type=HangupResult,
+                task_queue=self._input.policy.task_queue,
+                start_to_close_timeout=HANGUP_TIMEOUT,
+                schedule_to_close_timeout=HANGUP_SCHEDULE_TO_CLOSE,
+                retry_policy=HANGUP_RETRY,
+                summary=f"hang up: {reason}",
+            )
+            detail["already_ended"] = not result.ended
+            if message:
+                detail["voicemail_message_chars"] = len(message)
+            kind = "hangup_sent"
+        except ActivityError:
+            workflow.logger.warning("the carrier could not be asked to end the call")
+            kind = "hangup_failed"
+        if self._control is not None:
+            self._control_outcome = ControlOutcome.HANGUP_SENT
+        await self._record_event(f"hangup:{reason}", kind, detail)
+
+    async def _record_event(self, key: str, type_: str, detail: dict[str, object]) -> None:
+        if not workflow.patched(CALL_CONTROL):
+            return
+        await workflow.execute_local_activity(
+            "record_call_event",
+            RecordCallEventInput(
+                call_session_id=self._state.call_session_id, key=key, type=type_, detail=detail
+            ),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+            summary=f"record {type_}",
+        )
+
+    def _call_over(self) -> bool:
+        state = self._state
+        return (
+            self._done
+            or is_final(state.call_status)
+            or state.ended_reason is not None
+            or (
+                state.status in (SessionStatus.FAILED, SessionStatus.SUCCESS)
+                and not state.telephony_leg_id
+            )
+        )
+
     async def _finish(self, status: str, details: str) -> CallState:
+        self._done = True
         self._status(status, details)
         self._flush_status()
         for stage in WAIT_STAGES:
@@ -496,6 +788,39 @@ class CreateCallWorkflow:
                 "Idempotency-Key reused with different parameters",
                 type=ErrorType.IDEMPOTENCY_CONFLICT,
             )
+
+    @workflow.update(name="call_control")
+    async def call_control(self, req: CallControlInput) -> CallControlResult:
+        """Cancel or hang up (services/call_control.py): answered once the workflow applied
+        it (not dialed, or the hang-up sent) or the call ended anyway. Asking again is
+        harmless: the first request is the one that acts, each action is recorded once."""
+        if req.action not in self._control_actions:
+            self._control_actions.add(req.action)
+            if self._control is None:
+                self._control = req
+            await self._record_event(
+                f"control:{req.action}",
+                "control_requested",
+                {
+                    "action": req.action,
+                    "requested_by": req.requested_by,
+                    "call_status": self._state.call_status,
+                },
+            )
+        await workflow.wait_condition(lambda: self._control_outcome is not None or self._done)
+        outcome = self._control_outcome
+        if outcome is None:
+            placed = self._state.telephony_leg_id is not None
+            outcome = ControlOutcome.HANGUP_SENT if placed else ControlOutcome.CANCELED
+        return CallControlResult(outcome=outcome, state=self._state)
+
+    @call_control.validator
+    def _check_control(self, req: CallControlInput) -> None:
+        if req.action not in (ControlAction.CANCEL, ControlAction.HANGUP):
+            raise ValueError(f"unknown action {req.action!r}")
+        # A call that ended because of a control request answers a repeat as before.
+        if self._control_outcome is None and self._control is None and self._call_over():
+            raise ApplicationError("the call is over", type=ErrorType.CALL_OVER)
 
     @workflow.query
     def state(self) -> CallState:

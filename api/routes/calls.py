@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query
@@ -13,6 +14,7 @@ from sqlmodel import col, select
 
 from api.deps import AUTH_ERRORS, CurrentUser, EngineDep, SessionDep, SettingsDep, TemporalDep
 from api.schemas import (
+    CallControlResponse,
     CallEventPublic,
     CallSessionDetail,
     CallSessionPublic,
@@ -23,9 +25,20 @@ from api.schemas import (
     Page,
     UTCDatetime,
 )
-from contracts.calls import SessionStatus
+from contracts.calls import (
+    CallOptions,
+    ControlAction,
+    EndedReason,
+    MachineDetection,
+    SessionStatus,
+    Stage,
+)
+from contracts.lifecycle import CallStatus
+from core.config import Settings
 from infra.metrics import CREATE_CALLS
-from services.calls import CallRequest, CallStarter, IdempotencyConflict
+from services.call_control import CallController, CallNotFound, CallOver
+from services.calls import CallRequest, CallStarter, IdempotencyConflict, default_options
+from services.temporal import TemporalUnavailable
 from store.models import CallEvent, CallSession
 
 router = APIRouter()
@@ -56,6 +69,7 @@ async def create_call(
     The optional JSON body carries the call's context: `variables` for the agent, `metadata`
     for the client."""
     context = body or CreateCallBody()
+    options = _options(context, query.wait, settings)
     starter = CallStarter(settings, engine, temporal)
     try:
         answer = await starter.create(
@@ -69,12 +83,121 @@ async def create_call(
                 idempotency_key=idempotency_key,
                 variables=dict(context.variables),
                 metadata=dict(context.metadata),
+                options=options,
             )
         )
     except IdempotencyConflict as exc:
         raise HTTPException(409, str(exc)) from exc
     CREATE_CALLS.labels(answer.status, answer.failure_code or "").inc()
     return CreateCallResponse(**dataclasses.asdict(answer))
+
+
+def _options(body: CreateCallBody, wait: Stage, settings: Settings) -> CallOptions | None:
+    """The call-control options of a create_call body (None: it asked for none), checked
+    against now: 422 for a schedule in the past beyond the skew or beyond the horizon, a
+    latest_at already passed, or wait=dialed on a call that is to wait."""
+    asked = (
+        body.scheduled_at,
+        body.latest_at,
+        body.max_duration_seconds,
+        body.machine_detection,
+        body.voicemail_message,
+    )
+    if all(value is None for value in asked):
+        return None
+    now = datetime.now(UTC)
+    if body.scheduled_at is not None:
+        if body.scheduled_at < now - timedelta(seconds=settings.schedule_skew_seconds):
+            raise HTTPException(422, "scheduled_at is in the past")
+        if body.scheduled_at > now + timedelta(days=settings.schedule_horizon_days):
+            raise HTTPException(
+                422, f"scheduled_at is more than {settings.schedule_horizon_days:g} days ahead"
+            )
+        if wait == Stage.DIALED and body.scheduled_at > now:
+            raise HTTPException(422, "wait=dialed cannot wait for a call scheduled later")
+    if body.latest_at is not None and body.latest_at <= now:
+        raise HTTPException(422, "latest_at has passed")
+    detection = body.machine_detection or default_options(settings).machine_detection
+    return CallOptions(
+        scheduled_at=body.scheduled_at.isoformat() if body.scheduled_at else None,
+        latest_at=body.latest_at.isoformat() if body.latest_at else None,
+        max_duration_seconds=body.max_duration_seconds,
+        machine_detection=MachineDetection(detection),
+        voicemail_message=body.voicemail_message,
+    )
+
+
+def _requested_by(user: CurrentUser) -> str:
+    return f"api key {user.key_prefix}"
+
+
+async def _control(
+    action: ControlAction,
+    call_session_id: uuid.UUID,
+    user: CurrentUser,
+    settings: SettingsDep,
+    engine: EngineDep,
+    temporal: TemporalDep,
+) -> CallControlResponse:
+    controller = CallController(settings, engine, temporal)
+    try:
+        answer = await controller.control(
+            user_id=user.user_id,
+            call_session_id=call_session_id,
+            action=action,
+            requested_by=_requested_by(user),
+        )
+    except CallNotFound as exc:
+        raise HTTPException(404, "call session not found") from exc
+    except CallOver as exc:
+        raise HTTPException(409, "the call is over: nothing to cancel or hang up") from exc
+    except TemporalUnavailable as exc:
+        raise HTTPException(503, "the call orchestrator is unreachable; try again") from exc
+    return CallControlResponse(**dataclasses.asdict(answer))
+
+
+_CONTROL_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **AUTH_ERRORS,
+    404: {"model": Detail, "description": "No such session"},
+    409: {"model": Detail, "description": "The call is over"},
+    503: {"model": Detail, "description": "Temporal unreachable"},
+}
+
+
+@router.post(
+    "/api/v1/calls/{call_session_id}/cancel",
+    response_model=CallControlResponse,
+    responses=_CONTROL_RESPONSES,
+    tags=["calls"],
+)
+async def cancel_call(
+    call_session_id: uuid.UUID,
+    user: CurrentUser,
+    settings: SettingsDep,
+    engine: EngineDep,
+    temporal: TemporalDep,
+) -> CallControlResponse:
+    """Cancel a call: one scheduled or not dialed yet never dials; a dial in flight is
+    reconciled first, and a placed call is ended. Idempotent; 409 once the call is over."""
+    return await _control(ControlAction.CANCEL, call_session_id, user, settings, engine, temporal)
+
+
+@router.post(
+    "/api/v1/calls/{call_session_id}/hangup",
+    response_model=CallControlResponse,
+    responses=_CONTROL_RESPONSES,
+    tags=["calls"],
+)
+async def hangup_call(
+    call_session_id: uuid.UUID,
+    user: CurrentUser,
+    settings: SettingsDep,
+    engine: EngineDep,
+    temporal: TemporalDep,
+) -> CallControlResponse:
+    """End a live call at the carrier (one not placed yet is never dialed). Idempotent; 409
+    once the call is over."""
+    return await _control(ControlAction.HANGUP, call_session_id, user, settings, engine, temporal)
 
 
 def _public(row: CallSession) -> dict[str, Any]:
@@ -102,6 +225,13 @@ def _public(row: CallSession) -> dict[str, Any]:
         "duration_seconds": row.duration_seconds,
         "variables": json.loads(row.variables) if row.variables else {},
         "metadata": json.loads(row.call_metadata) if row.call_metadata else {},
+        "external_id": row.external_id,
+        "scheduled_at": row.scheduled_at,
+        "latest_at": row.latest_at,
+        "max_duration_seconds": row.max_duration_seconds,
+        "machine_detection": row.machine_detection,
+        "answered_by": row.answered_by,
+        "ended_reason": row.ended_reason,
     }
 
 
@@ -118,6 +248,10 @@ def call_analytics(
     call_session_id: uuid.UUID | None = None,
     status: SessionStatus | None = None,
     campaign_id: uuid.UUID | None = None,
+    call_status: CallStatus | None = None,
+    answered_by: Annotated[str | None, Query(max_length=32)] = None,
+    ended_reason: EndedReason | None = None,
+    external_id: Annotated[str | None, Query(max_length=200)] = None,
     # UTCDatetime: an instant with no UTC form (year 10000 once converted) is a 422.
     since: UTCDatetime | None = None,
     until: UTCDatetime | None = None,
@@ -156,6 +290,14 @@ def call_analytics(
         filters.append(col(CallSession.status) == status)
     if campaign_id:
         filters.append(col(CallSession.campaign_id) == campaign_id)
+    for column, value in (
+        (CallSession.call_status, call_status),
+        (CallSession.answered_by, answered_by),
+        (CallSession.ended_reason, ended_reason),
+        (CallSession.external_id, external_id),
+    ):
+        if value is not None:
+            filters.append(col(column) == value)
     if since:
         # Naive means UTC, any offset is compared as UTC: the column type (store.db.UTCDateTime).
         filters.append(col(CallSession.created_at) >= since)

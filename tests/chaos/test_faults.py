@@ -51,6 +51,9 @@ class Carrier:
     async def fetch_call(self, sid: str) -> ProviderCall | None:
         return None
 
+    async def hangup_call(self, sid: str, *, answered: bool, message: str | None = None) -> bool:
+        return False
+
 
 def test_same_seed_same_faults_and_every_kind_occurs() -> None:
     requests = [request(a) for a in range(1, 4) for _ in range(100)]

@@ -48,6 +48,9 @@ class ScriptedProvider:
     async def fetch_call(self, sid: str) -> ProviderCall | None:
         return None
 
+    async def hangup_call(self, sid: str, *, answered: bool, message: str | None = None) -> bool:
+        return False
+
 
 def dial_input(attempt: int = 2) -> DialInput:
     return DialInput(

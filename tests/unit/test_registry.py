@@ -34,6 +34,9 @@ class FakeProvider:
     async def fetch_call(self, sid: str) -> ProviderCall | None:
         raise NotImplementedError
 
+    async def hangup_call(self, sid: str, *, answered: bool, message: str | None = None) -> bool:
+        raise NotImplementedError
+
 
 @pytest.fixture
 def registry() -> ProviderRegistry:

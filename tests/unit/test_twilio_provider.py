@@ -4,6 +4,7 @@ own count of created calls shows that nothing is ever placed twice."""
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -112,11 +113,37 @@ async def test_twiml_beyond_twilios_limit_is_refused_before_any_request(
 
 
 async def test_ring_timeout_and_machine_detection_are_sent_when_set(fake: FakeTwilio) -> None:
-    provider = provider_for(fake, ring_timeout_seconds=25, machine_detection="Enable")
-    call = await provider.create_call(request())
+    provider = provider_for(fake, ring_timeout_seconds=25)
+    asked = dataclasses.replace(request(), machine_detection="detect", max_duration_seconds=90)
+    call = await provider.create_call(asked)
     params = fake.calls[call.sid].params
     assert params["Timeout"] == ["25"]
     assert params["MachineDetection"] == ["Enable"]
+    assert params["AsyncAmd"] == ["true"]
+    assert params["TimeLimit"] == ["90"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "twilio"),
+    [("detect_and_hang_up", "Enable"), ("detect_and_leave_message", "DetectMessageEnd")],
+)
+async def test_each_detection_mode_is_asynchronous_with_its_callback(
+    fake: FakeTwilio, mode: str, twilio: str
+) -> None:
+    provider = provider_for(fake, public_base_url="https://dialer.example.com")
+    call = await provider.create_call(dataclasses.replace(request(), machine_detection=mode))
+    params = fake.calls[call.sid].params
+    assert params["MachineDetection"] == [twilio]
+    assert params["AsyncAmd"] == ["true"]
+    assert params["AsyncAmdStatusCallback"] == params["StatusCallback"]
+
+
+async def test_no_detection_no_limit_sends_neither(fake: FakeTwilio) -> None:
+    # The deprecated global setting no longer reaches Twilio by itself (services/calls.py
+    # turns it into the calls' default machine_detection).
+    call = await provider_for(fake, machine_detection="Enable").create_call(request())
+    params = fake.calls[call.sid].params
+    assert "MachineDetection" not in params and "TimeLimit" not in params
 
 
 @pytest.mark.parametrize("code", sorted(PERMANENT_CODES))

@@ -249,10 +249,11 @@ async def test_a_lifecycle_reported_during_the_dial_is_recorded_with_the_outcome
     desc = await handle.describe()
     assert desc.typed_search_attributes.get(SA_CALL_STATUS) == "completed"
     history = await handle.fetch_history()
-    # prepare_call and record_outcome; one upsert before the dial (provider + "dialing"),
-    # one at the end ("completed": "success" and the steps between never reach visibility).
-    assert _events(history, EventType.EVENT_TYPE_MARKER_RECORDED) == 2
-    assert _events(history, EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES) == 2
+    # prepare_call, record_outcome and the dial-priority patch; one upsert before the dial
+    # (provider + "dialing"), the SDK's own for the patch (TemporalChangeVersion), one at the
+    # end ("completed": "success" and the steps between never reach visibility).
+    assert _events(history, EventType.EVENT_TYPE_MARKER_RECORDED) == 3
+    assert _events(history, EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES) == 3
     assert _events(history, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED) == 1
 
 
