@@ -13,13 +13,16 @@ from contracts.calls import (
     CreateCallInput,
     FailureCode,
     PersistSessionInput,
+    PersistSessionResult,
     PrepareCallResult,
     RecordAttemptInput,
     RecordCallEventInput,
     RecordOutcomeInput,
+    SessionStatus,
+    ValidationResult,
 )
 from contracts.webhooks import call_stream
-from store import calls, lifecycle
+from store import accounts, calls, lifecycle
 from telephony.registry import ProviderRegistry
 
 
@@ -70,8 +73,51 @@ class CallActivities:
                     "workflow a media_stream_url (or set DIALER_MEDIA_STREAM_URL); it was not "
                     "dialed",
                 )
+        if validation.ok:
+            weight = accounts.get_limits(self._engine, input.user_id).fairness_weight
+            validation = replace(validation, fairness_weight=weight)
         stored = calls.persist_session(self._engine, PersistSessionInput(input, validation))
+        if (
+            validation.ok
+            and not stored.already_terminal
+            and input.campaign_id is None  # a campaign waits for a slot (its tick)
+            and not input.options.scheduled_at  # not counted while it waits (README)
+        ):
+            limit = accounts.over_concurrency_limit(
+                self._engine, input.user_id, input.call_session_id
+            )
+            if limit is not None:
+                return self._refuse_over_limit(input, validation, limit)
         return PrepareCallResult(validation=validation, stored=stored)
+
+    def _refuse_over_limit(
+        self, input: CreateCallInput, validation: ValidationResult, limit: int
+    ) -> PrepareCallResult:
+        """The account has max_concurrent_calls in flight: the call is recorded as failed
+        (its ids stay valid) and never dialed."""
+        reason = (
+            f"the account has its limit of {limit} calls dialing, ringing or in progress "
+            "(max_concurrent_calls); try again when one has ended"
+        )
+        lifecycle.record_outcome_and_statuses(
+            self._engine,
+            RecordOutcomeInput(
+                call_session_id=input.call_session_id,
+                status=SessionStatus.FAILED,
+                attempts=0,
+                failure_code=FailureCode.CONCURRENCY_LIMIT,
+                failure_reason=reason,
+            ),
+        )
+        refused = replace(
+            validation, ok=False, failure_code=FailureCode.CONCURRENCY_LIMIT, failure_reason=reason
+        )
+        stored = PersistSessionResult(
+            status=SessionStatus.FAILED,
+            failure_code=FailureCode.CONCURRENCY_LIMIT,
+            failure_reason=reason,
+        )
+        return PrepareCallResult(validation=refused, stored=stored)
 
     @activity.defn(name="record_attempt")
     async def record_attempt(self, input: RecordAttemptInput) -> None:

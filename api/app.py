@@ -36,6 +36,7 @@ from api.routes import (
 )
 from api.routes.codec import CodecCORS
 from core.config import Settings, get_settings
+from infra.limiter import SharedLimits
 from infra.metrics import HTTPObservability
 from infra.tracing import fastapi_telemetry_off
 from services.temporal import TemporalGateway, TemporalUnavailable
@@ -125,9 +126,13 @@ async def unstorable_value(_request: Request, exc: Exception) -> JSONResponse:
 def install_limits(app: FastAPI, settings: Settings) -> None:
     """Per-key rate limit, auth-failure throttle per address, body size and JSON content
     limits, and the answers they add to the OpenAPI document."""
-    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    # One storage for both, shared with every other API process when it is Redis.
+    shared = SharedLimits(settings.limits_storage_url)
+    app.state.rate_limiter = RateLimiter(
+        settings.rate_limit_per_minute, settings.rate_limit_burst, shared
+    )
     app.state.auth_failures = AuthFailureThrottle(
-        settings.auth_failures_per_minute, settings.auth_failure_burst
+        settings.auth_failures_per_minute, settings.auth_failure_burst, shared
     )
     app.add_exception_handler(DataError, unstorable_value)
     # Inside BodySizeLimit (added after it, so outer): it only reads bodies within the limit.

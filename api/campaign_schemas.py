@@ -157,7 +157,8 @@ class CampaignStatus(CampaignSummary):
     waiting_for: str | None = Field(
         default=None,
         description="why no call is being started now: start_at, calling_window, "
-        "redial_delay, max_concurrency, last_calls, paused, pacing; null when calls are "
+        "redial_delay, max_concurrency, account_max_concurrent_calls (the account's "
+        "max_concurrent_calls are in flight), last_calls, paused, pacing; null when calls are "
         "being started or the campaign is over",
     )
     next_start_at: UTCDatetime | None = Field(

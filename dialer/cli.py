@@ -7,8 +7,9 @@ import asyncio
 import logging
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.config import get_settings
 from core.logs import configure_logging
@@ -124,6 +125,43 @@ def cmd_users_create(args: argparse.Namespace) -> int:
 
     user = crud.create_user(engine=_engine(), email=args.email)
     sys.stdout.write(f"{user.id}\n")
+    return 0
+
+
+# A limit option not given: the limit stays as it is.
+_KEEP: Any = object()
+
+
+def _limit(kind: type[int] | type[float]) -> Any:
+    """A limit's value on the command line: a positive number, or `none` to remove it."""
+
+    def parse(text: str) -> int | float | None:
+        if text.strip().lower() == "none":
+            return None
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number (or none): {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0 (or none): {text!r}")
+        return value
+
+    return parse
+
+
+def cmd_users_limits(args: argparse.Namespace) -> int:
+    from store import accounts, crud
+
+    engine = _engine()
+    user = crud.get_user(engine=engine, email=args.user)
+    given = {
+        name: getattr(args, name)
+        for name in ("max_concurrent_calls", "max_calls_per_second", "fairness_weight")
+        if getattr(args, name) is not _KEEP
+    }
+    limits = accounts.set_limits(engine, user.id, **given)
+    for name, value in asdict(limits).items():
+        sys.stdout.write(f"{name}: {'none' if value is None else value}\n")
     return 0
 
 
@@ -243,6 +281,18 @@ def build_parser() -> argparse.ArgumentParser:
     create = users.add_parser("create", help="create a user; prints its id")
     create.add_argument("--email", required=True)
     create.set_defaults(func=cmd_users_create)
+    ul = users.add_parser(
+        "limits",
+        help="show or set a user's limits (`none` removes one); prints them",
+        description="Per-account limits, held across every API and worker process: calls "
+        "dialing, ringing or in progress at once, dials per second, and the account's weight "
+        "on the dial queue (Task Queue Fairness, default 1.0).",
+    )
+    ul.add_argument("--user", required=True, metavar="EMAIL")
+    ul.add_argument("--max-concurrent-calls", type=_limit(int), default=_KEEP, metavar="N")
+    ul.add_argument("--max-calls-per-second", type=_limit(float), default=_KEEP, metavar="X")
+    ul.add_argument("--fairness-weight", type=_limit(float), default=_KEEP, metavar="W")
+    ul.set_defaults(func=cmd_users_limits)
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys", required=True)
     kc = keys.add_parser("create", help="create a key; prints only the key")

@@ -29,7 +29,7 @@ from contracts.lifecycle import CallStatus
 from contracts.webhooks import EventType
 from core.ids import campaign_call_ids
 from core.windows import Window, is_open, next_open
-from store import webhooks
+from store import accounts, webhooks
 from store.campaigns import counts
 from store.db import session_scope
 from store.models import CallSession, Campaign, CampaignRecipient, utcnow
@@ -243,6 +243,11 @@ def prepare_tick(engine: Engine, input: TickInput, policies: CallPolicies) -> Ti
                 func.coalesce(CampaignRecipient.timezone, campaign.default_timezone).in_(open_zones)
             )
         capacity = max(0, min(input.limit, campaign.max_concurrency - in_flight))
+        # The account's max_concurrent_calls, counted over all its calls: the campaign waits.
+        room = accounts.campaign_room(session, campaign.user_id)
+        account_limited = room is not None and room < capacity
+        if room is not None:
+            capacity = min(capacity, room)
         if campaign.state == CampaignState.RUNNING and capacity > 0:
             for recipient in session.exec(
                 select(CampaignRecipient)
@@ -300,6 +305,7 @@ def prepare_tick(engine: Engine, input: TickInput, policies: CallPolicies) -> Ti
             max_concurrency=campaign.max_concurrency,
             done=done,
             window_opens_at=opens_next,
+            account_limited=account_limited,
         )
         return TickPlan(result, calls, [r.id for r in claimed])
 

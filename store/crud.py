@@ -105,7 +105,9 @@ def seed_demo(*, engine: Engine, agent_media_stream_url: str | None = None) -> D
             )
         ).first()
         if line is None:
-            line = PhoneNumber(user_id=user.id, number=DEMO_LINE, label="demo line")
+            line = PhoneNumber(
+                user_id=user.id, number=DEMO_LINE, owner_number=DEMO_LINE, label="demo line"
+            )
             session.add(line)
         agent = session.exec(select(Agent).where(Agent.user_id == user.id)).first()
         if agent is None:

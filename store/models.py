@@ -26,6 +26,12 @@ class User(SQLModel, table=True):
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     email: str = Field(max_length=320, unique=True, index=True)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    # Per-account limits set by an operator (`dialer users limits`); None: no limit. Calls
+    # dialing, ringing or in progress at once; dials per second; the account's Task Queue
+    # Fairness weight on the dial queue (None: the server's 1.0).
+    max_concurrent_calls: int | None = None
+    max_calls_per_second: float | None = None
+    fairness_weight: float | None = None
 
 
 class ApiKey(SQLModel, table=True):
@@ -43,10 +49,17 @@ class PhoneNumber(SQLModel, table=True):
     """A caller line owned by a user."""
 
     __tablename__ = "phone_numbers"
-    __table_args__ = (UniqueConstraint("user_id", "number", name="uq_phone_numbers_user_number"),)
+    __table_args__ = (
+        UniqueConstraint("user_id", "number", name="uq_phone_numbers_user_number"),
+        # A number is one account's line: `owner_number` is the number, unique across
+        # accounts; NULL only on lines migration 0007 found held by a second account
+        # (deactivated, never dialed: README "A caller line belongs to one account").
+        UniqueConstraint("owner_number", name="uq_phone_numbers_owner_number"),
+    )
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     user_id: uuid.UUID = Field(foreign_key="users.id", index=True)
     number: str = Field(max_length=32)
+    owner_number: str | None = Field(default=None, max_length=32)
     provider: str = Field(default="simulated", max_length=32)
     label: str | None = Field(default=None, max_length=200)
     active: bool = True

@@ -34,6 +34,23 @@ _Owned = TypeVar("_Owned", PhoneNumber, Agent, Flow)
 _Named = TypeVar("_Named", Agent, Flow)
 
 
+# A number is one account's line: another account's claim answers exactly like a duplicate
+# of one's own, so a 409 tells nobody more than that the number is taken.
+LINE_TAKEN = "this line exists already"
+TAKEN: Responses = {409: {"model": Detail, "description": "The line exists already"}}
+
+
+def _claimed_elsewhere(session: SessionDep, number: str, user_id: uuid.UUID) -> bool:
+    return (
+        session.exec(
+            select(PhoneNumber.id).where(
+                PhoneNumber.owner_number == number, PhoneNumber.user_id != user_id
+            )
+        ).first()
+        is not None
+    )
+
+
 def _owned(
     session: SessionDep, model: type[_Owned], id_: uuid.UUID, user_id: uuid.UUID, what: str
 ) -> _Owned:
@@ -59,7 +76,7 @@ def list_lines(user: CurrentUser, session: SessionDep) -> list[PhoneNumber]:
     "/phone",
     response_model=PhoneNumberPublic,
     status_code=201,
-    responses={409: {"model": Detail, "description": "The line exists already"}},
+    responses=TAKEN,
     tags=["lines"],
 )
 def create_line(
@@ -70,9 +87,12 @@ def create_line(
         number = normalize(body.number, settings.default_region)
     except InvalidNumber as exc:
         raise HTTPException(422, f"number: {exc}") from exc
+    if _claimed_elsewhere(session, number, user.user_id):
+        raise HTTPException(409, LINE_TAKEN)
     line = PhoneNumber(
         user_id=user.user_id,
         number=number,
+        owner_number=number,
         provider=body.provider,
         label=body.label,
         active=body.active,
@@ -81,15 +101,16 @@ def create_line(
     try:
         session.commit()
     except IntegrityError as exc:
+        # Its own duplicate, or another account's claim that won a race with this one.
         session.rollback()
-        raise HTTPException(409, "this line exists already") from exc
+        raise HTTPException(409, LINE_TAKEN) from exc
     return line
 
 
 @router.patch(
     "/phone/{phone_number_id}",
     response_model=PhoneNumberPublic,
-    responses=NOT_FOUND,
+    responses={**NOT_FOUND, **TAKEN},
     tags=["lines"],
 )
 def update_line(
@@ -97,12 +118,22 @@ def update_line(
 ) -> PhoneNumber:
     """Activate or deactivate a line, or relabel it."""
     line = _owned(session, PhoneNumber, phone_number_id, user.user_id, "phone number")
+    if body.active and line.owner_number is None:
+        # A line without its claim (one migration 0007 found on a second account, or one
+        # made outside the API) claims its number when activated, if nobody else has.
+        if _claimed_elsewhere(session, line.number, user.user_id):
+            raise HTTPException(409, LINE_TAKEN)
+        line.owner_number = line.number
     if body.active is not None:
         line.active = body.active
     if body.label is not None:
         line.label = body.label
     session.add(line)
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError as exc:
+        session.rollback()
+        raise HTTPException(409, LINE_TAKEN) from exc
     return line
 
 

@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from api.deps import AUTH_ERRORS, CurrentUser, EngineDep, TemporalDep
-from api.schemas import MePublic
+from api.deps import AUTH_ERRORS, CurrentUser, EngineDep, SessionDep, TemporalDep
+from api.schemas import AccountLimitsPublic, AccountUsagePublic, MePublic
+from store import accounts
+from store.models import User
 
 router = APIRouter()
 
 
 @router.get("/api/v1/me", response_model=MePublic, responses=AUTH_ERRORS, tags=["account"])
-def me(user: CurrentUser) -> MePublic:
-    """The user behind the credentials."""
-    return MePublic(user_id=user.user_id, email=user.email, api_key_prefix=user.key_prefix)
+def me(user: CurrentUser, session: SessionDep) -> MePublic:
+    """The user behind the credentials, the account's limits and what it uses now."""
+    row = session.get(User, user.user_id)
+    limits = accounts.limits_of(row) if row is not None else accounts.AccountLimits()
+    return MePublic(
+        user_id=user.user_id,
+        email=user.email,
+        api_key_prefix=user.key_prefix,
+        limits=AccountLimitsPublic(**asdict(limits)),
+        usage=AccountUsagePublic(calls_in_flight=accounts.calls_in_flight(session, user.user_id)),
+    )
 
 
 @router.get("/health", tags=["operations"])
