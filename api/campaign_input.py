@@ -17,6 +17,7 @@ from starlette.datastructures import UploadFile
 
 from api.campaign_schemas import CampaignCreate, CampaignFields, RowError
 from api.limits import UnacceptableJSON, check_recipient_count, loads_json
+from contracts.calls import MachineDetection
 from contracts.context import variables_problem
 from core.windows import DAY_NAMES
 from store import campaigns as store
@@ -180,10 +181,25 @@ async def read_json(request: Request, max_rows: int) -> CampaignCreate:
         raise RequestValidationError(exc.errors(include_url=False)) from exc
 
 
-def campaign_spec(user_id: uuid.UUID, fields: CampaignFields) -> store.CampaignSpec:
+def campaign_spec(
+    user_id: uuid.UUID,
+    fields: CampaignFields,
+    default_detection: MachineDetection = MachineDetection.OFF,
+) -> store.CampaignSpec:
+    """The store's spec of the campaign. Its calls' options, when it asks for any, are
+    resolved now as create_call resolves them (a machine_detection left out is the setting's,
+    `default_detection`); asking for none leaves each call the settings' defaults."""
     options = fields.options
     window = options.calling_window
     redial = options.redial
+    call_options = (
+        options.max_duration_seconds,
+        options.machine_detection,
+        options.voicemail_message,
+    )
+    detection = None
+    if any(value is not None for value in call_options):
+        detection = options.machine_detection or default_detection
     return store.CampaignSpec(
         user_id=user_id,
         name=fields.batch_name,
@@ -207,4 +223,7 @@ def campaign_spec(user_id: uuid.UUID, fields: CampaignFields) -> store.CampaignS
         redial_max_attempts=redial.max_attempts if redial else 1,
         redial_delay_seconds=redial.delay_seconds if redial else 0,
         variables=dict(fields.variables),
+        max_duration_seconds=options.max_duration_seconds,
+        machine_detection=detection,
+        voicemail_message=options.voicemail_message,
     )

@@ -9,7 +9,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from api.schemas import VARIABLES_SCHEMA, PlainText, RequestModel, UTCDatetime, as_utc
+from api.schemas import (
+    MAX_CALL_SECONDS,
+    MAX_VOICEMAIL_CHARS,
+    VARIABLES_SCHEMA,
+    PlainText,
+    RequestModel,
+    UTCDatetime,
+    as_utc,
+)
+from contracts.calls import MachineDetection
 from contracts.campaigns import (
     MAX_CALLS_PER_SECOND,
     MIN_CALLS_PER_SECOND,
@@ -51,7 +60,7 @@ class CallingWindow(RequestModel):
         return self
 
 
-RedialOutcome = Literal[RecipientState.BUSY, RecipientState.NO_ANSWER]
+RedialOutcome = Literal[RecipientState.BUSY, RecipientState.NO_ANSWER, RecipientState.VOICEMAIL]
 
 
 class RedialPolicy(RequestModel):
@@ -74,6 +83,33 @@ class CampaignOptions(RequestModel):
     calling_window: CallingWindow | None = None
     start_at: datetime | None = Field(default=None, description="not before this instant")
     redial: RedialPolicy | None = None
+    max_duration_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_CALL_SECONDS,
+        description="each call's, counted from the answer (create_call's option); default "
+        "DIALER_MAX_DURATION_SECONDS",
+    )
+    machine_detection: MachineDetection | None = Field(
+        default=None,
+        description="each call's answering-machine handling (create_call's option): off, "
+        "detect, detect_and_hang_up, detect_and_leave_message; a call a machine answered ends "
+        "its recipient `voicemail`. Default DIALER_MACHINE_DETECTION (off).",
+    )
+    voicemail_message: PlainText | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_VOICEMAIL_CHARS,
+        description="with detect_and_leave_message: what the carrier says after the beep",
+    )
+
+    @model_validator(mode="after")
+    def _voicemail_needs_leave_message(self) -> CampaignOptions:
+        if self.voicemail_message and (
+            self.machine_detection != MachineDetection.DETECT_AND_LEAVE_MESSAGE
+        ):
+            raise ValueError("voicemail_message needs machine_detection detect_and_leave_message")
+        return self
 
     @field_validator("start_at")
     @classmethod
@@ -149,7 +185,7 @@ class CampaignStatus(CampaignSummary):
     variables: dict[str, Any] = Field(description="the campaign's own (defaults of each call)")
     counts: dict[str, int] = Field(
         description="recipients per state: not_started, queued, calling, completed, failed, "
-        "busy, no_answer, skipped, canceled"
+        "busy, no_answer, skipped, canceled, voicemail (a machine answered)"
     )
     failure_codes: dict[str, int] = Field(
         description="recipients per failure or skip code (e.g. invalid_number, duplicate)"

@@ -29,8 +29,8 @@ class ProgressState(StrEnum):
 
 
 class RecipientState(StrEnum):
-    """A campaign recipient's state; the last six are final (busy and no_answer after any
-    redials)."""
+    """A campaign recipient's state; completed and the ones after it are final (busy,
+    no_answer and voicemail after any redials)."""
 
     NOT_STARTED = "not_started"
     QUEUED = "queued"  # claimed, its call workflow may or may not have been started yet
@@ -41,6 +41,9 @@ class RecipientState(StrEnum):
     NO_ANSWER = "no_answer"
     SKIPPED = "skipped"
     CANCELED = "canceled"
+    # Its call was answered by a machine (answered_by machine_*), whatever was done about it
+    # (machine_detection): the call ended, but no person was reached.
+    VOICEMAIL = "voicemail"
 
 
 IN_FLIGHT = (RecipientState.QUEUED, RecipientState.CALLING)

@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, func, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from contracts.calls import CallPolicies, CallSpec, SessionStatus
+from contracts.calls import CallOptions, CallPolicies, CallSpec, MachineDetection, SessionStatus
 from contracts.campaigns import (
     CAMPAIGN_FINAL,
     IN_FLIGHT,
@@ -45,6 +45,11 @@ _CALL_STATUS_OUTCOME: dict[str, RecipientState] = {
 }
 
 
+def is_voicemail(answered_by: str | None) -> bool:
+    """A machine answered: Twilio's machine_start / machine_end_* (a fax is not a voicemail)."""
+    return answered_by is not None and answered_by.startswith("machine_")
+
+
 def load_config(engine: Engine, campaign_id: str) -> CampaignConfig:
     with Session(engine) as session:
         row = session.get(Campaign, uuid.UUID(campaign_id))
@@ -68,7 +73,8 @@ def recipient_outcome(
     A dial that failed ends the call. A placed call ends with its final lifecycle status
     (`call_status`: busy and no-answer map through, for redials); one still ringing or talking
     stays in flight until the call workflow's maximum age, after which it stops being followed
-    and the recipient counts as called."""
+    and the recipient counts as called. A call a machine answered (answered_by machine_*)
+    ends `voicemail`, whether it was hung up on, left a message or went on."""
     if row.status == SessionStatus.FAILED:
         return RecipientState.FAILED, row.failure_code, row.failure_reason
     if row.status != SessionStatus.SUCCESS:
@@ -76,6 +82,8 @@ def recipient_outcome(
     if row.call_status in _CALL_STATUS_OUTCOME:
         state = _CALL_STATUS_OUTCOME[row.call_status]
         if state == RecipientState.COMPLETED:
+            if is_voicemail(row.answered_by):
+                return RecipientState.VOICEMAIL, None, f"answered by {row.answered_by}"
             return RecipientState.COMPLETED, None, None
         return state, row.call_status.replace("-", "_"), f"the call ended {row.call_status}"
     dialed = row.dialed_at or row.updated_at
@@ -182,6 +190,24 @@ def call_spec(campaign: Campaign, recipient: CampaignRecipient) -> CallSpec:
             json.loads(recipient.variables) if recipient.variables else {},
         ),
         metadata={"external_id": recipient.external_id} if recipient.external_id else {},
+        options=call_options(campaign),
+    )
+
+
+def call_options(campaign: Campaign) -> CallOptions | None:
+    """The campaign's options for each of its calls; None when it asked for none (the
+    settings' defaults, as before campaigns had them). A machine_detection left out was
+    resolved to the setting's at creation (api/campaign_input.py)."""
+    if (
+        campaign.max_duration_seconds is None
+        and campaign.machine_detection is None
+        and campaign.voicemail_message is None
+    ):
+        return None
+    return CallOptions(
+        max_duration_seconds=campaign.max_duration_seconds,
+        machine_detection=MachineDetection(campaign.machine_detection or MachineDetection.OFF),
+        voicemail_message=campaign.voicemail_message,
     )
 
 

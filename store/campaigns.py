@@ -85,6 +85,10 @@ class CampaignSpec:
     redial_delay_seconds: int = 0
     # Every call's variables; a recipient's own win (contracts.context.merged_variables).
     variables: dict[str, Any] = field(default_factory=dict)
+    # Every call's options (contracts.calls.CallOptions); all None: the settings' defaults.
+    max_duration_seconds: int | None = None
+    machine_detection: str | None = None
+    voicemail_message: str | None = None
 
 
 @dataclass
@@ -155,6 +159,9 @@ def create_campaign(
             redial_max_attempts=spec.redial_max_attempts,
             redial_delay_seconds=spec.redial_delay_seconds,
             variables=json.dumps(spec.variables) if spec.variables else None,
+            max_duration_seconds=spec.max_duration_seconds,
+            machine_detection=spec.machine_detection,
+            voicemail_message=spec.voicemail_message,
         )
         session.add(campaign)
         session.flush()

@@ -35,8 +35,10 @@ from api.deps import (
     TemporalDep,
 )
 from api.schemas import Detail, Page, as_utc
+from contracts.calls import MachineDetection
 from contracts.campaigns import CampaignProgress, CampaignState, WaitReason
 from core.windows import ALL_DAYS, DAY_NAMES
+from services.calls import default_options
 from services.campaigns import CampaignService, OrchestratorUnavailable
 from store import campaigns as store
 from store.models import Campaign
@@ -79,6 +81,11 @@ def _options(row: Campaign) -> CampaignOptions:
         calling_window=window,
         start_at=as_utc(row.start_at) if row.start_at else None,
         redial=redial,
+        max_duration_seconds=row.max_duration_seconds,
+        machine_detection=(
+            MachineDetection(row.machine_detection) if row.machine_detection else None
+        ),
+        voicemail_message=row.voicemail_message,
     )
 
 
@@ -174,7 +181,8 @@ async def create_campaign(
         )
     try:
         report = await CampaignService(settings, engine, temporal).create(
-            campaign_spec(user.user_id, fields), rows
+            campaign_spec(user.user_id, fields, default_options(settings).machine_detection),
+            rows,
         )
     except store.CampaignNotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
