@@ -25,6 +25,7 @@ from chaos.scenarios import (
     scenario_temporal_kill,
     scenario_worker_kill,
 )
+from chaos.webhooks import WebhookRow, scenario_webhooks
 
 HEADER = (
     "| scenario | calls requested | sessions terminal | sessions lost | second dials "
@@ -40,6 +41,22 @@ def format_row(row: Row) -> str:
     )
 
 
+WEBHOOK_HEADER = (
+    "| scenario | events expected | events recorded | events delivered | events lost "
+    "| duplicates (all retries) | out of order | bad signatures | all delivered after (s) |"
+)
+
+
+def format_webhook_row(row: WebhookRow) -> str:
+    after = f"{row.deliver_seconds:.1f}" if row.deliver_seconds is not None else "-"
+    retries = "yes" if row.duplicates_not_retries == 0 else f"no ({row.duplicates_not_retries})"
+    return (
+        f"| {row.scenario} | {row.events_expected} | {row.events_recorded} | "
+        f"{row.events_delivered} | {row.events_lost} | {row.duplicates} ({retries}) | "
+        f"{row.out_of_order} | {row.bad_signatures} | {after} |"
+    )
+
+
 def scenarios(scale: float) -> dict[str, Callable[[Path], Awaitable[Row]]]:
     def n(calls: int) -> int:
         return max(5, int(calls * scale))
@@ -51,6 +68,7 @@ def scenarios(scale: float) -> dict[str, Callable[[Path], Awaitable[Row]]]:
         "4": lambda root: scenario_provider_faults(root, calls=n(60)),
         "5": lambda root: scenario_api_kill(root, calls=n(30)),
         "6": lambda root: scenario_one_key(root, calls=50),
+        "7": lambda root: scenario_webhooks(root, calls=n(60)),
     }
 
 
@@ -75,6 +93,10 @@ async def main_async(only: list[str], scale: float) -> int:
         rows.append(row)
         sys.stdout.write(format_row(row) + "\n")
         sys.stdout.flush()
+    hooks = [r for r in rows if isinstance(r, WebhookRow)]
+    if hooks:
+        sys.stdout.write("\n" + WEBHOOK_HEADER + "\n|" + "---|" * 9 + "\n")
+        sys.stdout.writelines(format_webhook_row(r) + "\n" for r in hooks)
     for row in rows:
         for note in row.notes:
             sys.stdout.write(f"- {row.scenario}: {note}\n")
@@ -83,7 +105,7 @@ async def main_async(only: list[str], scale: float) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chaos", description=__doc__)
-    parser.add_argument("--only", default="1,2,3,4,5,6", help="comma-separated scenario numbers")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7", help="comma-separated scenario numbers")
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies calls per scenario")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
