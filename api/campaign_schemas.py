@@ -22,6 +22,7 @@ from contracts.calls import MachineDetection
 from contracts.campaigns import (
     MAX_CALLS_PER_SECOND,
     MIN_CALLS_PER_SECOND,
+    AttemptOutcome,
     CampaignState,
     RecipientState,
 )
@@ -209,6 +210,31 @@ class CampaignCreated(BaseModel):
     accepted: int = Field(description="recipients that will be called")
     skipped: int = Field(description="duplicates and suppressed numbers, stored as skipped")
     rejected: list[RowError] = Field(description="rows not stored, with the reason")
+
+
+class RecipientAttempt(BaseModel):
+    attempt: int = Field(description="1 for the first call, 2 for the first redial, ...")
+    call_session_id: uuid.UUID = Field(description="the call's id (GET /api/v1/calls/{id})")
+    outcome: AttemptOutcome | None = Field(
+        description="completed, voicemail (a machine answered), busy, no_answer or failed; "
+        "null while the call is not over"
+    )
+    call_status: str | None = None
+    answered_by: str | None = None
+    ended_reason: str | None = None
+    failure_code: str | None = None
+
+
+class RecipientResult(BaseModel):
+    row_number: int = Field(description="1-based index (JSON) or line of the CSV file")
+    phone_number: str
+    external_id: str | None
+    state: RecipientState
+    attempts: int = Field(description="calls started for the recipient so far")
+    outcome: AttemptOutcome | None = Field(description="the latest attempt's outcome")
+    failure_code: str | None
+    reason: str | None
+    calls: list[RecipientAttempt] = Field(description="every attempt, the first first")
 
 
 def inline_schema(model: type[BaseModel]) -> dict[str, Any]:

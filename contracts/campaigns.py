@@ -49,6 +49,17 @@ class RecipientState(StrEnum):
 IN_FLIGHT = (RecipientState.QUEUED, RecipientState.CALLING)
 
 
+class AttemptOutcome(StrEnum):
+    """What became of one finished call of a recipient (its `outcome` is the latest one's);
+    store/campaign_recipients.py reads it from the call's session."""
+
+    COMPLETED = "completed"  # answered by a person (or nobody said otherwise)
+    VOICEMAIL = "voicemail"  # answered by a machine (answered_by machine_*)
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"
+    FAILED = "failed"  # not placed (see failure_code), or the placed call failed or was canceled
+
+
 # The dial slots given by one tick cover at most this many seconds of the campaign's rate.
 # Short enough that pause and cancel (which take effect between ticks, for the calls not yet
 # started) stay prompt; long enough that the workflow's sleep between ticks is over a second

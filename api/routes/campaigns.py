@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import logging
 import uuid
+from collections.abc import Iterator
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
@@ -20,6 +24,7 @@ from api.campaign_schemas import (
     CampaignOptions,
     CampaignStatus,
     CampaignSummary,
+    RecipientResult,
     RedialOutcome,
     RedialPolicy,
     RowError,
@@ -36,10 +41,18 @@ from api.deps import (
 )
 from api.schemas import Detail, Page, as_utc
 from contracts.calls import MachineDetection
-from contracts.campaigns import CampaignProgress, CampaignState, WaitReason
+from contracts.campaigns import (
+    AttemptOutcome,
+    CampaignProgress,
+    CampaignState,
+    RecipientState,
+    WaitReason,
+)
+from core.csv_cells import csv_writer
 from core.windows import ALL_DAYS, DAY_NAMES
 from services.calls import default_options
 from services.campaigns import CampaignService, OrchestratorUnavailable
+from store import campaign_recipients as recipients
 from store import campaigns as store
 from store.models import Campaign
 
@@ -258,6 +271,125 @@ async def campaign_status(
     progress = await CampaignService(settings, engine, temporal).progress(row)
     with Session(engine) as session:
         return await run_in_threadpool(_status, session, row, progress)
+
+
+def _owned_or_404(engine: EngineDep, campaign_id: uuid.UUID, user: CurrentUser) -> Campaign:
+    with Session(engine) as session:
+        try:
+            return store.get_owned(session, campaign_id, user.user_id)
+        except store.CampaignNotFound as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+
+
+@router.get("/{campaign_id}/recipients", response_model=Page[RecipientResult], responses=NOT_FOUND)
+def campaign_recipients(
+    campaign_id: uuid.UUID,
+    user: CurrentUser,
+    session: SessionDep,
+    state: Annotated[RecipientState | None, Query(description="only recipients in it")] = None,
+    outcome: Annotated[
+        AttemptOutcome | None, Query(description="only recipients whose latest call ended so")
+    ] = None,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> Page[RecipientResult]:
+    """Each recipient in row order: external_id, state, attempts, and every attempt's call id
+    and outcome."""
+    try:
+        store.get_owned(session, campaign_id, user.user_id)
+    except store.CampaignNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    views, total = recipients.recipients_page(
+        session,
+        campaign_id,
+        recipients.RecipientFilter(state=state, outcome=outcome),
+        (page - 1) * page_size,
+        page_size,
+    )
+    return Page[RecipientResult](
+        items=[RecipientResult.model_validate(dataclasses.asdict(v)) for v in views],
+        total=total,
+        page=page,
+        page_size=page_size,
+    )
+
+
+CSV_COLUMNS = (
+    "row_number",
+    "phone_number",
+    "external_id",
+    "state",
+    "attempts",
+    "outcome",
+    "failure_code",
+    "reason",
+)
+
+
+def _csv_lines(
+    engine: EngineDep, campaign: Campaign, where: recipients.RecipientFilter
+) -> Iterator[str]:
+    """The export, one keyset page of recipients per chunk (iterated in a worker thread by
+    StreamingResponse); every cell through core/csv_cells.py."""
+    attempts = max(1, campaign.redial_max_attempts)
+    buffer = io.StringIO()
+    writer = csv_writer(buffer)
+    header = list(CSV_COLUMNS)
+    for n in range(1, attempts + 1):
+        header += [f"call_{n}_session_id", f"call_{n}_outcome"]
+    writer.writerow(header)
+    for views in recipients.all_recipients(engine, campaign.id, where):
+        for v in views:
+            row: list[object] = [
+                v.row_number,
+                v.phone_number,
+                v.external_id,
+                v.state,
+                v.attempts,
+                v.outcome,
+                v.failure_code,
+                v.reason,
+            ]
+            for n in range(attempts):
+                call = v.calls[n] if n < len(v.calls) else None
+                row += [call.call_session_id, call.outcome] if call else [None, None]
+            writer.writerow(row)
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    if tail := buffer.getvalue():
+        yield tail
+
+
+@router.get(
+    "/{campaign_id}/recipients.csv",
+    responses={
+        **NOT_FOUND,
+        200: {"content": {"text/csv": {}}, "description": "The recipients as CSV"},
+    },
+    response_class=StreamingResponse,
+)
+def campaign_recipients_csv(
+    campaign_id: uuid.UUID,
+    user: CurrentUser,
+    engine: EngineDep,
+    state: Annotated[RecipientState | None, Query(description="only recipients in it")] = None,
+    outcome: Annotated[
+        AttemptOutcome | None, Query(description="only recipients whose latest call ended so")
+    ] = None,
+) -> StreamingResponse:
+    """The recipients as CSV (the same as the recipients page, one row each: a pair of
+    call_N_session_id, call_N_outcome columns per possible attempt), streamed. A cell a
+    spreadsheet would read as a formula starts with a `'`."""
+    campaign = _owned_or_404(engine, campaign_id, user)
+    where = recipients.RecipientFilter(state=state, outcome=outcome)
+    return StreamingResponse(
+        _csv_lines(engine, campaign, where),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="campaign-{campaign.id}-recipients.csv"'
+        },
+    )
 
 
 async def _control(

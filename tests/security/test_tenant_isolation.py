@@ -327,6 +327,12 @@ COVERAGE: dict[tuple[str, str, str], Check] = {
         )
         for action in ("pause", "resume", "cancel")
     },
+    **{
+        ("GET", f"/api/v1/batch-call/{{campaign_id}}/{what}", "campaign_id"): _campaign_route(
+            "GET", what
+        )
+        for what in ("recipients", "recipients.csv")
+    },
     ("POST", "/api/call/create_call", "agent_id"): _create_call_with(
         "agent_id", lambda p: _owned(p, Agent)
     ),
