@@ -149,12 +149,14 @@ def build_workers(
     on its own task queue so the server can cap dials per second across all workers)."""
     providers = providers or build_providers(settings, engine, client)
     webhooks = webhook_dispatcher(client, settings, engine)
+    # A campaign's dial pace and an account's calls per second hold across every worker that
+    # shares this storage (Redis).
+    shared = SharedLimits(settings.limits_storage_url)
     calls = CallActivities(
-        engine, providers, settings.default_region, settings.media_stream_url, webhooks
+        engine, providers, settings.default_region, settings.media_stream_url, webhooks, shared
     )
     lifecycle = LifecycleActivities(engine, providers, webhooks)
-    # A campaign's dial pace holds across every worker that shares this storage (Redis).
-    dialing = DialActivities(providers, SharedLimits(settings.limits_storage_url))
+    dialing = DialActivities(providers, shared)
     grace = timedelta(seconds=settings.worker_graceful_shutdown_seconds)
     campaigns = CampaignActivities(
         engine, TemporalCallLauncher(client, settings), call_policies(settings), webhooks

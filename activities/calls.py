@@ -22,6 +22,7 @@ from contracts.calls import (
     ValidationResult,
 )
 from contracts.webhooks import call_stream
+from infra.limiter import SharedLimits, rate_as_window
 from store import accounts, calls, lifecycle
 from telephony.registry import ProviderRegistry
 
@@ -34,8 +35,10 @@ class CallActivities:
         default_region: str,
         default_media_stream_url: str | None = None,
         webhooks: WebhookKicker | None = None,
+        limits: SharedLimits | None = None,
     ) -> None:
         self._engine = engine
+        self._limits = limits or SharedLimits()
         self._providers = providers
         self._region = default_region
         self._media_stream_url = default_media_stream_url
@@ -87,34 +90,49 @@ class CallActivities:
                 self._engine, input.user_id, input.call_session_id
             )
             if limit is not None:
-                return self._refuse_over_limit(input, validation, limit)
+                reason = (
+                    f"the account has its limit of {limit} calls dialing, ringing or in "
+                    "progress (max_concurrent_calls); try again when one has ended"
+                )
+                return self._refuse(input, validation, FailureCode.CONCURRENCY_LIMIT, reason)
+            refused = self._over_rate(input)
+            if refused is not None:
+                return self._refuse(input, validation, FailureCode.CALLS_PER_SECOND_LIMIT, refused)
         return PrepareCallResult(validation=validation, stored=stored)
 
-    def _refuse_over_limit(
-        self, input: CreateCallInput, validation: ValidationResult, limit: int
-    ) -> PrepareCallResult:
-        """The account has max_concurrent_calls in flight: the call is recorded as failed
-        (its ids stay valid) and never dialed."""
-        reason = (
-            f"the account has its limit of {limit} calls dialing, ringing or in progress "
-            "(max_concurrent_calls); try again when one has ended"
+    def _over_rate(self, input: CreateCallInput) -> str | None:
+        """The account's max_calls_per_second, a moving window in the storage every worker
+        shares (Redis with several): why this call is beyond it, else None (and counted)."""
+        rate = accounts.get_limits(self._engine, input.user_id).max_calls_per_second
+        if rate is None:
+            return None
+        verdict = self._limits.hit(rate_as_window(rate), "account-calls", input.user_id)
+        if verdict.allowed:
+            return None
+        return (
+            f"the account has placed its limit of {rate:g} calls per second "
+            f"(max_calls_per_second); try again in {max(verdict.wait, 0.1):.1f} s"
         )
+
+    def _refuse(
+        self, input: CreateCallInput, validation: ValidationResult, code: FailureCode, reason: str
+    ) -> PrepareCallResult:
+        """The account is at one of its limits: the call is recorded as failed (its ids stay
+        valid) and never dialed."""
         lifecycle.record_outcome_and_statuses(
             self._engine,
             RecordOutcomeInput(
                 call_session_id=input.call_session_id,
                 status=SessionStatus.FAILED,
                 attempts=0,
-                failure_code=FailureCode.CONCURRENCY_LIMIT,
+                failure_code=code,
                 failure_reason=reason,
             ),
         )
-        refused = replace(
-            validation, ok=False, failure_code=FailureCode.CONCURRENCY_LIMIT, failure_reason=reason
-        )
+        refused = replace(validation, ok=False, failure_code=code, failure_reason=reason)
         stored = PersistSessionResult(
             status=SessionStatus.FAILED,
-            failure_code=FailureCode.CONCURRENCY_LIMIT,
+            failure_code=code,
             failure_reason=reason,
         )
         return PrepareCallResult(validation=refused, stored=stored)

@@ -78,6 +78,9 @@ class FailureCode(StrEnum):
     # The account already has max_concurrent_calls calls dialing, ringing or in progress
     # (`dialer users limits`): a single call is not placed; a campaign waits for a slot.
     CONCURRENCY_LIMIT = "concurrency_limit"
+    # The account has placed max_calls_per_second calls in the last second (`dialer users
+    # limits`): a single call is not placed; a campaign's pace is held to the account's rate.
+    CALLS_PER_SECOND_LIMIT = "calls_per_second_limit"
     # A scheduled call that could not be dialed by its latest_at (Temporal, the worker or the
     # carrier down, or the dial queue full): it is not dialed late.
     LATEST_AT_PASSED = "latest_at_passed"

@@ -47,6 +47,13 @@ def window_item(amount: int, seconds: int) -> RateLimitItem:
     return RateLimitItemPerSecond(max(1, amount), max(1, seconds))
 
 
+def rate_as_window(per_second: float) -> RateLimitItem:
+    """A rate in calls per second as a moving window of whole seconds that never allows more
+    than the rate: 2.5/s is 2 per second, 0.5/s is 1 per 2 seconds, 0.3/s is 1 per 4."""
+    seconds = max(1, math.ceil(1 / per_second)) if per_second > 0 else 3600
+    return window_item(max(1, math.floor(per_second * seconds)), seconds)
+
+
 def bucket_as_window(per_minute: int, burst: int) -> RateLimitItem:
     """A token bucket's promise (`burst` at once, `per_minute` in the long run) as a moving
     window: `burst` hits per `burst / rate` seconds. Windows are whole seconds, so a burst

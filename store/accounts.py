@@ -156,6 +156,15 @@ def over_concurrency_limit(engine: Engine, user_id: str, call_session_id: str) -
         return user.max_concurrent_calls if ahead >= user.max_concurrent_calls else None
 
 
+def campaign_rate(session: Session, user_id: uuid.UUID, calls_per_second: float) -> float:
+    """A campaign's effective pace: its own calls_per_second, held to the account's
+    max_calls_per_second when that is lower (README "Accounts and their limits")."""
+    user = session.get(User, user_id)
+    if user is None or user.max_calls_per_second is None:
+        return calls_per_second
+    return min(calls_per_second, user.max_calls_per_second)
+
+
 def campaign_room(session: Session, user_id: uuid.UUID) -> int | None:
     """How many more calls the account may have in flight (None: no limit)."""
     user = session.get(User, user_id)

@@ -53,13 +53,15 @@ def is_voicemail(answered_by: str | None) -> bool:
 def load_config(engine: Engine, campaign_id: str) -> CampaignConfig:
     with Session(engine) as session:
         row = session.get(Campaign, uuid.UUID(campaign_id))
+        # The account's max_calls_per_second holds the campaign's pace when it is lower.
+        rate = accounts.campaign_rate(session, row.user_id, row.calls_per_second) if row else 0.0
     if row is None:
         return CampaignConfig(found=False)
     return CampaignConfig(
         found=True,
         state=CampaignState(row.state),
         user_id=str(row.user_id),
-        calls_per_second=row.calls_per_second,
+        calls_per_second=rate,
         max_concurrency=row.max_concurrency,
         start_at=row.start_at,
     )
@@ -327,7 +329,9 @@ def prepare_tick(engine: Engine, input: TickInput, policies: CallPolicies) -> Ti
             pending=pending,
             due=due,
             next_due_at=next_due,
-            calls_per_second=campaign.calls_per_second,
+            calls_per_second=accounts.campaign_rate(
+                session, campaign.user_id, campaign.calls_per_second
+            ),
             max_concurrency=campaign.max_concurrency,
             done=done,
             window_opens_at=opens_next,
