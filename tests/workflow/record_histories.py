@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from temporalio import activity
 from temporalio.testing import WorkflowEnvironment
@@ -22,6 +23,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from contracts.calls import (
+    CallOptions,
     FailureCode,
     PersistSessionResult,
     SessionStatus,
@@ -53,6 +55,9 @@ HERE = Path(__file__).resolve().parent / "histories"
 class Scenario(TypedDict):
     fakes: Fakes
     wait: Stage  # the stage create_call waits for
+    # Call control (issue 16): scheduled_at and latest_at this long after the server's now.
+    scheduled_in: NotRequired[timedelta]
+    latest_in: NotRequired[timedelta]
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -80,6 +85,18 @@ SCENARIOS: dict[str, Scenario] = {
             ),
         ),
         wait=Stage.ACCEPTED,
+    ),
+    # the durable timer until scheduled_at (patched scheduled-calls), then placed
+    "scheduled_then_placed": Scenario(
+        fakes=Fakes(default_dial=placed()), wait=Stage.ACCEPTED, scheduled_in=timedelta(hours=1)
+    ),
+    # scheduled; the carrier refuses and asks to retry past latest_at: the call fails
+    # latest_at_passed, the run Failed (patched fail-failed-calls)
+    "failed_latest_at_passed": Scenario(
+        fakes=Fakes(default_dial=not_placed(retry_after=600)),
+        wait=Stage.ACCEPTED,
+        scheduled_in=timedelta(hours=1),
+        latest_in=timedelta(hours=1, minutes=5),
     ),
 }
 
@@ -176,6 +193,15 @@ async def record(only: list[str]) -> None:
             if only and name not in only:
                 continue
             async with running(env, scenario["fakes"]) as run:
+                now = await env.get_current_time()
+                at, latest = scenario.get("scheduled_in"), scenario.get("latest_in")
+                run.call = replace(
+                    run.call,
+                    options=CallOptions(
+                        scheduled_at=(now + at).isoformat() if at else None,
+                        latest_at=(now + latest).isoformat() if latest else None,
+                    ),
+                )
                 await run.create(wait=scenario["wait"])
                 await run.finish()
                 history = await run.handle.fetch_history()
