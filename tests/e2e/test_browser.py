@@ -15,7 +15,7 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
 from dialer.net import free_port
-from tests.e2e.test_run import RunningStack, _call
+from tests.support.run_stack import RunningStack, call_from_banner
 from tests.support.waiting import wait_until
 from tools.procs import clean_env
 
@@ -78,7 +78,7 @@ async def test_the_printed_ui_link_shows_the_call_decoded_and_docs_render(
         link = re.search(r"one call: (\S+)", printed)
         assert link and "<call_session_id>" in link.group(1), printed
         assert "decoded" in printed, printed  # the banner says the UI shows payloads decoded
-        body = await _call(banner, wait="dialed")
+        body = await call_from_banner(banner, wait="dialed")
         assert body["status"] == "success", body
 
         page = await browser.new_page()

@@ -14,8 +14,8 @@ import pytest
 
 import tools.procs
 from dialer.net import free_port
-from tests.e2e.test_run import RunningStack, _call
 from tests.support.processes import dialer_command
+from tests.support.run_stack import RunningStack, call_from_banner
 from tools.procs import clean_env
 
 # What a shell does to a background job of a non-interactive script: SIGINT ignored, which
@@ -129,7 +129,7 @@ async def test_sigint_stops_a_stack_started_with_sigint_ignored(tmp_path: Path) 
     stack = StackIgnoringSigint(tmp_path, env, "run")
     try:
         banner = await stack.banner()
-        assert (await _call(banner))["status"] == "success"
+        assert (await call_from_banner(banner))["status"] == "success"
         await stack.stop(whole_group=False, ports=list(ports.values()))
     finally:
         stack.kill()
