@@ -184,6 +184,20 @@ def rows_for(name: str, fig: dict[str, Any], raw_best: float | None = None) -> l
                 )
             )
         return rows
+    if name == "recipients_csv":
+        # Measured, not a target: the export's memory must not grow with the campaign.
+        n = fig["recipients"]
+        return [
+            Row(
+                f"recipients.csv of {n}: API peak RSS / idle RSS",
+                fig["api_peak_rss_mb"],
+                fig["api_idle_rss_mb"],
+                "MB",
+                _ratio(fig["api_peak_rss_mb"], fig["api_idle_rss_mb"]),
+            ),
+            Row(f"recipients.csv of {n}: time to the last byte", fig["seconds"], "-", "s"),
+            Row(f"recipients.csv of {n}: rows per second", fig["rows_per_second"], "-", "/s"),
+        ]
     return []
 
 

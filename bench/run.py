@@ -39,6 +39,7 @@ SCENARIOS = (
     "campaign",
     "campaign_paced",
     "sustained",
+    "recipients_csv",
 )
 
 
@@ -60,6 +61,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--paced-seconds", type=float, default=None, help="length of the 20/s run")
     p.add_argument("--sustained-seconds", type=float, default=60.0)
+    p.add_argument("--csv-recipients", type=int, default=100_000, help="recipients_csv's size")
     p.add_argument("--name", default="latest", help="results file name (bench/results/<name>.*)")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--profile", action="store_true", help="py-spy the API and worker (throughput)")
@@ -240,6 +242,8 @@ async def _scenario(name: str, callers: sc.Callers, engine: Any, args: argparse.
         )
     if name == "sustained":
         return await sc.sustained(callers, args.sustained_seconds, concurrency=8)
+    if name == "recipients_csv":
+        return await sc.recipients_csv(callers, engine, args.csv_recipients)
     raise ValueError(name)
 
 

@@ -470,3 +470,99 @@ async def sustained(
         "rss_growth": {k: round(after[k] / before[k] - 1, 4) for k in before if k in after},
         "peak_rss_mb": {k: round(v / 2**20, 1) for k, v in sampler.peaks().items()},
     }
+
+
+def _seed_recipients(engine: Any, agent_id: str, size: int) -> str:
+    """A campaign of `size` recipients straight into the database, each with one finished-
+    looking attempt (so the export looks its calls up), never started: its start_at is far
+    ahead and no workflow runs it."""
+    from sqlalchemy import update
+
+    from core.ids import campaign_call_ids
+    from store import campaigns as store
+    from store.db import session_scope
+    from store.models import Agent, CampaignRecipient
+
+    with Session(engine) as session:
+        agent = session.get(Agent, uuid.UUID(agent_id))
+        assert agent is not None
+        user_id = agent.user_id
+    spec = store.CampaignSpec(
+        user_id=user_id,
+        name="recipients csv bench",
+        agent_id=agent.id,
+        flow_id=None,
+        phone_number_id=None,
+        calls_per_second=1.0,
+        max_concurrency=1,
+        default_timezone="UTC",
+        start_at=datetime(2099, 1, 1),
+    )
+    areas = (212, 312, 415, 617, 713, 305, 206, 303, 404, 503, 602, 702)
+    numbers = (f"+1{area}555{line:04d}" for area in areas for line in range(10_000))
+    rows = (
+        store.RecipientRow(row_number=i, phone_number=n, external_id=f"=ext{i}")
+        for i, n in zip(range(1, size + 1), numbers, strict=False)
+    )
+    campaign = store.create_campaign(engine, spec, rows, "US").campaign
+    with session_scope(engine) as session:
+        ids = session.exec(
+            select(CampaignRecipient.id).where(CampaignRecipient.campaign_id == campaign.id)
+        ).all()
+        for start in range(0, len(ids), 1000):
+            session.execute(  # ORM bulk update by primary key
+                update(CampaignRecipient),
+                [
+                    {
+                        "id": rid,
+                        "attempts": 1,
+                        "state": "completed",
+                        "call_session_id": uuid.UUID(campaign_call_ids(campaign.id, rid, 1)[0]),
+                    }
+                    for rid in ids[start : start + 1000]
+                ],
+            )
+    return str(campaign.id)
+
+
+async def recipients_csv(callers: Callers, engine: Any, size: int) -> dict[str, Any]:
+    """GET .../recipients.csv of a `size`-recipient campaign, streamed to the end: the API's
+    peak RSS during the download against its idle RSS just before, and the time."""
+    stack = callers.stack
+    sampler = stack.sampler
+    assert sampler is not None
+    seed_began = time.monotonic()
+    campaign_id = await asyncio.to_thread(_seed_recipients, engine, stack.agent_id, size)
+    seeded = time.monotonic() - seed_began
+    await asyncio.sleep(2.0)
+    idle = sampler.now()["api"]
+    sampler.reset()
+    began = time.monotonic()
+    first_byte: float | None = None
+    size_bytes = lines = 0
+    async with callers.http.stream(
+        "GET",
+        f"/api/v1/batch-call/{campaign_id}/recipients.csv",
+        headers=stack.headers,
+        timeout=600,
+    ) as resp:
+        assert resp.status_code == 200, resp.status_code
+        async for chunk in resp.aiter_bytes():
+            if first_byte is None:
+                first_byte = time.monotonic() - began
+            size_bytes += len(chunk)
+            lines += chunk.count(b"\n")
+    seconds = time.monotonic() - began
+    peak = max(sampler.peaks().get("api", 0), sampler.now()["api"])
+    assert lines == size + 1, (lines, size)  # the header and one line per recipient
+    return {
+        "recipients": size,
+        "seed_seconds": round(seeded, 1),
+        "seconds": round(seconds, 2),
+        "first_byte_ms": round((first_byte or 0) * 1000, 1),
+        "rows_per_second": round(size / seconds, 1),
+        "megabytes": round(size_bytes / 2**20, 2),
+        "api_idle_rss_mb": round(idle / 2**20, 1),
+        "api_peak_rss_mb": round(peak / 2**20, 1),
+        "api_rss_growth_mb": round((peak - idle) / 2**20, 1),
+    }
