@@ -271,8 +271,8 @@ class CampaignRecipient(SQLModel, table=True):
 
 
 class WebhookEndpoint(SQLModel, table=True):
-    """Where a user's events go. The signing secret is stored encrypted (infra/secrets.py),
-    never in the clear; during a rotation the previous one signs too until it expires."""
+    """Where a user's events go. The signing secret is stored sealed (core/security.py), never
+    in the clear; during a rotation the previous one signs too until it expires."""
 
     __tablename__ = "webhook_endpoints"
     __table_args__ = (Index("ix_webhook_endpoints_user_created", "user_id", "created_at"),)

@@ -21,7 +21,14 @@ from sqlmodel import Session
 
 from api.app import create_app
 from store.db import session_scope
-from store.models import Agent, Flow, PhoneNumber, SuppressedNumber
+from store.models import (
+    Agent,
+    Flow,
+    PhoneNumber,
+    SuppressedNumber,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from tests.support.accounts import Account, make_account
 from tests.support.settings import settings_for
 from tests.support.stack import Stack
@@ -210,6 +217,74 @@ def _patch_named(model: type[Agent | Flow], path: str) -> Check:
     return check
 
 
+WEBHOOKS = "/api/v1/webhooks"
+
+
+async def _owner_webhook(probe: Probe) -> dict[str, Any]:
+    resp = await probe.stack.http.post(
+        WEBHOOKS, json={"url": "http://127.0.0.1:9/hook"}, headers=probe.owner.headers
+    )
+    assert resp.status_code == 201, resp.text
+    body: dict[str, Any] = resp.json()
+    return body
+
+
+def _webhook_route(method: str, suffix: str = "", json_body: Any = None) -> Check:
+    """Another user's endpoint id on a webhook route: like a missing one, and the owner's
+    endpoint is left as it was (not changed, deleted or given a new secret)."""
+
+    async def check(probe: Probe) -> None:
+        owned = await _owner_webhook(probe)
+        endpoint_id = uuid.UUID(owned["id"])
+        with Session(probe.stack.engine) as session:
+            before = session.get(WebhookEndpoint, endpoint_id)
+            assert before is not None
+            sealed = before.secret
+        extra = {"json_for": lambda _: json_body} if json_body is not None else {}
+        resp = await probe.same_as_missing(
+            method, lambda v: f"{WEBHOOKS}/{v}{suffix}", owned["id"], **extra
+        )
+        assert resp.status_code == 404
+        after = await probe.stack.http.get(f"{WEBHOOKS}/{owned['id']}", headers=probe.owner.headers)
+        assert after.status_code == 200
+        assert {k: after.json()[k] for k in ("url", "enabled", "events")} == {
+            k: owned[k] for k in ("url", "enabled", "events")
+        }
+        with Session(probe.stack.engine) as session:
+            row = session.get(WebhookEndpoint, endpoint_id)
+            assert row is not None and row.secret == sealed, "the secret was rotated"
+
+    return check
+
+
+async def _redeliver_foreign_delivery(probe: Probe) -> None:
+    """The intruder's own endpoint with the owner's delivery id: like a missing delivery."""
+    owned = await _owner_webhook(probe)
+    delivery = WebhookDelivery(
+        endpoint_id=uuid.UUID(owned["id"]),
+        user_id=probe.owner.user.id,
+        event_id=f"evt_{uuid.uuid4().hex}",
+        event_type="call.ended",
+        stream=f"call:{uuid.uuid4()}",
+        sequence=1,
+        payload="{}",
+        state="failed",
+    )
+    with session_scope(probe.stack.engine) as session:
+        session.add(delivery)
+    mine = await probe.send("POST", WEBHOOKS, json={"url": "http://127.0.0.1:9/mine"})
+    assert mine.status_code == 201, mine.text
+    resp = await probe.same_as_missing(
+        "POST",
+        lambda v: f"{WEBHOOKS}/{mine.json()['id']}/deliveries/{v}/redeliver",
+        str(delivery.id),
+    )
+    assert resp.status_code == 404
+    with Session(probe.stack.engine) as session:
+        row = session.get(WebhookDelivery, delivery.id)
+        assert row is not None and row.state == "failed", "another user's request redelivered it"
+
+
 async def _delete_suppression(probe: Probe) -> None:
     number = "+12025550108"
     with session_scope(probe.stack.engine) as session:
@@ -347,6 +422,27 @@ COVERAGE: dict[tuple[str, str, str], Check] = {
     ("GET", "/api/v1/call-analytics", "campaign_id"): _analytics_by_campaign,
     ("PATCH", "/api/v1/phone/{phone_number_id}", "phone_number_id"): _patch_line,
     ("PATCH", "/api/v1/agents/{agent_id}", "agent_id"): _patch_named(Agent, "/api/v1/agents"),
+    ("GET", "/api/v1/webhooks/{webhook_id}", "webhook_id"): _webhook_route("GET"),
+    ("PATCH", "/api/v1/webhooks/{webhook_id}", "webhook_id"): _webhook_route(
+        "PATCH", json_body={"url": "http://127.0.0.1:9/intruder", "enabled": False}
+    ),
+    ("DELETE", "/api/v1/webhooks/{webhook_id}", "webhook_id"): _webhook_route("DELETE"),
+    ("POST", "/api/v1/webhooks/{webhook_id}/rotate-secret", "webhook_id"): _webhook_route(
+        "POST", "/rotate-secret"
+    ),
+    ("GET", "/api/v1/webhooks/{webhook_id}/deliveries", "webhook_id"): _webhook_route(
+        "GET", "/deliveries"
+    ),
+    (
+        "POST",
+        "/api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+        "webhook_id",
+    ): _webhook_route("POST", f"/deliveries/{uuid.uuid4()}/redeliver"),
+    (
+        "POST",
+        "/api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+        "delivery_id",
+    ): _redeliver_foreign_delivery,
     ("PATCH", "/api/v1/workflows/{workflow_id}", "workflow_id"): _patch_named(
         Flow, "/api/v1/workflows"
     ),
