@@ -128,7 +128,10 @@ async def twilio_status(
     idempotency = request.headers.get("i-twilio-idempotency-token")
     if idempotency and idempotency in seen:
         return Response(status_code=204)
-    if await run_in_threadpool(_already_recorded, engine, session_id, event.status):
+    # A status recorded already is a repeat, except AsyncAmd's verdict: it comes as a second
+    # `answered` with AnsweredBy, and the workflow acts on it (answering-machine modes).
+    repeat = event.answered_by is None
+    if repeat and await run_in_threadpool(_already_recorded, engine, session_id, event.status):
         return Response(status_code=204)
 
     sink = CallStatusSink(

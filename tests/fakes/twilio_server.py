@@ -5,13 +5,18 @@ the real `twilio` client to talk to it, with faults that can be injected per req
 - `GET  /2010-04-01/Accounts/{sid}/Calls.json?To=&From=&Status=&StartTime>=` (newest first;
   as at Twilio, a queued call has no start time, so a StartTime filter leaves it out),
 - `GET  /2010-04-01/Accounts/{sid}/Calls/{CallSid}.json`,
+- `POST /2010-04-01/Accounts/{sid}/Calls/{CallSid}.json`: the call update (`Status=completed`
+  or `canceled`, or `Twiml` that speaks and hangs up), recorded in `updates`; it ends the
+  call, and a call already over answers 400 with code 21220, as Twilio does,
 - errors in Twilio's JSON shape `{code, message, more_info, status}`,
 - `failing_pages`: that many list answers name a next page whose fetch fails (HTTP 500), the
   paging error the SDK raises as a plain TwilioException.
 
 Like the real Twilio, a call's JSON does not carry its StatusCallback URL; the tests read
 what was posted from `calls[sid].params`. `created` counts the calls the server placed: the
-tests assert exactly one per session under every fault."""
+tests assert exactly one per session under every fault. What a call asked for at creation
+(`TimeLimit`, `MachineDetection`, `AsyncAmd`, `AsyncAmdStatusCallback`, ...) is in its
+`params` too."""
 
 from __future__ import annotations
 
@@ -93,6 +98,8 @@ class FakeTwilio:
     faults: deque[Fault] = field(default_factory=deque)
     created: int = 0
     requests: list[tuple[str, str]] = field(default_factory=list)
+    # Every call update, in order: (CallSid, its form).
+    updates: list[tuple[str, dict[str, list[str]]]] = field(default_factory=list)
     # List answers that name a next page which then fails to load, one per list request.
     failing_pages: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -204,7 +211,11 @@ class _Handler(BaseHTTPRequestHandler):
         form = parse_qs(self.rfile.read(length).decode(), keep_blank_values=True)
         if not self._authorized():
             return
-        if self._route() != ("calls", None):
+        route = self._route()
+        if route is not None and route[0] == "call":
+            self._update(route[1] or "", form)
+            return
+        if route != ("calls", None):
             self._error(404, 20404, "The requested resource was not found")
             return
         fault = self.fake.faults.popleft() if self.fake.faults else None
@@ -228,6 +239,26 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.close()
             return
         self._send(201, call.json(self.fake.account_sid))
+
+    def _update(self, sid: str, form: dict[str, list[str]]) -> None:
+        """The call update: the call ends (`Twiml` is taken as spoken, then its Hangup)."""
+        fake = self.fake
+        with fake.lock:
+            call = fake.calls.get(sid)
+            over = call is not None and call.end_time is not None
+        if call is None:
+            self._error(404, 20404, "The requested resource was not found")
+            return
+        if over:
+            self._error(400, 21220, "Call is not in-progress. Cannot redirect.")
+            return
+        status = form.get("Status", [""])[0]
+        if not status and "Twiml" not in form:
+            self._error(400, 21218, "Status, Url or Twiml is required")
+            return
+        fake.updates.append((sid, form))
+        fake.set_status(sid, status or "completed", answered_by=call.answered_by)
+        self._send(200, call.json(fake.account_sid))
 
     def do_GET(self) -> None:
         self.fake.requests.append(("GET", self.path))
