@@ -12,6 +12,7 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +187,55 @@ async def _analytics_by_campaign(probe: Probe) -> None:
         params_for=lambda v: {"campaign_id": v},
     )
     assert resp.json()["total"] == 0
+
+
+async def _analytics_by_external_id(probe: Probe) -> None:
+    external_id = f"order-{uuid.uuid4()}"
+    resp = await probe.stack.http.post(
+        "/api/call/create_call",
+        params={"phoneNumber": "+12025550100"},
+        json={"metadata": {"external_id": external_id}},
+        headers=probe.owner.headers,
+    )
+    assert resp.status_code == 200, resp.text
+    params_for: Callable[[str], dict[str, Any]] = lambda v: {"external_id": v}  # noqa: E731
+    mine = await probe.stack.http.get(
+        "/api/v1/call-analytics", params=params_for(external_id), headers=probe.owner.headers
+    )
+    assert mine.json()["total"] == 1, mine.text
+    resp = await probe.same_as_missing(
+        "GET", lambda _: "/api/v1/call-analytics", external_id, params_for=params_for
+    )
+    assert resp.json()["total"] == 0
+
+
+def _control_call(action: str) -> Check:
+    """Another user's cancel or hang-up of a scheduled call: a 404 like a missing call's,
+    and the call is still scheduled."""
+
+    async def check(probe: Probe) -> None:
+        at = datetime.now(UTC) + timedelta(hours=1)
+        resp = await probe.stack.http.post(
+            "/api/call/create_call",
+            params={"phoneNumber": "+12025550100"},
+            json={"scheduled_at": at.isoformat()},
+            headers=probe.owner.headers,
+        )
+        assert resp.status_code == 200, resp.text
+        sid = resp.json()["call_session_id"]
+        resp = await probe.same_as_missing("POST", lambda v: f"/api/v1/calls/{v}/{action}", sid)
+        assert resp.status_code == 404
+        with Session(probe.stack.engine) as session:
+            from store.models import CallSession
+
+            row = session.get(CallSession, uuid.UUID(sid))
+            assert row is not None and row.ended_reason is None, "another user ended it"
+        mine = await probe.stack.http.post(
+            "/api/v1/calls/" + sid + "/cancel", headers=probe.owner.headers
+        )
+        assert mine.status_code == 200 and mine.json()["outcome"] == "canceled", mine.text
+
+    return check
 
 
 async def _patch_line(probe: Probe) -> None:
@@ -420,6 +470,13 @@ COVERAGE: dict[tuple[str, str, str], Check] = {
     ("GET", "/api/v1/call-analytics", "request_id"): _analytics_by("request_id"),
     ("GET", "/api/v1/call-analytics", "call_session_id"): _analytics_by("call_session_id"),
     ("GET", "/api/v1/call-analytics", "campaign_id"): _analytics_by_campaign,
+    ("GET", "/api/v1/call-analytics", "external_id"): _analytics_by_external_id,
+    **{
+        ("POST", f"/api/v1/calls/{{call_session_id}}/{action}", "call_session_id"): _control_call(
+            action
+        )
+        for action in ("cancel", "hangup")
+    },
     ("PATCH", "/api/v1/phone/{phone_number_id}", "phone_number_id"): _patch_line,
     ("PATCH", "/api/v1/agents/{agent_id}", "agent_id"): _patch_named(Agent, "/api/v1/agents"),
     ("GET", "/api/v1/webhooks/{webhook_id}", "webhook_id"): _webhook_route("GET"),
