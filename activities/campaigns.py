@@ -23,7 +23,7 @@ from contracts.campaigns import (
     pacing,
 )
 from contracts.webhooks import campaign_stream
-from store import campaign_ticks
+from store import accounts, campaign_ticks
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,19 @@ class CampaignActivities:
         # Just over the exact rate, so a dial's own timestamp a moment after the pacer's
         # check can never make two dials look closer than 1 / calls_per_second.
         min_gap = 1.01 / bounded_rate(calls_per_second)
+        # The dials count in the account's max_calls_per_second with its single calls.
+        account = calls[0].user_id
+        rate = (
+            await asyncio.to_thread(accounts.get_limits, self._engine, account)
+        ).max_calls_per_second
         slots = [
-            DialSlot(at=first + (i // pace.group) * pace.spacing, key=key, min_gap=min_gap)
+            DialSlot(
+                at=first + (i // pace.group) * pace.spacing,
+                key=key,
+                min_gap=min_gap,
+                account=account if rate is not None else None,
+                account_rate=rate,
+            )
             for i in range(len(calls))
         ]
         await self._launcher.start(

@@ -23,7 +23,7 @@ from contracts.calls import (
     ReconcileResult,
 )
 from core.phone import mask
-from infra.limiter import SharedLimits
+from infra.limiter import SharedLimits, rate_as_window
 from infra.metrics import DIALS_METRIC
 from telephony.base import Ambiguous, DialRequest, NotPlaced, Rejected, TelephonyError
 from telephony.registry import ProviderRegistry
@@ -120,8 +120,26 @@ class DialPacer:
                 raise Paced(at - now)
             if at > now:
                 await asyncio.sleep(at - now)
-            if time.time() - at <= LATE_TOLERANCE:
+            if time.time() - at > LATE_TOLERANCE:
+                continue
+            wait = await self._account_wait(slot)
+            if wait == 0.0:
                 return time.time() - began
+            # The account's calls per second are taken (its single calls, its other
+            # campaigns): wait for the window, then reserve a new moment.
+            if time.time() + wait > limit:
+                raise Paced(wait)
+            await asyncio.sleep(wait)
+
+    async def _account_wait(self, slot: DialSlot) -> float:
+        """Count the dial in its account's max_calls_per_second window: 0 when it may go,
+        else the seconds until the window has room (nothing counted)."""
+        if slot.account is None or slot.account_rate is None:
+            return 0.0
+        verdict = await asyncio.to_thread(
+            self._limits.hit, rate_as_window(slot.account_rate), "account-calls", slot.account
+        )
+        return 0.0 if verdict.allowed else max(verdict.wait, 0.001)
 
 
 class Paced(Exception):

@@ -191,6 +191,10 @@ class DialSlot:
     at: float
     key: str
     min_gap: float
+    # The account whose max_calls_per_second the dial counts in, beside its single calls
+    # (README "Accounts and their limits"), and that rate; None: no account rate.
+    account: str | None = None
+    account_rate: float | None = None
 
 
 @dataclass(frozen=True)

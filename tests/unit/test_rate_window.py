@@ -3,8 +3,14 @@ never more than the rate in any window, whole seconds."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+import uuid
+
 import pytest
 
+from activities.dialing import DialPacer
+from contracts.calls import DialSlot
 from infra.limiter import SharedLimits, rate_as_window
 
 
@@ -29,3 +35,23 @@ def test_hits_beyond_the_window_are_refused_with_a_wait() -> None:
     refused = limits.hit(item, "account-calls", "u1")
     assert not refused.allowed and 0 < refused.wait <= 1
     assert limits.hit(item, "account-calls", "u2").allowed  # another account
+
+
+async def test_two_campaigns_of_one_account_share_its_rate(redis_url: str) -> None:
+    """Two 10/s campaigns of an account limited to 4/s, on two pacers (two workers) of one
+    Redis: their dials together keep to the account's 4 in any second."""
+    account = f"user-{uuid.uuid4()}"
+    at = time.time() + 0.1
+    went: list[float] = []
+
+    async def one(pacer: DialPacer, campaign: str) -> None:
+        slot = DialSlot(at=at, key=campaign, min_gap=0.101, account=account, account_rate=4)
+        await pacer.hold(slot, budget=10)
+        went.append(time.time())
+
+    pacers = [DialPacer(SharedLimits(redis_url)), DialPacer(SharedLimits(redis_url))]
+    campaigns = [f"campaign-{uuid.uuid4()}", f"campaign-{uuid.uuid4()}"]
+    await asyncio.gather(*(one(pacers[i % 2], campaigns[i // 5 % 2]) for i in range(10)))
+    went.sort()
+    assert max(sum(1 for t in went if s <= t < s + 1) for s in went) <= 4
+    assert went[-1] - went[0] >= 2.0  # 10 dials at 4/s: over two seconds, not one
