@@ -1,6 +1,13 @@
 """Call control on the time-skipping server (issue 16): a scheduled call dials at its minute,
 a latest_at passed fails it instead of dialing late, cancel before and during the dial, the
-hang-up of a live call, max duration, and each answering-machine mode."""
+hang-up of a live call, max duration, and each answering-machine mode.
+
+The session-wide time-skipping server's clock is shared: while time skipping is unlocked
+(Run.create, Run.finish) it jumps to the next timer of any run on it. So these tests answer
+create_call and poll for progress with it locked, and end every run they start. It also does
+not skip while an activity task waits for a worker, or a workflow task for a worker that is
+gone: a test that stops its workers to let latest_at pass waits in real time, and the
+result's long poll then comes back empty ("No completion event found")."""
 
 from __future__ import annotations
 
