@@ -26,7 +26,7 @@ from tests.integration.test_twilio import (
 from tests.support.accounts import Account, make_account
 from tests.support.media_agent import media_agent
 from tests.support.rows import dial_count, stored_row
-from tests.support.stack import Stack, StackFactory, create_call
+from tests.support.stack import Stack, StackFactory, create_call, running_workers
 from tests.support.waiting import wait_until
 
 TO = "+12025550100"
@@ -104,6 +104,30 @@ async def test_a_canceled_scheduled_call_never_dials(stack_factory: StackFactory
         assert call["call_status"] == "canceled" and call["ended_reason"] == "canceled"
         assert call["failure_code"] == "canceled"
         assert len(asked_by(call, account)) == 1
+
+
+async def test_latest_at_passed_with_every_dial_worker_down_never_dials(
+    stack_factory: StackFactory,
+) -> None:
+    # The dial's schedule-to-start ends at latest_at: no attempt can start after it, and the
+    # workflow then fails the call (the time-skipping server cannot show this: its clock
+    # stands still while an activity task waits for a worker).
+    async with (
+        stack_factory(workers=False, **QUICK) as stack,
+        running_workers(stack.client, stack.settings, stack.engine, dial=False),
+    ):
+        account = make_account(stack.engine)
+        now = datetime.now(UTC)
+        sid = await placed(
+            stack,
+            account,
+            scheduled_at=(now + timedelta(seconds=1)).isoformat(),
+            latest_at=(now + timedelta(seconds=3)).isoformat(),
+        )
+        call = await ended(stack, account, sid)
+        assert call["failure_code"] == "latest_at_passed", call
+        assert call["status"] == "failed" and call["ended_reason"] == "not_dialed"
+        assert dial_count(stack.engine, sid) == 0
 
 
 async def test_hangup_ends_a_live_call_and_its_stream_gets_stop(
