@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from core.config import Settings
 from dialer.net import free_port, port_open
@@ -33,12 +34,22 @@ async def e2e_temporal(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
     proc = spawn("temporal", dev_server_command(settings), clean_env(), data)
     try:
 
-        def up() -> bool:
-            assert proc.alive(), proc.tail()
-            return port_open(settings.temporal_port)
+        target = f"127.0.0.1:{settings.temporal_port}"
 
-        await wait_until(up, timeout=STARTUP_TIMEOUT, interval=0.1)
-        yield f"127.0.0.1:{settings.temporal_port}"
+        async def up() -> bool:
+            # The port opens before the frontend is healthy ("Frontend is not healthy yet"):
+            # ready means a client connects and the health check says serving.
+            assert proc.alive(), proc.tail()
+            if not port_open(settings.temporal_port):
+                return False
+            try:
+                client = await Client.connect(target)
+                return await client.service_client.check_health()
+            except (RuntimeError, RPCError):
+                return False
+
+        await wait_until(up, timeout=STARTUP_TIMEOUT, interval=0.2)
+        yield target
     finally:
         proc.stop()
 
