@@ -184,7 +184,8 @@ class FollowPolicy:
 class DialSlot:
     """A campaign's pacing of one call's first dial: it reaches the provider no earlier than
     `at` (Unix time, seconds), and no sooner than `min_gap` seconds after the previous dial
-    with the same `key` (the campaign) from the same worker. The campaign starts its calls
+    with the same `key` (the campaign), across workers when the limits storage is shared
+    (infra/limiter.py). A retry goes unpaced. The campaign starts its calls
     ahead of their slots, so the dials keep its calls_per_second however long starting and
     preparing a call took, and a dial held up by a busy worker cannot bunch with the next."""
 
