@@ -67,10 +67,11 @@ async def test_the_demo_agent_answers_a_call_and_hangs_up(
                     params={"call_session_id": sid},
                     headers=procs.headers,
                 )
+                assert r.status_code == 200, r.text
                 body: dict[str, Any] = r.json()
                 return body if body["call_status"] == "completed" else None
 
-            call = await wait_until(completed, timeout=60)
+            call = await wait_until(completed, timeout=60, interval=0.5)
         # Whole logs: the access log of the polling above pushes the start out of a tail.
         logs = "\n".join(
             proc.log.read_text(errors="replace")
