@@ -22,6 +22,7 @@ from tests.fakes.twilio_server import FakeTwilio
 from tests.support.accounts import Account, make_account
 from tests.support.rows import terminal_row
 from tests.support.stack import Stack, StackFactory, create_call
+from tests.support.twilio import twilio_settings
 from tests.support.waiting import wait_until
 
 AGENTS = "/api/v1/agents"
@@ -294,19 +295,6 @@ def fake() -> Iterator[FakeTwilio]:
     server.stop()
 
 
-def twilio_settings(fake: FakeTwilio, **overrides: Any) -> dict[str, Any]:
-    return {
-        "telephony_provider": "twilio",
-        "twilio_account_sid": fake.account_sid,
-        "twilio_auth_token": fake.auth_token,
-        "twilio_api_base_url": fake.base_url,
-        "twilio_http_timeout_seconds": 0.5,
-        "public_base_url": "https://dialer.example.test",
-        "call_status_poll_seconds": 30.0,
-        **overrides,
-    }
-
-
 async def test_twiml_holds_the_agents_url_and_the_calls_parameters(
     stack_factory: StackFactory, fake: FakeTwilio
 ) -> None:
@@ -347,7 +335,7 @@ async def test_twiml_holds_the_agents_url_and_the_calls_parameters(
 async def test_no_url_anywhere_fails_the_call_before_any_dial(
     stack_factory: StackFactory, fake: FakeTwilio
 ) -> None:
-    async with stack_factory(**twilio_settings(fake)) as stack:
+    async with stack_factory(**twilio_settings(fake, media_stream_url=None)) as stack:
         account = make_account(stack.engine)
         agent = await new_agent(stack, account)  # no media_stream_url, and no default
         resp = await create_call(stack, account.headers, TO, agent_id=agent["id"], wait="dialed")

@@ -17,16 +17,11 @@ import pytest
 from core.security import key_prefix
 from tests.fakes.twilio_server import FakeTwilio
 from tests.integration.test_agent_stream import new_agent
-from tests.integration.test_twilio import (
-    callback_url,
-    post_callback,
-    status_params,
-    twilio_settings,
-)
 from tests.support.accounts import Account, make_account
 from tests.support.media_agent import media_agent
 from tests.support.rows import dial_count, stored_row
 from tests.support.stack import Stack, StackFactory, create_call, running_workers
+from tests.support.twilio import callback_url, post_callback, status_params, twilio_settings
 from tests.support.waiting import wait_until
 
 TO = "+12025550100"

@@ -9,12 +9,11 @@ import json
 import socket
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 from twilio.request_validator import RequestValidator
 
@@ -23,10 +22,10 @@ from tests.fakes.twilio_server import FakeTwilio, Fault
 from tests.support.accounts import Account, make_account
 from tests.support.rows import events_of, stored_row, table_counts, terminal_row
 from tests.support.stack import Stack, StackFactory, create_call
+from tests.support.twilio import PUBLIC, callback_url, post_callback, status_params, twilio_settings
 from tests.support.waiting import wait_until
 from workflows.create_call import CreateCallWorkflow
 
-PUBLIC = "https://dialer.example.test"
 WEBHOOK = "/telephony/twilio/status"
 
 
@@ -35,60 +34,6 @@ def fake() -> Iterator[FakeTwilio]:
     server = FakeTwilio().start()
     yield server
     server.stop()
-
-
-def twilio_settings(fake: FakeTwilio, **overrides: Any) -> dict[str, Any]:
-    return {
-        "telephony_provider": "twilio",
-        "twilio_account_sid": fake.account_sid,
-        "twilio_auth_token": fake.auth_token,
-        "twilio_api_base_url": fake.base_url,
-        "twilio_http_timeout_seconds": 0.5,
-        "public_base_url": PUBLIC,
-        "media_stream_url": "wss://media.example.test/stream",
-        # Callbacks drive these tests; polling only when a test asks for it.
-        "call_status_poll_seconds": 30.0,
-        "call_status_poll_max_seconds": 30.0,
-        **overrides,
-    }
-
-
-def callback_url(fake: FakeTwilio, session_id: str) -> str:
-    (call,) = fake.calls_for(session_id)
-    return call.params["StatusCallback"][0]
-
-
-async def post_callback(
-    stack: Stack,
-    fake: FakeTwilio,
-    url: str,
-    params: dict[str, str],
-    *,
-    token: str | None = None,
-    signature: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> httpx.Response:
-    """POST a status callback as Twilio would: form-encoded, signed over the public URL."""
-    if signature is None:
-        signature = RequestValidator(token or fake.auth_token).compute_signature(url, params)
-    parts = urlsplit(url)
-    return await stack.http.post(
-        f"{parts.path}?{parts.query}",
-        data=params,
-        headers={"X-Twilio-Signature": signature, **(headers or {})},
-    )
-
-
-def status_params(sid: str, status: str, **extra: str) -> dict[str, str]:
-    """A callback's form fields; Timestamp is now, as Twilio sends it (RFC 2822, in seconds)."""
-    return {
-        "CallSid": sid,
-        "AccountSid": "AC" + "0" * 32,
-        "CallStatus": status,
-        "Timestamp": format_datetime(datetime.now(UTC), usegmt=True),
-        "SequenceNumber": "0",
-        **extra,
-    }
 
 
 async def dialed(stack: Stack, account: Account, number: str = "+12025550100") -> dict[str, Any]:
