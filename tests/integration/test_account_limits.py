@@ -4,14 +4,13 @@ beyond max_concurrent_calls, a campaign that waits for a slot, a number already 
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
 from temporalio.testing import WorkflowEnvironment
 
 from store import accounts
-from tests.support.accounts import make_account
+from tests.support.accounts import fresh_line_number, make_account
 from tests.support.settings import settings_for
 from tests.support.stack import open_stack
 from tests.support.waiting import wait_until
@@ -108,7 +107,7 @@ async def test_a_number_belongs_to_one_account(
 ) -> None:
     settings = settings_for(tmp_path, database_url)
     owner, other = make_account(engine, with_line=False), make_account(engine, with_line=False)
-    number = f"+1202555{uuid.uuid4().int % 100 + 100:04d}"
+    number = fresh_line_number()
     async with open_stack(settings, engine, dev_env.client, workers=False) as stack:
         mine = await stack.http.post(
             "/api/v1/phone", headers=owner.headers, json={"number": number}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from tests.support.accounts import make_account
+from tests.support.accounts import fresh_line_number, make_account
 from tests.support.rows import sessions_of
 from tests.support.stack import Stack, create_call
 
@@ -25,17 +25,21 @@ async def _post(
 async def test_phone_lines(stack: Stack) -> None:
     account = make_account(stack.engine)
     h = account.headers
-    line = await _post(stack, "/api/v1/phone", h, {"number": "(202) 555-0142", "label": "desk"})
-    assert line["number"] == "+12025550142"
+    number = fresh_line_number()  # e.g. +13035550110
+    spelled = f"({number[2:5]}) {number[5:8]}-{number[8:]}"
+    line = await _post(stack, "/api/v1/phone", h, {"number": spelled, "label": "desk"})
+    assert line["number"] == number
     assert line["active"] is True and line["provider"] == "simulated" and line["label"] == "desk"
 
-    dup = await stack.http.post("/api/v1/phone", json={"number": "+1 202 555 0142"}, headers=h)
+    dup = await stack.http.post(
+        "/api/v1/phone", json={"number": f"+1 {number[2:5]} {number[5:8]} {number[8:]}"}, headers=h
+    )
     assert dup.status_code == 409 and dup.json()["detail"]
     for bad in ("12", "not a number", "+1202555"):
         resp = await stack.http.post("/api/v1/phone", json={"number": bad}, headers=h)
         assert resp.status_code == 422, bad
     listed = (await stack.http.get("/api/v1/phone", headers=h)).json()
-    assert [x["number"] for x in listed] == [DEFAULT_LINE, "+12025550142"]
+    assert [x["number"] for x in listed] == [DEFAULT_LINE, number]
 
     off = await stack.http.patch(f"/api/v1/phone/{line['id']}", json={"active": False}, headers=h)
     assert off.status_code == 200 and off.json()["active"] is False
@@ -44,16 +48,18 @@ async def test_phone_lines(stack: Stack) -> None:
     assert on.status_code == 200 and on.json()["active"] is True
     assert on.json()["label"] == "desk"
 
-    # Another user may own the same number as a line of their own.
+    # A number is one account's line: another user gets the answer of a duplicate.
     other = make_account(stack.engine)
-    await _post(stack, "/api/v1/phone", other.headers, {"number": "+12025550142"})
+    taken = await stack.http.post("/api/v1/phone", json={"number": number}, headers=other.headers)
+    assert (taken.status_code, taken.json()) == (dup.status_code, dup.json())
 
 
 async def test_mappings_resolve_the_from_number(stack: Stack) -> None:
     account = make_account(stack.engine)
     h = account.headers
-    line2 = await _post(stack, "/api/v1/phone", h, {"number": "+12025550142"})
-    line3 = await _post(stack, "/api/v1/phone", h, {"number": "+12025550143"})
+    number2, number3 = fresh_line_number(), fresh_line_number()
+    line2 = await _post(stack, "/api/v1/phone", h, {"number": number2})
+    line3 = await _post(stack, "/api/v1/phone", h, {"number": number3})
     agent = await _post(stack, "/api/v1/agents", h, {"name": "Ann"})
     flow = await _post(stack, "/api/v1/workflows", h, {"name": "Renewals"})
     assert agent["phone_number_id"] is None
@@ -94,13 +100,13 @@ async def test_mappings_resolve_the_from_number(stack: Stack) -> None:
         return number
 
     # explicit line -> the agent's line -> the workflow's line -> the first active line
-    assert await from_number(phone_number_id=line3["id"], agent_id=agent["id"]) == "+12025550143"
-    assert await from_number(agent_id=agent["id"], workflow_id=flow["id"]) == "+12025550142"
-    assert await from_number(workflow_id=flow["id"]) == "+12025550143"
+    assert await from_number(phone_number_id=line3["id"], agent_id=agent["id"]) == number3
+    assert await from_number(agent_id=agent["id"], workflow_id=flow["id"]) == number2
+    assert await from_number(workflow_id=flow["id"]) == number3
     assert await from_number() == DEFAULT_LINE
     # The agent's line switched off: its calls fall through to the workflow's line.
     await stack.http.patch(f"/api/v1/phone/{line2['id']}", json={"active": False}, headers=h)
-    assert await from_number(agent_id=agent["id"], workflow_id=flow["id"]) == "+12025550143"
+    assert await from_number(agent_id=agent["id"], workflow_id=flow["id"]) == number3
 
 
 async def test_suppressions(stack: Stack) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
@@ -11,6 +13,19 @@ from store import crud
 from store.db import session_scope
 from store.models import PhoneNumber, User
 from tests.support.settings import TEST_SECRET
+
+# A caller line belongs to one account (a number another account holds is a 409), and tests
+# share their database: a test that registers a line takes a number no other test uses.
+# Fictional 555-01xx numbers of area codes the hard-coded test numbers (202) do not use.
+_LINE_AREAS = ("303", "415", "617", "312", "206", "512", "702", "213", "305", "404")
+_LINE_NUMBERS: Iterator[str] = (
+    f"+1{area}5550{n}" for area, n in itertools.product(_LINE_AREAS, range(110, 199))
+)
+
+
+def fresh_line_number() -> str:
+    """A fictional number no other line of this test session holds."""
+    return next(_LINE_NUMBERS)
 
 
 @dataclass
