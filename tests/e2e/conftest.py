@@ -33,7 +33,6 @@ async def e2e_temporal(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
     )
     proc = spawn("temporal", dev_server_command(settings), clean_env(), data)
     try:
-
         target = f"127.0.0.1:{settings.temporal_port}"
 
         async def up() -> bool:
