@@ -76,9 +76,10 @@ class CallActivities:
                     "workflow a media_stream_url (or set DIALER_MEDIA_STREAM_URL); it was not "
                     "dialed",
                 )
+        # One read of the account's limits for the whole step (this runs for every call).
+        limits = accounts.get_limits(self._engine, input.user_id)
         if validation.ok:
-            weight = accounts.get_limits(self._engine, input.user_id).fairness_weight
-            validation = replace(validation, fairness_weight=weight)
+            validation = replace(validation, fairness_weight=limits.fairness_weight)
         stored = calls.persist_session(self._engine, PersistSessionInput(input, validation))
         if (
             validation.ok
@@ -95,15 +96,15 @@ class CallActivities:
                     "progress (max_concurrent_calls); try again when one has ended"
                 )
                 return self._refuse(input, validation, FailureCode.CONCURRENCY_LIMIT, reason)
-            refused = self._over_rate(input)
+            refused = self._over_rate(input, limits.max_calls_per_second)
             if refused is not None:
                 return self._refuse(input, validation, FailureCode.CALLS_PER_SECOND_LIMIT, refused)
         return PrepareCallResult(validation=validation, stored=stored)
 
-    def _over_rate(self, input: CreateCallInput) -> str | None:
-        """The account's max_calls_per_second, a moving window in the storage every worker
-        shares (Redis with several): why this call is beyond it, else None (and counted)."""
-        rate = accounts.get_limits(self._engine, input.user_id).max_calls_per_second
+    def _over_rate(self, input: CreateCallInput, rate: float | None) -> str | None:
+        """The account's max_calls_per_second (`rate`), a moving window in the storage every
+        worker shares (Redis with several): why this call is beyond it, else None (and
+        counted)."""
         if rate is None:
             return None
         verdict = self._limits.hit(rate_as_window(rate), "account-calls", input.user_id)
