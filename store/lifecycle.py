@@ -93,6 +93,7 @@ def apply_call_statuses(
         if checked.ignored is not None:
             events.append((f"time_ignored:{status}", "provider_time_ignored", checked.ignored))
         at = checked.at
+        reason = _ended_reason(status, update) if is_final(status) else None
         if update.answered_by and update.answered_by != row.answered_by:
             # Answering-machine detection's verdict, which may come after the answer.
             row.answered_by = update.answered_by[:32]
@@ -107,7 +108,7 @@ def apply_call_statuses(
                 row.ended_at = at or checked.recorded
                 if update.duration_seconds is not None:
                     row.duration_seconds = update.duration_seconds
-                row.ended_reason = _ended_reason(status, update)
+                row.ended_reason = reason
             row.updated_at = utcnow()
             _customer_event(session, row, status, update, at or checked.recorded)
         # The timeline keeps every status once, even one that arrived too late to move
@@ -120,7 +121,7 @@ def apply_call_statuses(
             "source": update.source,
             "telephony_leg_id": update.telephony_leg_id,
             "detail": update.detail,
-            "ended_reason": _ended_reason(status, update) if is_final(status) else None,
+            "ended_reason": reason,
         }
         events.append((f"call:{status}", "call_status", detail))
     if gave_up_after_seconds is not None and not is_final(row.call_status):
@@ -154,7 +155,8 @@ def _customer_event(
         extra: dict[str, Any] = {
             "ended_at": at.isoformat(),
             "duration_seconds": row.duration_seconds,
-            "answered_by": update.answered_by,
+            # The session's verdict: detection may have reported it before this status.
+            "answered_by": row.answered_by,
         }
         webhooks.add_call_event(session, row, EventType.CALL_ENDED, extra, at=at)
 
