@@ -303,18 +303,6 @@ class SimulatedProvider:
             detail = "the simulated carrier's media stream failed"
         ended_at = max(datetime.now(UTC), answered_at)
         duration = round((ended_at - answered_at).total_seconds())
-        event = StatusEvent(
-            call_session_id=request.call_session_id,
-            sid=sid,
-            status=CallStatus.COMPLETED,
-            occurred_at=ended_at,
-            duration_seconds=duration,
-            detail=detail,
-        )
-        # The callback first, then the ledger: a poll that finds the end in the ledger would
-        # record it without the stream's detail (the ledger has no column for it), so the
-        # workflow hears it from the callback before a poll can see it.
-        await self._send([event])
         try:
             await asyncio.to_thread(
                 self._ledger.finish,
@@ -324,8 +312,17 @@ class SimulatedProvider:
                 duration_seconds=duration,
             )
         except Exception:
-            # Polling then reports the timeline's end; the callback went out already.
+            # Polling then reports the timeline's end; the callback below still goes out.
             log.warning("simulated call %s: its end was not recorded", sid, exc_info=True)
+        event = StatusEvent(
+            call_session_id=request.call_session_id,
+            sid=sid,
+            status=CallStatus.COMPLETED,
+            occurred_at=ended_at,
+            duration_seconds=duration,
+            detail=detail,
+        )
+        await self._send([event])
 
     async def _emit(
         self,
