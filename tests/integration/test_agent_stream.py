@@ -44,6 +44,9 @@ async def ended(stack: Stack, account: Account, sid: str) -> dict[str, Any]:
     return await wait_until(final, timeout=30)
 
 
+CALLBACKS_ONLY = {"call_status_poll_seconds": 30.0, "call_status_poll_max_seconds": 60.0}
+
+
 def stream_end(call: dict[str, Any]) -> dict[str, Any]:
     (event,) = [
         e["detail"]
@@ -148,7 +151,9 @@ async def test_an_agent_that_hangs_up_ends_the_call_with_its_duration(
 
     async with (
         media_agent(hang_up) as agent,
-        stack_factory(simulated_talk_seconds=30) as stack,
+        # The end and its reason come by callback; no poll may find the end first (it would
+        # record it without the stream's reason).
+        stack_factory(simulated_talk_seconds=30, **CALLBACKS_ONLY) as stack,
     ):
         account = make_account(stack.engine)
         agent_id = await new_agent(stack, account, agent.url)
@@ -164,7 +169,7 @@ async def test_an_agent_that_hangs_up_ends_the_call_with_its_duration(
 async def test_an_unreachable_agent_ends_the_call_and_says_why(
     stack_factory: StackFactory,
 ) -> None:
-    async with stack_factory(simulated_talk_seconds=30) as stack:
+    async with stack_factory(simulated_talk_seconds=30, **CALLBACKS_ONLY) as stack:
         account = make_account(stack.engine)
         agent_id = await new_agent(stack, account, unused_url())
         resp = await create_call(stack, account.headers, TO, agent_id=agent_id)
