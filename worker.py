@@ -179,6 +179,9 @@ def build_workers(
         interceptors=[CallContextInterceptor()],
         # Its activities all run as local activities: no pollers for remote activity tasks.
         no_remote_activities=True,
+        # Sized for the calls live at once, so a callback finds its run in memory instead of
+        # replaying its history (temporal_sticky_cache_* at the worker's metrics endpoint).
+        max_cached_workflows=settings.worker_max_cached_workflows,
         workflow_runner=SandboxedWorkflowRunner()
         if settings.workflow_sandbox
         else UnsandboxedWorkflowRunner(),

@@ -172,6 +172,14 @@ class Settings(BaseSettings):
     # Refused in production, where the codec keeps its token (see the operator's guide).
     codec_local_ui: bool = False
 
+    # Runs of the calls worker kept in memory between their workflow tasks (the SDK's sticky
+    # cache, least recently used first out). A run out of the cache replays its whole history
+    # on its next callback or timer, so it is sized for the calls live at once: one cached
+    # CreateCallWorkflow costs about 120 KB of worker memory (measured, README "Worker memory
+    # and the sticky cache"), so 10,000 live calls hold about 1.2 GB; memory is only taken by
+    # runs that are open. 0: no cache (every task replays from the start).
+    worker_max_cached_workflows: int = Field(default=10_000, ge=0)
+
     # Where the worker serves the Temporal SDK's Prometheus metrics (and the dial counter).
     # Unset port: no metrics endpoint.
     worker_metrics_host: str = "127.0.0.1"

@@ -17,7 +17,7 @@ from store.db import make_engine
 from tests.support.accounts import make_account
 from tests.support.rows import terminal_row
 from tests.support.settings import settings_for
-from tests.support.stack import Stack, create_call, open_stack
+from tests.support.stack import Stack, create_call, open_stack, running_workers
 from tests.support.waiting import wait_until
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -124,3 +124,28 @@ async def test_worker_metrics_endpoint_serves_sdk_metrics_and_dials(metered_stac
     # The SDK's own metrics: polls, task latencies, activity executions.
     assert any(n.startswith("temporal_activity_execution") for n in names), sorted(names)
     assert any(n.startswith("temporal_workflow_task") for n in names), sorted(names)
+
+    # The sticky cache (DIALER_WORKER_MAX_CACHED_WORKFLOWS): the call's tasks after its first
+    # (the dial's result, its callbacks) found its run in memory; a bench reads hits,
+    # misses, size and evictions from here.
+    async def cache_hit() -> Samples | None:
+        now = await _scrape(scraper, url)
+        hits = _value(now, "temporal_sticky_cache_hit_total", workflow_type="CreateCallWorkflow")
+        return now if hits > 0 else None
+
+    async with httpx.AsyncClient() as scraper:
+        cached = await wait_until(cache_hit, timeout=15)
+    assert "temporal_sticky_cache_size" in {name for name, _ in cached}
+
+
+async def test_the_calls_worker_caches_as_many_runs_as_configured(
+    dev_env: WorkflowEnvironment, sqlite_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(tmp_path, sqlite_url, worker_max_cached_workflows=321)
+    engine = make_engine(sqlite_url)
+    try:
+        async with running_workers(dev_env.client, settings, engine) as workers:
+            [calls] = [w for w in workers if w.task_queue == settings.task_queue]
+            assert calls.config()["max_cached_workflows"] == 321
+    finally:
+        engine.dispose()
