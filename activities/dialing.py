@@ -13,6 +13,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from contracts.calls import (
+    LATE_CODE,
+    PACED_CODE,
     DialInput,
     DialResult,
     DialSlot,
@@ -72,11 +74,20 @@ def _note_dial(input: DialInput, result: DialOutcome, error: TelephonyError | No
 EXPECTED = ApplicationErrorCategory.BENIGN
 
 
-def _own_deadline() -> float:
-    timeout = activity.info().start_to_close_timeout
+def _send_by() -> float:
+    """The last moment (Unix time) this attempt may reach the provider: its deadline, from
+    this run's start or, when that is earlier, from when the server started the attempt (a
+    worker stopped before this code ran). After it the workflow counts the attempt as timed
+    out and may dial again once it found it not placed, so nothing may be sent later. Like
+    the campaigns' dial slots, it takes the workers' and the server's clocks as synchronized
+    (NTP)."""
+    info = activity.info()
+    timeout = info.start_to_close_timeout
     if timeout is None:
-        return DEFAULT_DIAL_DEADLINE
-    return max(timeout.total_seconds() - DEADLINE_MARGIN, timeout.total_seconds() / 2)
+        return time.time() + DEFAULT_DIAL_DEADLINE
+    seconds = timeout.total_seconds()
+    own = max(seconds - DEADLINE_MARGIN, seconds / 2)
+    return min(time.time() + own, info.started_time.timestamp() + own)
 
 
 # A dial that wakes later than this after its reserved moment (a busy event loop, a process
@@ -114,7 +125,11 @@ class DialPacer:
             # spacing: the dial goes as soon as the campaign's pace allows.
             earliest = max(now, slot.at) if slot.at <= limit else now
             at = await asyncio.to_thread(
-                self._limits.reserve, f"campaign:{slot.key}", earliest, slot.min_gap
+                self._limits.reserve,
+                f"campaign:{slot.key}",
+                earliest,
+                slot.min_gap,
+                max(limit, now + LATE_TOLERANCE),
             )
             if at > limit and at > now + LATE_TOLERANCE:
                 raise Paced(at - now)
@@ -168,27 +183,42 @@ class DialActivities:
             stream_parameters=dict(input.stream_parameters),
             max_duration_seconds=input.max_duration_seconds,
             machine_detection=input.machine_detection,
+            send_by=_send_by(),
         )
-        deadline = _own_deadline()
+        assert request.send_by is not None
         try:
-            deadline -= await self._pacer.hold(input.slot, deadline / 2)
+            await self._pacer.hold(input.slot, (request.send_by - time.time()) / 2)
         except Paced as exc:
-            # Nothing was sent: the workflow dials again after its backoff.
+            # Nothing was sent: the workflow dials again after the wait, the same attempt.
             _note_dial(input, DialOutcome.NOT_PLACED)
             raise ApplicationError(
                 str(exc),
-                "paced",
+                PACED_CODE,
                 exc.wait,
                 None,
                 type=ErrorType.DIAL_NOT_PLACED,
                 non_retryable=True,
                 category=EXPECTED,
             ) from exc
+        remaining = request.send_by - time.time()
+        if remaining <= 0:
+            # A process stopped or starved since the attempt began: sending now could place a
+            # call after the workflow gave the attempt up and dialed again elsewhere.
+            _note_dial(input, DialOutcome.NOT_PLACED)
+            raise ApplicationError(
+                "the attempt's deadline passed before the request could be sent",
+                LATE_CODE,
+                0.0,
+                None,
+                type=ErrorType.DIAL_NOT_PLACED,
+                non_retryable=True,
+                category=EXPECTED,
+            )
         try:
             # End the attempt ourselves before Temporal times it out: once the workflow sees a
             # timeout it reconciles and may dial again, so a request still running here then
             # could place a second call.
-            call = await asyncio.wait_for(provider.create_call(request), deadline)
+            call = await asyncio.wait_for(provider.create_call(request), remaining)
         except TimeoutError as exc:
             _note_dial(input, DialOutcome.AMBIGUOUS)
             raise ApplicationError(

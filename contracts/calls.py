@@ -26,6 +26,13 @@ class ErrorType(StrEnum):
     CALL_OVER = "CallOver"
 
 
+# The first detail (the code) of a DIAL_NOT_PLACED the dial activity raises without asking the
+# provider: the campaign's pace left no moment within the attempt's budget (the second detail
+# is the wait), or the attempt's deadline passed before the request could be sent.
+PACED_CODE = "paced"
+LATE_CODE = "late"
+
+
 class SessionStatus(StrEnum):
     """A call session's status; `success` and `failed` are terminal."""
 
@@ -86,6 +93,9 @@ class FailureCode(StrEnum):
     LATEST_AT_PASSED = "latest_at_passed"
     # Canceled by its client before it was placed (POST /api/v1/calls/{id}/cancel).
     CANCELED = "canceled"
+    # The carrier that dials the line keeps an account of the numbers a call may come from
+    # (Twilio) and the line was not confirmed as one of them (POST /api/v1/phone/{id}/confirm).
+    LINE_NOT_CONFIRMED = "line_not_confirmed"
 
 
 class MachineDetection(StrEnum):
@@ -185,7 +195,7 @@ class DialSlot:
     """A campaign's pacing of one call's first dial: it reaches the provider no earlier than
     `at` (Unix time, seconds), and no sooner than `min_gap` seconds after the previous dial
     with the same `key` (the campaign), across workers when the limits storage is shared
-    (infra/limiter.py). A retry goes unpaced. The campaign starts its calls
+    (infra/limiter.py). A retry reserves its own moment from then. The campaign starts its calls
     ahead of their slots, so the dials keep its calls_per_second however long starting and
     preparing a call took, and a dial held up by a busy worker cannot bunch with the next."""
 
@@ -349,6 +359,8 @@ class ValidationResult:
     media_stream_url: str | None = None
     # The account's Task Queue Fairness weight for its dials (None: the server's 1.0).
     fairness_weight: float | None = None
+    # The carrier that confirmed the line as the account's own number (None: none did).
+    line_confirmed_by: str | None = None
 
 
 @dataclass
@@ -485,3 +497,6 @@ class FetchCallStatusInput:
 @dataclass
 class FetchCallStatusResult:
     update: CallStatusUpdate | None = None
+    # The provider was not asked: its account's look-up budget was spent; ask again after this
+    # many seconds (activities/lifecycle.py LookupBudget).
+    deferred_seconds: float | None = None

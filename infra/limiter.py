@@ -38,6 +38,9 @@ _SPACING_MEMORY_MS = 60_000
 _RESERVE = """
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
 local at = math.max(tonumber(ARGV[1]), last + tonumber(ARGV[2]))
+if ARGV[4] ~= '' and at > tonumber(ARGV[4]) then
+  return string.format('%.6f', at)
+end
 redis.call('SET', KEYS[1], string.format('%.6f', at), 'PX', ARGV[3])
 return string.format('%.6f', at)
 """
@@ -123,29 +126,35 @@ class SharedLimits:
 
     # --- spacing -------------------------------------------------------------------------
 
-    def reserve(self, key: str, earliest: float, gap: float) -> float:
+    def reserve(self, key: str, earliest: float, gap: float, latest: float | None = None) -> float:
         """Reserve the first moment, no earlier than `earliest` (Unix time), at least `gap`
-        seconds after the previous reservation of `key`, in every process. Returns it."""
+        seconds after the previous reservation of `key`, in every process. Returns it. A
+        moment later than `latest` is returned but not reserved: a caller that cannot wait
+        that long leaves no gap in the others' pace."""
         if self.shared and self._usable():
             try:
-                return self._reserve_shared(key, earliest, gap)
+                return self._reserve_shared(key, earliest, gap, latest)
             except Exception as exc:
                 self._lost(exc)
         with self._lock:
             at = max(earliest, self._reserved.get(key, 0.0) + gap)
+            if latest is not None and at > latest:
+                return at
             self._reserved[key] = at
             if len(self._reserved) > 10_000:
                 horizon = time.time() - _SPACING_MEMORY_MS / 1000
                 self._reserved = {k: t for k, t in self._reserved.items() if t >= horizon}
         return at
 
-    def _reserve_shared(self, key: str, earliest: float, gap: float) -> float:
+    def _reserve_shared(self, key: str, earliest: float, gap: float, latest: float | None) -> float:
         if self._script is None:
             connection = self._storage.get_connection()  # type: ignore[attr-defined]
             self._script = connection.register_script(_RESERVE)
         keep_ms = int(gap * 1000) + _SPACING_MEMORY_MS
+        bound = "" if latest is None else f"{latest:.6f}"
         value = self._script(
-            keys=[f"dialer:spacing:{key}"], args=[f"{earliest:.6f}", f"{gap:.6f}", keep_ms]
+            keys=[f"dialer:spacing:{key}"],
+            args=[f"{earliest:.6f}", f"{gap:.6f}", keep_ms, bound],
         )
         return float(value.decode() if isinstance(value, bytes) else value)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,11 @@ class DialRequest:
     max_duration_seconds: int | None = None
     # A contracts.calls.MachineDetection value: "off" or how to detect a machine.
     machine_detection: str = "off"
+    # The attempt's deadline (Unix time): after it the workflow counts the attempt as timed
+    # out, may find it not placed and dial again, so a request that reaches the carrier later
+    # must not act. The dial checks it right before sending; a carrier that can refuse a
+    # stale request (the simulated one) checks it again on arrival.
+    send_by: float | None = None
 
     @property
     def attempt_tag(self) -> str:
@@ -121,3 +126,29 @@ class TelephonyProvider(Protocol):
         False if it had ended already; raises TelephonyError when the carrier cannot be
         asked (the activity retries)."""
         ...
+
+
+@runtime_checkable
+class NumberOwnership(Protocol):
+    """A carrier that keeps an account of the numbers a call may come from (Twilio: the
+    account's incoming numbers and verified caller ids). A line it dials must be confirmed
+    as one of them first (services/lines.py at registration, activities/calls.py before the
+    dial). A carrier without this method (the simulated one) confirms every line."""
+
+    async def owns_number(self, number: str) -> bool:
+        """Whether `number` (E.164) is the account's own; raises TelephonyError when the
+        carrier cannot be asked."""
+        ...
+
+
+def confirms_lines(provider: object) -> bool:
+    """True for a carrier whose lines must be confirmed as the account's own before a dial."""
+    return isinstance(provider, NumberOwnership)
+
+
+async def owns_number(provider: object, number: str) -> bool:
+    """The carrier's answer for `number`; a carrier that keeps no account of numbers (the
+    simulated one) confirms every line."""
+    if isinstance(provider, NumberOwnership):
+        return await provider.owns_number(number)
+    return True

@@ -187,6 +187,11 @@ class SimulatedProvider:
         return call
 
     def _place(self, request: DialRequest, at: datetime) -> ProviderCall:
+        # A request the sender held past its attempt's deadline (a worker stopped between
+        # sending and this write) is refused, as a carrier honoring a request's expiry would:
+        # the workflow has given the attempt up, and its retry may be on its way.
+        if request.send_by is not None and datetime.now(UTC).timestamp() > request.send_by:
+            raise NotPlaced("the request reached the carrier after its deadline", code="expired")
         row = self._ledger.record(
             sid="SM" + secrets.token_hex(16),
             call_session_id=request.call_session_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -17,6 +18,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeout
 with workflow.unsafe.imports_passed_through():
     from contracts.calls import (
         MACHINE_MESSAGE_END,
+        PACED_CODE,
         WAIT_STAGES,
         AttemptResult,
         CallControlInput,
@@ -30,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         DialInput,
         DialPolicy,
         DialResult,
+        DialSlot,
         EndedReason,
         ErrorType,
         FailureCode,
@@ -76,6 +79,12 @@ CALL_CONTROL = "call-control"  # hang-ups and the workflow's own timeline entrie
 FAIL_FAILED_CALLS = "fail-failed-calls"
 # Patch id: runs started before it dial without Task Queue Priority and Fairness keys.
 DIAL_PRIORITY = "dial-priority"
+# Patch id: runs started before it give a retry no campaign slot, and count the pace's
+# refusals (nothing sent) as attempts.
+PACED_RETRIES = "paced-retries"
+# A dial the campaign's pace refused is tried again after the wait, as the same attempt, at
+# most this many times per call; then the refusals count as attempts again.
+MAX_PACED_REFUSALS = 20
 # Task Queue Priority (lower goes first; 3 is the server's default): a single call's dial
 # goes ahead of campaign dials on the rate-capped dial queue. Within a priority each user is
 # a fairness key with the account's weight, so users share the cap by weight, not by who
@@ -411,14 +420,16 @@ class CreateCallWorkflow:
         last_code: str | None = None
         last_reason = "no attempt was made"
         self._first_dial_at = workflow.now()
-        for attempt in range(1, max_attempts + 1):
+        paced = 0
+        attempt = 0
+        while attempt < max_attempts:
+            attempt += 1
             blocked = self._not_dialing(session_id, attempt - 1)
             if blocked is not None:
                 return blocked
             self._status(SessionStatus.DIALING, f"dialing attempt {attempt} of {max_attempts}")
             dial.attempt = attempt
-            # Only the first attempt keeps a campaign's slot; a retry goes when it is due.
-            dial.slot = self._input.dial_slot if attempt == 1 else None
+            dial.slot = self._slot_for(attempt)
             self._flush_status()
             try:
                 result: DialResult = await workflow.execute_activity(
@@ -450,6 +461,19 @@ class CreateCallWorkflow:
                 # The SDK types the cause as any BaseException; a failure it converted is a
                 # FailureError, which has the message.
                 last_reason = str(cause.message if isinstance(cause, FailureError) else err.message)
+                if (
+                    not_placed
+                    and last_code == PACED_CODE
+                    and paced < MAX_PACED_REFUSALS
+                    and workflow.patched(PACED_RETRIES)
+                ):
+                    # Nothing was sent: the campaign's pace had no moment for it yet. The
+                    # same attempt goes again when the pace has room, not a spent attempt.
+                    paced += 1
+                    attempt -= 1
+                    self._status(SessionStatus.DIALING, "held by the campaign's pace")
+                    await self._pause(max(retry_after, 1.0))
+                    continue
                 await self._record_attempt(
                     RecordAttemptInput(
                         call_session_id=session_id,
@@ -550,6 +574,17 @@ class CreateCallWorkflow:
             )
         )
         return found
+
+    def _slot_for(self, attempt: int) -> DialSlot | None:
+        """The campaign's pacing of a dial: the first attempt keeps its slot; a retry (once
+        patched) reserves the campaign's next free moment from now, so it cannot crowd the
+        campaign's window either."""
+        slot = self._input.dial_slot
+        if slot is None or attempt == 1:
+            return slot
+        if not workflow.patched(PACED_RETRIES):
+            return None
+        return dataclasses.replace(slot, at=workflow.now().timestamp())
 
     def _dial_priority(self) -> Priority:
         if not workflow.patched(DIAL_PRIORITY):

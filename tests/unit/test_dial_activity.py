@@ -7,7 +7,7 @@ import asyncio
 import time
 import uuid
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from temporalio.exceptions import ApplicationError
@@ -15,6 +15,8 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.dialing import DialActivities
 from contracts.calls import (
+    LATE_CODE,
+    PACED_CODE,
     DialInput,
     DialResult,
     DialSlot,
@@ -64,9 +66,17 @@ def dial_input(attempt: int = 2) -> DialInput:
     )
 
 
+def started_now(env: ActivityEnvironment | None = None, **info: object) -> ActivityEnvironment:
+    """An activity environment whose attempt the server started just now (the default info
+    says 1970, and a dial checks its deadline from the attempt's start)."""
+    env = env or ActivityEnvironment()
+    env.info = replace(env.info, started_time=datetime.now(UTC), **info)  # type: ignore[arg-type]
+    return env
+
+
 async def run_dial(provider: ScriptedProvider, input: DialInput) -> DialResult:
     activities = DialActivities(ProviderRegistry({"simulated": provider}, default="simulated"))
-    return await ActivityEnvironment().run(activities.dial, input)
+    return await started_now().run(activities.dial, input)
 
 
 async def test_a_placed_call_returns_its_leg_and_tags_the_attempt() -> None:
@@ -158,8 +168,7 @@ def slotted(at: float, key: str = "campaign-1", min_gap: float = 0.1) -> DialInp
 def activities_with_timeout(
     provider: ScriptedProvider, seconds: float
 ) -> tuple[ActivityEnvironment, DialActivities]:
-    env = ActivityEnvironment()
-    env.info = replace(env.info, start_to_close_timeout=timedelta(seconds=seconds))
+    env = started_now(start_to_close_timeout=timedelta(seconds=seconds))
     activities = DialActivities(ProviderRegistry({"simulated": provider}, default="simulated"))
     return env, activities
 
@@ -206,3 +215,38 @@ async def test_the_hold_leaves_the_provider_half_the_attempts_deadline() -> None
     await env.run(activities.dial, slotted(began + 60))
     # Own deadline 3 - 1 = 2 s: held at most 1 s.
     assert 0.9 <= provider.at[0] - began < 1.5
+
+
+async def test_an_attempt_past_its_deadline_sends_nothing() -> None:
+    """A worker stopped after the server started the attempt (SIGSTOP, a starved loop): by
+    the time this code runs, the workflow may have given the attempt up and dialed again
+    elsewhere, so the request is not sent."""
+    provider = ScriptedProvider()
+    env, activities = activities_with_timeout(provider, 4)
+    env.info = replace(env.info, started_time=datetime.now(UTC) - timedelta(seconds=5))
+    with pytest.raises(ApplicationError) as info:
+        await env.run(activities.dial, dial_input())
+    assert info.value.type == ErrorType.DIAL_NOT_PLACED
+    assert list(info.value.details)[0] == LATE_CODE
+    assert provider.requests == []
+
+
+async def test_the_request_carries_the_attempts_deadline() -> None:
+    provider = ScriptedProvider()
+    env, activities = activities_with_timeout(provider, 4)
+    began = time.time()
+    await env.run(activities.dial, dial_input())
+    (request,) = provider.requests
+    # 4 s start-to-close, 1 s kept to report an unknown outcome: 3 s from the start.
+    assert request.send_by == pytest.approx(began + 3, abs=0.2)
+
+
+async def test_a_paced_refusal_says_so_in_its_code() -> None:
+    provider = ScriptedProvider()
+    env, activities = activities_with_timeout(provider, 4)
+    # The campaign's next moment is a minute away: more than the hold's budget.
+    await env.run(activities.dial, slotted(time.time() + 0.05, key="busy", min_gap=60))
+    with pytest.raises(ApplicationError) as info:
+        await env.run(activities.dial, slotted(time.time(), key="busy", min_gap=60))
+    assert list(info.value.details)[0] == PACED_CODE
+    assert len(provider.requests) == 1

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -161,6 +163,20 @@ async def test_the_ledger_outlives_the_provider_object(engine: Engine) -> None:
     restarted = SimulatedProvider(DatabaseLedger(engine), latency_ms=0)
     assert restarted.dial_count(sid) == 1
     assert await lookup(restarted, sid, [1], "+12025550105") is not None
+
+
+async def test_a_request_past_its_deadline_is_refused_on_arrival(engine: Engine) -> None:
+    """The sender was stopped after sending (the request's send_by passed before the carrier
+    acted on it): the carrier places nothing, as the workflow may already be dialing again."""
+    slow = SimulatedProvider(DatabaseLedger(engine), latency_ms=300)
+    late = replace(request("+12025550100", 1), send_by=time.time() + 0.1)
+    with pytest.raises(NotPlaced) as info:
+        await slow.create_call(late)
+    assert info.value.code == "expired"
+    assert slow.dial_count(late.call_session_id) == 0
+    in_time = replace(request("+12025550100", 1), send_by=time.time() + 5)
+    await slow.create_call(in_time)
+    assert slow.dial_count(in_time.call_session_id) == 1
 
 
 async def test_dial_count_counts_every_placed_call(carrier: SimulatedProvider) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
+from dataclasses import replace
 
 import pytest
 from temporalio.api.enums.v1 import EventType
@@ -21,8 +23,10 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from contracts.calls import (
+    PACED_CODE,
     DialInput,
     DialResult,
+    DialSlot,
     ErrorType,
     FailureCode,
     PersistSessionResult,
@@ -35,6 +39,7 @@ from tests.workflow.harness import (
     FROM,
     PHONE_DIGITS,
     TARGET,
+    DialStep,
     Fakes,
     Run,
     ambiguous,
@@ -45,6 +50,7 @@ from tests.workflow.harness import (
     rejected,
     running,
 )
+from workflows.create_call import MAX_PACED_REFUSALS
 
 # --- the happy path, for both wait stages ---------------------------------------------------
 
@@ -509,3 +515,60 @@ async def test_a_failed_run_is_findable_as_failed(ts_env: WorkflowEnvironment) -
     assert cause.message == f"call failed: {FailureCode.PROVIDER_REJECTED}"
     for pair in attrs:
         _no_phone_number(str(pair.value))
+
+
+# --- a campaign's pace ----------------------------------------------------------------------
+
+
+def paced_then(*steps: DialStep) -> DialStep:
+    """The dial's answers in order, whatever the attempt: what the pace and the carrier did."""
+    queue = list(steps)
+
+    async def step(fakes: Fakes, dial: DialInput) -> DialResult:
+        return await queue.pop(0)(fakes, dial)
+
+    return step
+
+
+async def test_a_paced_refusal_spends_no_attempt_and_a_retry_keeps_the_pace(
+    ts_env: WorkflowEnvironment,
+) -> None:
+    """The pace refused the first dial (nothing sent): the same attempt goes again after the
+    wait; the carrier then refuses it once, and the retry carries the campaign's slot, so it
+    reserves a moment in the campaign's pace like every first dial."""
+    fakes = Fakes(
+        default_dial=paced_then(not_placed(PACED_CODE, retry_after=3.0), not_placed(), placed())
+    )
+    async with running(ts_env, fakes) as run:
+        slot = DialSlot(at=1.0, key="campaign-1", min_gap=0.05)
+        run.call = replace(run.call, campaign_id=str(uuid.uuid4()), dial_slot=slot)
+        await run.create()
+        await run.finish()
+        assert await run.backoff_timers() == [3.0, 1.0]
+
+    assert fakes.dial_attempts == [1, 1, 2]
+    # Only the carrier's refusal is an attempt on the timeline.
+    assert [(a.attempt, a.result, a.provider_error_code) for a in fakes.attempts] == [
+        (1, "not_placed", "connect")
+    ]
+    assert (fakes.outcome.status, fakes.outcome.attempts) == ("success", 2)
+    first, again, retry = (d.slot for d in fakes.dials)
+    assert first == again == slot
+    assert retry is not None and (retry.key, retry.min_gap) == ("campaign-1", 0.05)
+    assert retry.at > slot.at  # from the retry's own moment, not the first dial's
+
+
+async def test_a_pace_that_never_has_room_ends_in_spent_attempts(
+    ts_env: WorkflowEnvironment,
+) -> None:
+    fakes = Fakes(default_dial=not_placed(PACED_CODE, retry_after=2.0))
+    async with running(ts_env, fakes, max_attempts=2) as run:
+        slot = DialSlot(at=1.0, key="campaign-2", min_gap=0.05)
+        run.call = replace(run.call, campaign_id=str(uuid.uuid4()), dial_slot=slot)
+        await run.create()
+        await run.finish()
+
+    # MAX_PACED_REFUSALS free refusals, then each counts: the policy's 2 attempts.
+    assert len(fakes.dials) == MAX_PACED_REFUSALS + 2
+    assert [a.attempt for a in fakes.attempts] == [1, 2]
+    assert fakes.outcome.failure_code == FailureCode.RETRIES_EXHAUSTED
