@@ -15,7 +15,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from activities.calls import CallActivities
 from activities.campaigns import CampaignActivities
 from activities.dialing import DialActivities
-from activities.lifecycle import LifecycleActivities
+from activities.lifecycle import LifecycleActivities, LookupBudget
 from activities.webhooks import DeliveryConfig, WebhookActivities
 from contracts.context import media_stream_url_problem
 from core.config import Settings, get_settings
@@ -128,6 +128,13 @@ def webhook_activities(settings: Settings, engine: Engine) -> WebhookActivities:
     )
 
 
+def lookup_budget(settings: Settings, shared: SharedLimits) -> LookupBudget:
+    """Polls of one provider account share one window in every worker: a Twilio account is
+    its SID (two deployments of one account that share the limits storage share it too)."""
+    accounts = {"twilio": settings.twilio_account_sid} if settings.twilio_account_sid else {}
+    return LookupBudget(shared, settings.provider_lookups_per_second, accounts)
+
+
 def fault_injector(settings: Settings) -> FaultInjector | None:
     """The simulated carrier's fault injector, when DIALER_SIMULATED_FAULT_SEED is set."""
     if settings.simulated_fault_seed is None:
@@ -155,7 +162,7 @@ def build_workers(
     calls = CallActivities(
         engine, providers, settings.default_region, settings.media_stream_url, webhooks, shared
     )
-    lifecycle = LifecycleActivities(engine, providers, webhooks)
+    lifecycle = LifecycleActivities(engine, providers, webhooks, lookup_budget(settings, shared))
     dialing = DialActivities(providers, shared)
     grace = timedelta(seconds=settings.worker_graceful_shutdown_seconds)
     campaigns = CampaignActivities(

@@ -109,6 +109,11 @@ class Settings(BaseSettings):
     call_status_poll_seconds: float = Field(default=30.0, gt=0)
     call_status_poll_max_seconds: float = Field(default=600.0, gt=0)
     call_max_age_seconds: float = Field(default=7200.0, gt=0)
+    # Provider look-ups (the polls above) per second per provider account, across every
+    # worker (the shared storage below): far below what a carrier answers with 429 (Twilio
+    # limits an account's concurrent REST requests). A look-up past it is not sent: the
+    # workflow asks again a little later.
+    provider_lookups_per_second: float = Field(default=20.0, gt=0, le=1000)
 
     # Call control (README, "Call control"). A call's max_duration_seconds when it gives none
     # (None: no limit but call_max_age_seconds); its machine_detection when it gives none
