@@ -27,6 +27,7 @@ from infra.temporal_client import connect, metrics_runtime
 from infra.tracing import configure_tracing
 from services.call_status import CallStatusSink
 from services.calls import TemporalCallLauncher, call_policies
+from services.lines import carrier_names, twilio_config
 from services.webhooks import WebhookDispatcher
 from store.db import get_engine
 from store.simulated_ledger import DatabaseLedger
@@ -34,7 +35,7 @@ from telephony.base import TelephonyProvider
 from telephony.faults import FaultInjector, with_faults
 from telephony.registry import ProviderRegistry
 from telephony.simulated import SimulatedProvider, SimulatedTimeline
-from telephony.twilio import TwilioConfig, TwilioProvider
+from telephony.twilio import TwilioProvider
 from workflows.campaign import CampaignWorkflow
 from workflows.create_call import CreateCallWorkflow
 from workflows.webhooks import WebhookDeliveryWorkflow
@@ -49,23 +50,7 @@ MAX_CONCURRENT_DIALS = 1000
 
 def twilio_provider(settings: Settings) -> TwilioProvider:
     """Build the provider from dialer settings; refuses a half-configured account."""
-    token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
-    if not settings.twilio_account_sid or not token:
-        raise ValueError(
-            "DIALER_TELEPHONY_PROVIDER=twilio needs DIALER_TWILIO_ACCOUNT_SID and "
-            "DIALER_TWILIO_AUTH_TOKEN"
-        )
-    return TwilioProvider(
-        TwilioConfig(
-            account_sid=settings.twilio_account_sid,
-            auth_token=token,
-            api_base_url=settings.twilio_api_base_url,
-            http_timeout_seconds=settings.twilio_http_timeout_seconds,
-            public_base_url=settings.public_base_url,
-            ring_timeout_seconds=settings.twilio_ring_timeout_seconds,
-            machine_detection=settings.twilio_machine_detection,
-        )
-    )
+    return TwilioProvider(twilio_config(settings))
 
 
 def build_providers(
@@ -77,7 +62,10 @@ def build_providers(
     lines labelled `twilio`. `client` lets the simulated carrier send its status callbacks
     to the workflows, through the same path as the Twilio webhook."""
     providers: dict[str, TelephonyProvider] = {}
-    if settings.telephony_provider == "simulated":
+    # Which carriers: services/lines.py's rule, so the API confirms a line at the carrier
+    # that will dial it.
+    names = carrier_names(settings)
+    if "simulated" in names:
         sink = None
         if client is not None and settings.simulated_callbacks:
 
@@ -95,9 +83,7 @@ def build_providers(
             ),
             status_sink=sink,
         )
-    if settings.telephony_provider == "twilio" or (
-        settings.twilio_account_sid and settings.twilio_auth_token
-    ):
+    if "twilio" in names:
         providers["twilio"] = twilio_provider(settings)
     if "simulated" in providers:
         providers["simulated"] = with_faults(providers["simulated"], fault_injector(settings))
@@ -175,6 +161,7 @@ def build_workers(
         workflows=[CreateCallWorkflow, CampaignWorkflow],
         activities=[
             calls.prepare_call,
+            calls.admit_call,
             calls.record_attempt,
             calls.record_outcome,
             calls.record_call_event,

@@ -17,6 +17,7 @@ from api.limits import auth_failure_throttle
 from api.schemas import Detail
 from core.config import Settings
 from core.security import hash_key, key_prefix
+from services.lines import LineConfirmer
 from services.temporal import TemporalGateway
 from store.models import ApiKey, User
 
@@ -52,10 +53,24 @@ def get_temporal(request: Request) -> TemporalGateway:
     return temporal
 
 
+def get_line_confirmer(request: Request) -> LineConfirmer:
+    """The carriers a line is confirmed at, built on first use (no request reaches a carrier
+    before a line is registered or confirmed)."""
+    state = request.app.state
+    if getattr(state, "line_confirmer", None) is None:
+        try:
+            state.line_confirmer = LineConfirmer.from_settings(state.settings)
+        except ValueError as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
+    confirmer: LineConfirmer = state.line_confirmer
+    return confirmer
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 EngineDep = Annotated[Engine, Depends(get_engine_dep)]
 SessionDep = Annotated[Session, Depends(get_db)]
 TemporalDep = Annotated[TemporalGateway, Depends(get_temporal)]
+LineConfirmerDep = Annotated[LineConfirmer, Depends(get_line_confirmer)]
 
 
 @dataclass(frozen=True)

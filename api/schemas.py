@@ -308,6 +308,12 @@ class PhoneNumberPublic(BaseModel):
     label: str | None
     active: bool
     created_at: UTCDatetime
+    confirmed_by: str | None = Field(
+        description="The carrier that confirmed the number as its account's own (`twilio`: an "
+        "incoming number or a verified caller id; `simulated` confirms every line), or null. "
+        "With Twilio a line dials only once Twilio confirmed it."
+    )
+    confirmed_at: UTCDatetime | None
 
 
 class MappingCreate(RequestModel):

@@ -205,6 +205,56 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lines_confirm(args: argparse.Namespace) -> int:
+    from services.lines import CarrierUnavailable, LineConfirmer, NumberNotOwned
+    from store import crud
+
+    # The carrier's answers are the command's output: its log lines would only repeat them.
+    for name in ("telephony", "services.lines", "twilio"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    engine = _engine()
+    user_id = crud.get_user(engine=engine, email=args.user).id if args.user else None
+    confirmer = LineConfirmer.from_settings(get_settings())
+    # Only lines the carrier that dials them has not confirmed yet (after the upgrade to
+    # migration 0008, or a change of DIALER_TELEPHONY_PROVIDER).
+    pending = [
+        (line, email)
+        for line, email in crud.list_lines(engine=engine, user_id=user_id)
+        if line.confirmed_by != confirmer.carrier_for(line.provider)
+    ]
+
+    async def confirm_all() -> tuple[int, int]:
+        confirmed = refused = 0
+        for line, email in pending:
+            try:
+                carrier = await confirmer.confirm(line.number, line.provider)
+            except NumberNotOwned:
+                refused += 1
+                sys.stdout.write(
+                    f"{line.number}  {email}  not confirmed: neither an incoming number nor "
+                    "a verified caller id of the carrier account (it cannot dial)\n"
+                )
+                continue
+            except CarrierUnavailable:
+                raise CommandError(
+                    f"the carrier could not be asked about {line.number}: {confirmed} line(s) "
+                    "confirmed so far; run the command again"
+                ) from None
+            crud.confirm_line(engine=engine, line_id=line.id, carrier=carrier)
+            confirmed += 1
+            sys.stdout.write(f"{line.number}  {email}  confirmed by {carrier}\n")
+        return confirmed, refused
+
+    confirmed, refused = asyncio.run(confirm_all())
+    if refused:
+        raise CommandError(
+            f"{refused} line(s) not confirmed ({confirmed} confirmed): buy or verify their "
+            "numbers in the carrier account, then run the command again"
+        )
+    sys.stderr.write(f"{confirmed} line(s) confirmed, none left unconfirmed\n")
+    return 0
+
+
 def cmd_demo_seed(_: argparse.Namespace) -> int:
     from dialer.stack import demo_key
 
@@ -305,6 +355,18 @@ def build_parser() -> argparse.ArgumentParser:
     kl = keys.add_parser("list", help="a user's keys: prefix, created and revoked times")
     kl.add_argument("--user", required=True, metavar="EMAIL")
     kl.set_defaults(func=cmd_keys_list)
+
+    lines = sub.add_parser("lines", help="caller lines").add_subparsers(dest="lines", required=True)
+    lc = lines.add_parser(
+        "confirm",
+        help="ask the carrier about every line it has not confirmed; prints one line each",
+        description="With Twilio a caller line dials only once Twilio confirmed its number as "
+        "one of the account's incoming numbers or verified caller ids. Lines added before "
+        "that check (or before a change of DIALER_TELEPHONY_PROVIDER) are confirmed here, for "
+        "one user or for every account; exits non-zero if any is not the account's.",
+    )
+    lc.add_argument("--user", metavar="EMAIL", help="only this user's lines (default: all)")
+    lc.set_defaults(func=cmd_lines_confirm)
 
     campaigns = sub.add_parser("campaigns", help="campaigns, through the API").add_subparsers(
         dest="campaigns", required=True

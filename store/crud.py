@@ -1,7 +1,8 @@
-"""Users, API keys and the demo account (used by the CLI and the tests)."""
+"""Users, API keys, caller lines and the demo account (used by the CLI and the tests)."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -73,6 +74,30 @@ def key_is_valid(*, engine: Engine, key: str, secret: str) -> bool:
     with Session(engine) as session:
         row = session.exec(select(ApiKey).where(ApiKey.key_hash == hash_key(key, secret))).first()
     return row is not None and row.revoked_at is None
+
+
+def list_lines(
+    *, engine: Engine, user_id: uuid.UUID | None = None
+) -> list[tuple[PhoneNumber, str]]:
+    """Every caller line (of one user, or of every account) with its user's email, oldest
+    first."""
+    query = select(PhoneNumber, User.email).join(User, col(User.id) == col(PhoneNumber.user_id))
+    if user_id is not None:
+        query = query.where(PhoneNumber.user_id == user_id)
+    with Session(engine) as session:
+        rows = session.exec(query.order_by(col(PhoneNumber.created_at), col(PhoneNumber.id)))
+        return [(line, email) for line, email in rows.all()]
+
+
+def confirm_line(*, engine: Engine, line_id: uuid.UUID, carrier: str) -> None:
+    """Record that `carrier` confirmed the line's number as its account's own."""
+    with session_scope(engine) as session:
+        line = session.get(PhoneNumber, line_id)
+        if line is None:
+            raise NotFound(f"no line {line_id}")
+        line.confirmed_by = carrier
+        line.confirmed_at = utcnow()
+        session.add(line)
 
 
 @dataclass(frozen=True)

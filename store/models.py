@@ -64,6 +64,11 @@ class PhoneNumber(SQLModel, table=True):
     label: str | None = Field(default=None, max_length=200)
     active: bool = True
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    # The carrier that confirmed the number as its account's own (an incoming number or a
+    # verified caller id at Twilio) and when; NULL: never confirmed. A carrier that keeps an
+    # account of numbers dials only a line it confirmed itself (activities/calls.py).
+    confirmed_by: str | None = Field(default=None, max_length=32)
+    confirmed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
 
 
 class Agent(SQLModel, table=True):

@@ -264,6 +264,29 @@ class TwilioProvider:
     async def hangup_call(self, sid: str, *, answered: bool, message: str | None = None) -> bool:
         return await _hangup(self._client, sid, answered=answered, message=message)
 
+    async def owns_number(self, number: str) -> bool:
+        """Whether `number` is one of the account's IncomingPhoneNumbers or OutgoingCallerIds
+        (the numbers Twilio lets a call come from). Twilio's PhoneNumber filter also matches
+        partial numbers, so only an exact match counts."""
+
+        def find() -> bool:
+            account = self._client.api.account
+            incoming = account.incoming_phone_numbers.list(phone_number=number, limit=LOOKUP_LIMIT)
+            if any(n.phone_number == number for n in incoming):
+                return True
+            verified = account.outgoing_caller_ids.list(phone_number=number, limit=LOOKUP_LIMIT)
+            return any(n.phone_number == number for n in verified)
+
+        try:
+            return await asyncio.to_thread(find)
+        except (TwilioRestException, TwilioServiceException) as exc:
+            raise _map_rest_error(exc) from exc
+        except (requests.RequestException, TwilioException) as exc:
+            log.info("a number lookup at Twilio failed: %s", type(exc).__name__)
+            raise NotPlaced(
+                "the carrier could not be asked about the number", provider_message=_said(exc)
+            ) from exc
+
 
 def hangup_twiml(message: str) -> str:
     """What the call does instead of its stream: say the message, then hang up."""

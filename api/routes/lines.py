@@ -5,12 +5,20 @@ from __future__ import annotations
 import uuid
 from typing import Any, TypeVar
 
+from anyio import from_thread
 from fastapi import APIRouter, HTTPException, status
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped
 from sqlmodel import col, select
 
-from api.deps import AUTH_ERRORS, CurrentUser, Responses, SessionDep, SettingsDep
+from api.deps import (
+    AUTH_ERRORS,
+    CurrentUser,
+    LineConfirmerDep,
+    Responses,
+    SessionDep,
+    SettingsDep,
+)
 from api.schemas import (
     AgentPublic,
     Detail,
@@ -24,7 +32,8 @@ from api.schemas import (
     PhoneNumberUpdate,
 )
 from core.phone import InvalidNumber, normalize
-from store.models import Agent, Flow, LineMapping, PhoneNumber
+from services.lines import CarrierUnavailable, NumberNotOwned
+from store.models import Agent, Flow, LineMapping, PhoneNumber, utcnow
 
 router = APIRouter(prefix="/api/v1", responses=AUTH_ERRORS)
 NOT_FOUND: Responses = {404: {"model": Detail, "description": "Not found (or not yours)"}}
@@ -38,6 +47,47 @@ _Named = TypeVar("_Named", Agent, Flow)
 # of one's own, so a 409 tells nobody more than that the number is taken.
 LINE_TAKEN = "this line exists already"
 TAKEN: Responses = {409: {"model": Detail, "description": "The line exists already"}}
+
+
+# A carrier that keeps an account of numbers (Twilio) confirms a line before it can dial.
+NOT_CONFIRMED = (
+    "number: not confirmed: it is neither an incoming number nor a verified caller id of the "
+    "carrier account this service dials through (buy or verify it there first); nothing was "
+    "changed"
+)
+CARRIER_DOWN = (
+    "the carrier could not be asked whether the number is its account's own; nothing was "
+    "changed: try again"
+)
+CONFIRM_ERRORS: Responses = {
+    422: {"model": Detail, "description": "Unreadable, or not the carrier account's number"},
+    503: {"model": Detail, "description": "The carrier could not be asked"},
+}
+
+
+def _taken(session: SessionDep, number: str, user_id: uuid.UUID) -> bool:
+    """The number is a line already: another account's claim, or this account's own."""
+    return (
+        session.exec(
+            select(PhoneNumber.id).where(
+                (PhoneNumber.owner_number == number)
+                | ((PhoneNumber.user_id == user_id) & (PhoneNumber.number == number))
+            )
+        ).first()
+        is not None
+    )
+
+
+def _confirm(lines: LineConfirmerDep, session: SessionDep, number: str, label: str) -> str:
+    """The carrier that confirmed `number` as its account's own, or the HTTP answer why not.
+    The database connection goes back to the pool first: the carrier may take seconds."""
+    session.close()
+    try:
+        return from_thread.run(lines.confirm, number, label)
+    except NumberNotOwned as exc:
+        raise HTTPException(422, NOT_CONFIRMED) from exc
+    except CarrierUnavailable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, CARRIER_DOWN) from exc
 
 
 def _claimed_elsewhere(session: SessionDep, number: str, user_id: uuid.UUID) -> bool:
@@ -76,19 +126,26 @@ def list_lines(user: CurrentUser, session: SessionDep) -> list[PhoneNumber]:
     "/phone",
     response_model=PhoneNumberPublic,
     status_code=201,
-    responses=TAKEN,
+    responses={**TAKEN, **CONFIRM_ERRORS},
     tags=["lines"],
 )
 def create_line(
-    body: PhoneNumberCreate, user: CurrentUser, session: SessionDep, settings: SettingsDep
+    body: PhoneNumberCreate,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    lines: LineConfirmerDep,
 ) -> PhoneNumber:
-    """Add a caller line."""
+    """Add a caller line, once the carrier that dials it confirms the number is its account's
+    own (Twilio: an incoming number or a verified caller id)."""
     try:
         number = normalize(body.number, settings.default_region)
     except InvalidNumber as exc:
         raise HTTPException(422, f"number: {exc}") from exc
-    if _claimed_elsewhere(session, number, user.user_id):
+    # Taken before the carrier is asked: a 409 says no more than that, whoever holds it.
+    if _taken(session, number, user.user_id):
         raise HTTPException(409, LINE_TAKEN)
+    confirmed_by = _confirm(lines, session, number, body.provider)
     line = PhoneNumber(
         user_id=user.user_id,
         number=number,
@@ -96,6 +153,8 @@ def create_line(
         provider=body.provider,
         label=body.label,
         active=body.active,
+        confirmed_by=confirmed_by,
+        confirmed_at=utcnow(),
     )
     session.add(line)
     try:
@@ -134,6 +193,25 @@ def update_line(
     except IntegrityError as exc:
         session.rollback()
         raise HTTPException(409, LINE_TAKEN) from exc
+    return line
+
+
+@router.post(
+    "/phone/{phone_number_id}/confirm",
+    response_model=PhoneNumberPublic,
+    responses={**NOT_FOUND, **CONFIRM_ERRORS},
+    tags=["lines"],
+)
+def confirm_line(
+    phone_number_id: uuid.UUID, user: CurrentUser, session: SessionDep, lines: LineConfirmerDep
+) -> PhoneNumber:
+    """Ask the carrier that dials the line again whether its number is the account's own (a
+    line added before the check, or after a change of carrier); a refusal changes nothing."""
+    line = _owned(session, PhoneNumber, phone_number_id, user.user_id, "phone number")
+    line.confirmed_by = _confirm(lines, session, line.number, line.provider)
+    line.confirmed_at = utcnow()
+    session.add(line)
+    session.commit()
     return line
 
 

@@ -10,7 +10,12 @@ the real `twilio` client to talk to it, with faults that can be injected per req
   call, and a call already over answers 400 with code 21220, as Twilio does,
 - errors in Twilio's JSON shape `{code, message, more_info, status}`,
 - `failing_pages`: that many list answers name a next page whose fetch fails (HTTP 500), the
-  paging error the SDK raises as a plain TwilioException.
+  paging error the SDK raises as a plain TwilioException,
+- `GET /2010-04-01/Accounts/{sid}/IncomingPhoneNumbers.json?PhoneNumber=` and
+  `GET /2010-04-01/Accounts/{sid}/OutgoingCallerIds.json?PhoneNumber=`: the account's numbers
+  (`incoming_numbers`) and verified caller ids (`caller_ids`). As at Twilio, the incoming
+  numbers' PhoneNumber filter matches part of a number too; `number_faults` answers the next
+  number lookups with an error instead.
 
 Like the real Twilio, a call's JSON does not carry its StatusCallback URL; the tests read
 what was posted from `calls[sid].params`. `created` counts the calls the server placed: the
@@ -34,6 +39,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 API = "/2010-04-01/Accounts/"
+# The number lists of an account, by resource, and the key of their items in a page.
+NUMBER_LISTS = {
+    "IncomingPhoneNumbers": "incoming_phone_numbers",
+    "OutgoingCallerIds": "outgoing_caller_ids",
+}
 
 
 @dataclass
@@ -102,6 +112,11 @@ class FakeTwilio:
     updates: list[tuple[str, dict[str, list[str]]]] = field(default_factory=list)
     # List answers that name a next page which then fails to load, one per list request.
     failing_pages: int = 0
+    # The account's IncomingPhoneNumbers and OutgoingCallerIds (E.164).
+    incoming_numbers: set[str] = field(default_factory=set)
+    caller_ids: set[str] = field(default_factory=set)
+    # Errors ("error" faults) for the next number lookups, one per list request.
+    number_faults: deque[Fault] = field(default_factory=deque)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
 
@@ -264,6 +279,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.fake.requests.append(("GET", self.path))
         if not self._authorized():
             return
+        path = urlsplit(self.path).path
+        for kind in NUMBER_LISTS:
+            if path == f"{API}{self.fake.account_sid}/{kind}.json":
+                self._numbers(kind, parse_qs(urlsplit(self.path).query))
+                return
         route = self._route()
         if route is None:
             self._error(404, 20404, "The requested resource was not found")
@@ -280,6 +300,48 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, call.json(self.fake.account_sid))
             return
         self._send(200, self._list(parse_qs(urlsplit(self.path).query)))
+
+    def _numbers(self, kind: str, query: dict[str, list[str]]) -> None:
+        fake = self.fake
+        with fake.lock:
+            fault = fake.number_faults.popleft() if fake.number_faults else None
+        if fault is not None:
+            self._error(fault.status, fault.code, fault.message)
+            return
+        wanted = query.get("PhoneNumber", [""])[0]
+        if kind == "IncomingPhoneNumbers":
+            # Twilio matches part of a number here ("+1202" finds every +1 202 number).
+            numbers = sorted(n for n in fake.incoming_numbers if wanted in n)
+        else:
+            numbers = sorted(n for n in fake.caller_ids if not wanted or n == wanted)
+        size = int(query.get("PageSize", ["50"])[0])
+        uri = f"{API}{fake.account_sid}/{kind}.json"
+        items = [
+            {
+                "sid": "PN" + secrets.token_hex(16),
+                "account_sid": fake.account_sid,
+                "friendly_name": number,
+                "phone_number": number,
+                "date_created": format_datetime(datetime.now(UTC), usegmt=True),
+                "date_updated": format_datetime(datetime.now(UTC), usegmt=True),
+                "uri": uri,
+            }
+            for number in numbers[:size]
+        ]
+        self._send(
+            200,
+            {
+                NUMBER_LISTS[kind]: items,
+                "first_page_uri": uri,
+                "next_page_uri": None,
+                "previous_page_uri": None,
+                "page": 0,
+                "page_size": size,
+                "start": 0,
+                "end": max(0, len(items) - 1),
+                "uri": uri,
+            },
+        )
 
     def _list(self, query: dict[str, list[str]]) -> dict[str, Any]:
         since: date | None = None

@@ -249,6 +249,19 @@ async def _patch_line(probe: Probe) -> None:
         assert row is not None and row.active, "another user's request changed the line"
 
 
+async def _confirm_line(probe: Probe) -> None:
+    line = _owner_line(probe)
+    with session_scope(probe.stack.engine) as session:
+        row = session.get(PhoneNumber, uuid.UUID(line))
+        assert row is not None
+        row.confirmed_by = None  # so that a confirmation by the intruder would show
+    resp = await probe.same_as_missing("POST", lambda v: f"/api/v1/phone/{v}/confirm", line)
+    assert resp.status_code == 404
+    with Session(probe.stack.engine) as session:
+        found = session.get(PhoneNumber, uuid.UUID(line))
+        assert found is not None and found.confirmed_by is None, "another user confirmed it"
+
+
 def _patch_named(model: type[Agent | Flow], path: str) -> Check:
     async def check(probe: Probe) -> None:
         owned = _owned(probe, model)
@@ -478,6 +491,7 @@ COVERAGE: dict[tuple[str, str, str], Check] = {
         for action in ("cancel", "hangup")
     },
     ("PATCH", "/api/v1/phone/{phone_number_id}", "phone_number_id"): _patch_line,
+    ("POST", "/api/v1/phone/{phone_number_id}/confirm", "phone_number_id"): _confirm_line,
     ("PATCH", "/api/v1/agents/{agent_id}", "agent_id"): _patch_named(Agent, "/api/v1/agents"),
     ("GET", "/api/v1/webhooks/{webhook_id}", "webhook_id"): _webhook_route("GET"),
     ("PATCH", "/api/v1/webhooks/{webhook_id}", "webhook_id"): _webhook_route(

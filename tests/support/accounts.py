@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 
 from store import crud
 from store.db import session_scope
-from store.models import PhoneNumber, User
+from store.models import PhoneNumber, User, utcnow
 from tests.support.settings import TEST_SECRET
 
 # A caller line belongs to one account (a number another account holds is a 409), and tests
@@ -38,11 +38,28 @@ class Account:
         return {"x-api-key": self.key}
 
 
-def make_account(engine: Engine, email: str | None = None, *, with_line: bool = True) -> Account:
-    """A user with an API key and (by default) one active simulated line."""
+def make_account(
+    engine: Engine,
+    email: str | None = None,
+    *,
+    with_line: bool = True,
+    line_confirmed_by: str | None = "twilio",
+) -> Account:
+    """A user with an API key and (by default) one active simulated line. The line counts as
+    confirmed by Twilio (`line_confirmed_by`), so the tests that run the twilio provider dial
+    from it as from a line registered through the API; the simulated carrier checks nothing.
+    `line_confirmed_by=None`: a line no carrier confirmed (one added before the check)."""
     user = crud.create_user(engine=engine, email=email or f"u{uuid.uuid4().hex[:10]}@example.test")
     key = crud.create_key(engine=engine, user=user, secret=TEST_SECRET)
     if with_line:
         with session_scope(engine) as session:
-            session.add(PhoneNumber(user_id=user.id, number="+12025550199", label="test line"))
+            session.add(
+                PhoneNumber(
+                    user_id=user.id,
+                    number="+12025550199",
+                    label="test line",
+                    confirmed_by=line_confirmed_by,
+                    confirmed_at=utcnow() if line_confirmed_by else None,
+                )
+            )
     return Account(user=user, key=key)
