@@ -17,6 +17,17 @@ PACED_RATE = 20.0
 PACED_TOLERANCE = 0.05
 RSS_GROWTH_TARGET = 0.10
 DIALER_PROCESSES = ("api", "worker")
+# Issue 17: B's p50 under A's saturating campaign within 1.5x of B alone (priority and
+# fairness on, as shipped). Issue 18: per live call.
+FAIRNESS_TARGET = 1.5
+LIVE_WORKER_KB_TARGET = 40.0
+LIVE_REQUESTS_TARGET = 0.1
+LIVE_CPU_MS_TARGET = 2.0
+VARIANT_LABELS = {
+    "fair": "priority + fairness (as shipped)",
+    "nofair": "fairness off",
+    "classic": "fairness and new matcher off",
+}
 
 
 @dataclass
@@ -67,6 +78,15 @@ def _latency_rows(name: str, fig: dict[str, Any], label: str, baseline: str) -> 
 
 
 def rows_for(name: str, fig: dict[str, Any], raw_best: float | None = None) -> list[Row]:
+    name, _, database = name.partition("@")
+    rows = _rows_for(name, fig, raw_best)
+    if database:
+        for row in rows:
+            row.figure = f"[{database}] {row.figure}"
+    return rows
+
+
+def _rows_for(name: str, fig: dict[str, Any], raw_best: float | None = None) -> list[Row]:
     if name == "latency_accepted":
         return _latency_rows(name, fig, "create_call wait=accepted", "raw update-with-start")
     if name == "latency_dialed":
@@ -184,6 +204,10 @@ def rows_for(name: str, fig: dict[str, Any], raw_best: float | None = None) -> l
                 )
             )
         return rows
+    if name == "fairness":
+        return _fairness_rows(fig)
+    if name == "live_calls":
+        return _live_rows(fig)
     if name == "recipients_csv":
         # Measured, not a target: the export's memory must not grow with the campaign.
         n = fig["recipients"]
@@ -201,12 +225,194 @@ def rows_for(name: str, fig: dict[str, Any], raw_best: float | None = None) -> l
     return []
 
 
+def _fairness_rows(fig: dict[str, Any]) -> list[Row]:
+    rows = []
+    for variant, v in fig["variants"].items():
+        label = VARIANT_LABELS.get(variant, variant)
+        shipped = variant == "fair"
+        for q in ("p50", "p99"):
+            d, b = v["b_loaded"]["answer_ms"][q], v["b_alone"]["answer_ms"][q]
+            r = _ratio(d, b) if d is not None and b is not None else None
+            target = f"<= {FAIRNESS_TARGET}x" if shipped and q == "p50" else ""
+            met = (r is not None and r <= FAIRNESS_TARGET) if target else None
+            rows.append(
+                Row(
+                    f"fairness, {label}: B's wait=dialed {q} under A's campaign vs B alone",
+                    _num(d),
+                    _num(b),
+                    "ms",
+                    r,
+                    target,
+                    met,
+                )
+            )
+        d, b = v["b_loaded"]["dial_ms"]["p50"], v["b_alone"]["dial_ms"]["p50"]
+        rows.append(
+            Row(
+                f"fairness, {label}: B's request to its dial (ledger) p50 vs B alone",
+                _num(d),
+                _num(b),
+                "ms",
+                _ratio(d, b) if d is not None and b is not None else None,
+            )
+        )
+        if v["b_loaded"]["not_success"]:
+            rows.append(
+                Row(
+                    f"fairness, {label}: B's calls not dialed within create_call's wait",
+                    v["b_loaded"]["not_success"],
+                    v["b_loaded"]["answer_ms"]["n"],
+                    "calls",
+                )
+            )
+        share = v["dials_per_second"]
+        rows.append(
+            Row(
+                f"fairness, {label}: dials/s of A / of B (cap {v['cap']:g}, B asks "
+                f"{v['b_rate']:g}/s)",
+                share.get("A", 0.0),
+                share.get("B", 0.0),
+                "/s",
+            )
+        )
+    return rows
+
+
+def _num(value: Any) -> float | str:
+    return "-" if value is None else float(value)
+
+
+def _live_rows(fig: dict[str, Any]) -> list[Row]:
+    n = fig["placed"]
+    rows = [
+        Row(
+            f"live_calls: {n} calls placed (wait=accepted, concurrency 16)",
+            fig["place_calls_per_second"],
+            "-",
+            "calls/s",
+        ),
+        Row(
+            "live_calls: all live together (first end - last dial)",
+            fig["all_live_together_seconds"],
+            "-",
+            "s",
+        ),
+    ]
+    quiet = fig["quiet"]
+    if "rss_kb_per_live_call" in quiet:
+        for proc, kb in quiet["rss_kb_per_live_call"].items():
+            target = f"<= {LIVE_WORKER_KB_TARGET:g}" if proc == "worker" else ""
+            rows.append(
+                Row(
+                    f"live_calls: {proc} RSS per live call above idle "
+                    f"({quiet['rss_live_mb'][proc]:g} MB live / {fig['rss_idle_mb'][proc]:g} idle)",
+                    kb,
+                    "-",
+                    "KB",
+                    None,
+                    target,
+                    kb <= LIVE_WORKER_KB_TARGET if target else None,
+                )
+            )
+        cpu = quiet["cpu_ms_per_live_call_minute"]
+        for proc, ms in cpu.items():
+            rows.append(
+                Row(f"live_calls: {proc} CPU per live call-minute, quiet talk", ms, "-", "ms")
+            )
+        both = round(cpu.get("worker", 0.0) + cpu.get("temporal", 0.0), 3)
+        rows.append(
+            Row(
+                "live_calls: worker + server CPU per live call-minute, quiet talk",
+                both,
+                "-",
+                "ms",
+                None,
+                f"< {LIVE_CPU_MS_TARGET:g}",
+                both < LIVE_CPU_MS_TARGET,
+            )
+        )
+        req = quiet["provider_requests_per_live_call_minute"]
+        rows.append(
+            Row(
+                "live_calls: provider requests per live call-minute, quiet talk",
+                req,
+                "-",
+                "/call-min",
+                None,
+                f"<= {LIVE_REQUESTS_TARGET:g}",
+                req <= LIVE_REQUESTS_TARGET,
+            )
+        )
+        wt = quiet["workflow_tasks"]
+        rows.append(
+            Row(
+                f"live_calls: workflow tasks in quiet talk ({wt['workflow_tasks']:g}), "
+                "execution p50 / p99",
+                _num(wt["execution_ms_p50"]),
+                _num(wt["execution_ms_p99"]),
+                "ms",
+            )
+        )
+    else:
+        rows.append(
+            Row(
+                "live_calls: no quiet window (talk shorter than placing): per-call rows omitted",
+                quiet["seconds"],
+                "-",
+                "s",
+            )
+        )
+    wt = fig["whole_run"]["workflow_tasks"]
+    rows += [
+        Row(
+            "live_calls, whole run: workflow task execution p50 / p99",
+            _num(wt["execution_ms_p50"]),
+            _num(wt["execution_ms_p99"]),
+            "ms",
+        ),
+        Row(
+            "live_calls, whole run: sticky cache hits / misses",
+            wt["sticky_cache_hits"],
+            wt["sticky_cache_misses"],
+            "tasks",
+        ),
+        Row(
+            "live_calls, whole run: sticky cache forced evictions",
+            wt["sticky_cache_forced_evictions"],
+            "-",
+            "",
+        ),
+        Row(
+            "live_calls, whole run: provider requests per call",
+            fig["whole_run"]["provider_requests_per_call"],
+            "-",
+            "",
+        ),
+    ]
+    check = fig["check"]
+    rows.append(
+        Row(
+            "live_calls: every call dialed once and ended (sessions with 0 / >1 dials, not final)",
+            f"{check['sessions_without_dial']} / {check['sessions_with_more_than_one_dial']}"
+            f" / {check['sessions_not_final']}",
+            "0 / 0 / 0",
+            "sessions",
+            None,
+            "all",
+            bool(check["one_dial_each_all_ended"]),
+        )
+    )
+    return rows
+
+
 def all_rows(result: dict[str, Any]) -> list[Row]:
     figs = result["scenarios"]
-    raw_best = figs.get("throughput", {}).get("best", {}).get("baseline")
     rows: list[Row] = []
     for name, fig in figs.items():
-        rows += rows_for(name, fig, raw_best)
+        # The campaign against the raw best of the same database's run.
+        suffix = name.partition("@")[2]
+        throughput = figs.get("throughput" + (f"@{suffix}" if suffix else ""), {})
+        rows += rows_for(name, fig, throughput.get("best", {}).get("baseline"))
     return rows
 
 
@@ -234,7 +440,8 @@ def markdown(result: dict[str, Any]) -> str:
         "# Dialer benchmark: Dialer / baseline",
         "",
         f"Run {meta['date']} at commit `{meta['commit']}`, Python {meta['python']}, "
-        f"{meta['cpus']} CPUs, load average {meta['load_average_at_start']} at start, "
+        f"{meta['cpus']} CPUs, load average {meta['load_average_at_start']} at start and "
+        f"{meta.get('load_average_at_end', '?')} at the end, "
         f"{meta.get('seconds', '?')} s in all. Medians of {meta['args']['reps']} repetitions "
         "(throughput: of one fewer). Generated by `make bench`; the raw JSON is beside this file.",
         "",
@@ -247,6 +454,16 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {row.figure} | {_fmt(row.dialer)} | {_fmt(row.baseline)} | {row.unit} | "
             f"{_fmt(row.ratio)} | {row.target} | {met} |"
         )
+    charts = result.get("charts", {})
+    if charts:
+        lines += ["", "## Charts", ""]
+        for key, files in charts.items():
+            for file in files:
+                lines += [f"![{key}]({file})", ""]
+    loads = result.get("load_average", {})
+    if loads:
+        lines += ["", "Load average (1, 5, 15 min) at the end of each scenario:", ""]
+        lines += [f"- {key}: {load}" for key, load in loads.items()]
     peaks = result.get("peak_rss_mb", {})
     if peaks:
         lines += ["", "Peak resident memory per scenario (MB):", ""]
@@ -259,13 +476,18 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Rewrite <name>.md from <name>.json (e.g. after editing notes.md)."""
+    """Rewrite <name>.md and its charts from <name>.json (e.g. after editing notes.md)."""
     import json
     import sys
 
+    from bench.charts import write_charts
+
     for name in argv if argv is not None else sys.argv[1:]:
         path = Path(name)
-        path.with_suffix(".md").write_text(markdown(json.loads(path.read_text())))
+        result = json.loads(path.read_text())
+        result["charts"] = write_charts(result, path.parent, path.stem) or result.get("charts", {})
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        path.with_suffix(".md").write_text(markdown(result))
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -20,6 +21,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,8 +30,11 @@ from typing import Any
 import httpx
 
 from bench import scenarios as sc
+from bench.charts import write_charts
+from bench.fairness import fairness
+from bench.live import default_talk_seconds, live_calls
 from bench.report import markdown, print_figures
-from bench.stack import Stack, start_stack
+from bench.stack import MATCHING_VARIANTS, Stack, demo_user, seed_user, start_stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SCENARIOS = (
@@ -40,7 +46,14 @@ SCENARIOS = (
     "campaign_paced",
     "sustained",
     "recipients_csv",
+    "fairness",
+    "live_calls",
 )
+# Scenarios that start stacks of their own (their own settings); the others share one.
+OWN_STACK = ("fairness", "live_calls")
+DATABASES = ("sqlite", "postgres")
+# PostgreSQL: the machine's server (as tests/support/db.py), a fresh database per stack.
+PG_ADMIN_URL = os.environ.get("DIALER_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -62,6 +75,36 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--paced-seconds", type=float, default=None, help="length of the 20/s run")
     p.add_argument("--sustained-seconds", type=float, default=60.0)
     p.add_argument("--csv-recipients", type=int, default=100_000, help="recipients_csv's size")
+    p.add_argument(
+        "--database",
+        default="sqlite",
+        help="comma-separated: sqlite, postgres; each selected scenario runs on each "
+        "(results of postgres keyed <scenario>@postgres)",
+    )
+    p.add_argument("--fairness-seconds", type=float, default=60.0, help="B's loaded window")
+    p.add_argument("--fairness-alone-seconds", type=float, default=20.0, help="B alone, idle")
+    p.add_argument("--fairness-b-rate", type=float, default=2.0, help="B's calls per second")
+    p.add_argument(
+        "--fairness-campaign-rate",
+        type=float,
+        default=100.0,
+        help="A's campaign calls_per_second (default 100, the API's highest: full speed)",
+    )
+    p.add_argument(
+        "--fairness-variants",
+        default="fair,nofair,classic",
+        help=f"dev server matching variants, of {', '.join(MATCHING_VARIANTS)}",
+    )
+    p.add_argument(
+        "--live-calls", type=int, default=None, help="live_calls' N (default 500, full 10,000)"
+    )
+    p.add_argument(
+        "--live-talk-seconds",
+        type=float,
+        default=None,
+        help="simulated talk time of live_calls (default 60 + N/4)",
+    )
+    p.add_argument("--no-charts", action="store_true", help="no PNG charts")
     p.add_argument("--name", default="latest", help="results file name (bench/results/<name>.*)")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--profile", action="store_true", help="py-spy the API and worker (throughput)")
@@ -74,11 +117,39 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.concurrency = [int(c) for c in (args.concurrency or "2,16,64").split(",")]
     args.paced_seconds = args.paced_seconds or (60.0 if full else 15.0)
     args.campaign_budget = args.campaign_budget or (1800.0 if full else 180.0)
+    args.live_calls = args.live_calls or (10_000 if full else 500)
+    args.live_talk_seconds = args.live_talk_seconds or default_talk_seconds(args.live_calls)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.only) - set(SCENARIOS)
     if unknown:
         p.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    args.database = [d.strip() for d in args.database.split(",") if d.strip()]
+    if set(args.database) - set(DATABASES) or not args.database:
+        p.error(f"--database takes {', '.join(DATABASES)}")
+    args.fairness_variants = [v.strip() for v in args.fairness_variants.split(",") if v.strip()]
+    if set(args.fairness_variants) - set(MATCHING_VARIANTS):
+        p.error(f"--fairness-variants takes {', '.join(MATCHING_VARIANTS)}")
     return args
+
+
+@contextlib.contextmanager
+def database(kind: str) -> Iterator[str | None]:
+    """Dialer's database for one stack: None (the stack's own SQLite file) or a fresh
+    PostgreSQL database, dropped afterwards."""
+    if kind == "sqlite":
+        yield None
+        return
+    import psycopg
+
+    name = f"dialer_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].split("://", 1)[1]
+    try:
+        yield f"postgresql+psycopg://{base}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def git_commit() -> str:
@@ -141,9 +212,6 @@ class Profiler:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="dialer-bench-"))
     began = time.monotonic()
-    write = sys.stdout.write
-    write(f"bench: starting the stack under {work}\n")
-    stack = await start_stack(work)
     result: dict[str, Any] = {
         "meta": {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -155,7 +223,47 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "scenarios": {},
         "peak_rss_mb": {},
+        "load_average": {},
     }
+    try:
+        for db in args.database:
+            suffix = "" if db == "sqlite" else f"@{db}"
+            shared = [n for n in args.only if n not in OWN_STACK]
+            if shared:
+                with database(db) as url:
+                    await _shared_stack(args, work / f"shared{suffix}", url, shared, suffix, result)
+            if "fairness" in args.only:
+                await _fairness(args, work, db, suffix, result)
+            if "live_calls" in args.only:
+                await _live_calls(args, work, db, suffix, result)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    result["meta"]["seconds"] = round(time.monotonic() - began, 1)
+    result["meta"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    return result
+
+
+def _record(result: dict[str, Any], key: str, figures: Any, peaks: dict[str, int]) -> None:
+    result["scenarios"][key] = figures
+    result["peak_rss_mb"][key] = {k: round(v / 2**20, 1) for k, v in peaks.items()}
+    result["load_average"][key] = [round(x, 2) for x in os.getloadavg()]
+    print_figures(key, figures, sys.stdout.write)
+    sys.stdout.flush()
+
+
+async def _shared_stack(
+    args: argparse.Namespace,
+    work: Path,
+    url: str | None,
+    names: list[str],
+    suffix: str,
+    result: dict[str, Any],
+) -> None:
+    """The scenarios that share one stack (Dialer and its baselines)."""
+    write = sys.stdout.write
+    write(f"bench: starting the stack under {work}\n")
+    stack = await start_stack(work, database_url=url)
     profiler = Profiler(stack, args.out / "profiles", args.profile)
     engine = stack.engine()
     try:
@@ -165,8 +273,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         ):
             callers = sc.Callers(stack, http, plain)
             await callers.warm_up()
-            for name in args.only:
-                write(f"bench: {name} ...\n")
+            for name in names:
+                write(f"bench: {name}{suffix} ...\n")
                 sys.stdout.flush()
                 assert stack.sampler is not None
                 stack.sampler.reset()
@@ -175,20 +283,79 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     figures = await _scenario(name, callers, engine, args)
                 finally:
                     profiler.stop()
-                result["scenarios"][name] = figures
-                result["peak_rss_mb"][name] = {
-                    k: round(v / 2**20, 1) for k, v in stack.sampler.peaks().items()
-                }
-                print_figures(name, figures, write)
-                sys.stdout.flush()
+                _record(result, name + suffix, figures, stack.sampler.peaks())
     finally:
         engine.dispose()
         stack.stop()
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-    result["meta"]["seconds"] = round(time.monotonic() - began, 1)
-    result["meta"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    return result
+
+
+async def _fairness(
+    args: argparse.Namespace, work: Path, db: str, suffix: str, result: dict[str, Any]
+) -> None:
+    """One stack per matching variant: a 20/s dial cap, users A (the seeded one) and B."""
+    figures: dict[str, Any] = {"variants": {}}
+    peaks: dict[str, int] = {}
+    for variant in args.fairness_variants:
+        sys.stdout.write(f"bench: fairness{suffix}, dev server matching {variant} ...\n")
+        sys.stdout.flush()
+        with database(db) as url:
+            stack = await start_stack(
+                work / f"fairness-{variant}{suffix}",
+                {"DIALER_DIAL_RATE_PER_SECOND": "20"},
+                matching=variant,
+                baselines=False,
+                database_url=url,
+            )
+            engine = stack.engine()
+            try:
+                a = demo_user(stack)
+                b = seed_user(stack.settings, "b@bench.local", "+12025550198")
+                figures["variants"][variant] = await fairness(
+                    stack,
+                    engine,
+                    a,
+                    b,
+                    campaign_size=args.campaign_size,
+                    window=args.fairness_seconds,
+                    b_rate=args.fairness_b_rate,
+                    alone_seconds=args.fairness_alone_seconds,
+                    campaign_rate=args.fairness_campaign_rate,
+                )
+                assert stack.sampler is not None
+                for k, v in stack.sampler.peaks().items():
+                    peaks[f"{k} ({variant})"] = v
+            finally:
+                engine.dispose()
+                stack.stop()
+    _record(result, "fairness" + suffix, figures, peaks)
+
+
+async def _live_calls(
+    args: argparse.Namespace, work: Path, db: str, suffix: str, result: dict[str, Any]
+) -> None:
+    """Calls that talk long enough to be live together: ring and answer at once, then
+    `--live-talk-seconds` of talk; callbacks on, as shipped."""
+    sys.stdout.write(
+        f"bench: live_calls{suffix}: {args.live_calls} calls, "
+        f"{args.live_talk_seconds:.0f} s of talk ...\n"
+    )
+    sys.stdout.flush()
+    env = {
+        "DIALER_SIMULATED_RING_SECONDS": "0",
+        "DIALER_SIMULATED_ANSWER_SECONDS": "0",
+        "DIALER_SIMULATED_TALK_SECONDS": str(args.live_talk_seconds),
+    }
+    with database(db) as url:
+        stack = await start_stack(work / f"live{suffix}", env, baselines=False, database_url=url)
+        engine = stack.engine()
+        try:
+            figures = await live_calls(stack, engine, args.live_calls, args.live_talk_seconds)
+            assert stack.sampler is not None
+            peaks = stack.sampler.peaks()
+        finally:
+            engine.dispose()
+            stack.stop()
+    _record(result, "live_calls" + suffix, figures, peaks)
 
 
 async def _scenario(name: str, callers: sc.Callers, engine: Any, args: argparse.Namespace) -> Any:
@@ -251,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     result = asyncio.run(run(args))
     args.out.mkdir(parents=True, exist_ok=True)
+    if not args.no_charts:
+        result["charts"] = write_charts(result, args.out, args.name)
     json_path = args.out / f"{args.name}.json"
     json_path.write_text(json.dumps(result, indent=2) + "\n")
     md_path = args.out / f"{args.name}.md"

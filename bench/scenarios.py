@@ -150,6 +150,7 @@ async def latency_pair(
     for call in kinds.values():  # warm-up: connections, caches, first workflow tasks
         await timed_sequence(call, min(10, n))
     runs: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
+    samples: dict[str, list[float]] = {k: [] for k in kinds}
     cpu: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
     sampler = stack.sampler
     assert sampler is not None
@@ -157,7 +158,9 @@ async def latency_pair(
     for rep in range(reps):
         for kind in order if rep % 2 == 0 else list(reversed(order)):
             before = sampler.cpu()
-            runs[kind].append(summary_ms(await timed_sequence(kinds[kind], n)))
+            timed = await timed_sequence(kinds[kind], n)
+            runs[kind].append(summary_ms(timed))
+            samples[kind] += [round(t * 1000, 2) for t in timed]
             after = sampler.cpu()
             # CPU per call of each process: far less noisy than latency on a shared machine.
             cpu[kind].append({p: round((after[p] - before[p]) * 1000 / n, 2) for p in after})
@@ -165,6 +168,8 @@ async def latency_pair(
     for kind, values in runs.items():
         result[kind] = median_of(values)
         result[f"{kind}_reps"] = values
+        # Every sample, for the latency distribution charts (bench/charts.py).
+        result[f"{kind}_samples_ms"] = samples[kind]
         result[f"{kind}_cpu_ms_per_call"] = median_of(cpu[kind])
     return result
 
@@ -341,6 +346,22 @@ def _campaign_counts(engine: Any, campaign_id: str) -> tuple[int, int]:
     return counts.get("success", 0), sum(counts.values())
 
 
+def per_second_counts(times: list[datetime], start: datetime | None = None) -> list[int]:
+    """Dials in each whole second from `start` (default the first dial) to the last dial."""
+    if not times:
+        return []
+    origin = (start or min(times)).timestamp()
+    counts: list[int] = []
+    for t in times:
+        at = math.floor(t.timestamp() - origin)
+        if at < 0:
+            continue
+        if at >= len(counts):
+            counts += [0] * (at + 1 - len(counts))
+        counts[at] += 1
+    return counts
+
+
 def window_stats(times: list[datetime]) -> dict[str, float]:
     """Rate of the dials from first to last, and the most dials in any one-second window."""
     secs = [t.timestamp() for t in times]
@@ -396,7 +417,8 @@ async def run_campaign(
         callers.stack.check_alive()
         await asyncio.sleep(0.2)
     done = time.monotonic()
-    stats = window_stats(await asyncio.to_thread(_dial_times, engine, campaign_id))
+    times = await asyncio.to_thread(_dial_times, engine, campaign_id)
+    stats = window_stats(times)
     if not complete:
         # Calls already started still finish after a cancel: let them, before the next
         # scenario (not counted in this one's figures, which are taken above).
@@ -414,6 +436,8 @@ async def run_campaign(
         "calls_per_second_after_create": round(success / (done - created), 2),
         **({} if complete else {"drained_before_next_scenario": drained}),
         **stats,
+        # Dials in each second from the first (the ledger), for the chart of the pacing.
+        "dials_per_second": per_second_counts(times),
     }
 
 

@@ -53,14 +53,44 @@ DIALER_BENCH_ENV = {
 }
 
 
-def bench_server_command(settings: Settings) -> list[str]:
+# The dev server's task queue matching, as `fairness` scenarios compare it: `fair` is what
+# Dialer ships (dialer.binaries: matching.enableFairness=true); `nofair` the same server
+# without that setting (the calls still carry their priority and fairness keys); `classic`
+# also turns off the new matcher, where Temporal implements priority, so neither applies.
+MATCHING_VARIANTS = ("fair", "nofair", "classic")
+
+
+def bench_server_command(settings: Settings, matching: str = "fair") -> list[str]:
     """`dialer run`'s dev server command, in memory and headless: with its SQLite file the
     dev server spends most of its time syncing it, and measures the disk, not Temporal
-    (4 against 18 raw workflows/s here). Both Dialer and the raw floor use this server."""
+    (4 against 18 raw workflows/s here). Both Dialer and the raw floor use this server.
+    `matching`: one of MATCHING_VARIANTS."""
+    if matching not in MATCHING_VARIANTS:
+        raise ValueError(f"unknown matching variant {matching!r}")
     cmd = dev_server_command(settings)
     at = cmd.index("--db-filename")
     del cmd[at : at + 2]
+    if matching != "fair":
+        cmd = without_dynamic_config(cmd, "matching.enableFairness")
+    if matching == "classic":
+        cmd += ["--dynamic-config-value", "matching.useNewMatcher=false"]
     return [*cmd, "--headless"]
+
+
+def without_dynamic_config(cmd: list[str], key: str) -> list[str]:
+    """The command without its `--dynamic-config-value key=...` pair."""
+    out: list[str] = []
+    skip = False
+    for i, arg in enumerate(cmd):
+        if skip:
+            skip = False
+            continue
+        following = cmd[i + 1] if i + 1 < len(cmd) else ""
+        if arg == "--dynamic-config-value" and following.split("=", 1)[0] == key:
+            skip = True
+            continue
+        out.append(arg)
+    return out
 
 
 class RssSampler:
@@ -126,6 +156,7 @@ class Stack:
     plain_url: str
     key: str
     agent_id: str
+    metrics_url: str | None = None
     procs: dict[str, Proc] = field(default_factory=dict)
     client: Client | None = None
     sampler: RssSampler | None = None
@@ -196,10 +227,68 @@ def _seed(settings: Settings) -> tuple[str, str]:
         engine.dispose()
 
 
-async def start_stack(work: Path, extra_env: dict[str, str] | None = None) -> Stack:
-    """Everything on free ports under `work`; stopped by Stack.stop()."""
+@dataclass(frozen=True)
+class BenchUser:
+    user_id: str
+    key: str
+    agent_id: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"x-api-key": self.key}
+
+
+def seed_user(settings: Settings, email: str, line_number: str) -> BenchUser:
+    """Another account like the demo user: its own active simulated line, an agent mapped to
+    it, and a key (what `dialer users create`, `lines add` and `keys create` do)."""
+    from store.models import Agent, LineMapping
+
+    engine = make_engine(settings.db_url)
+    try:
+        user = crud.create_user(engine=engine, email=email)
+        with session_scope(engine) as session:
+            line = PhoneNumber(
+                user_id=user.id, number=line_number, owner_number=line_number, label="bench"
+            )
+            agent = Agent(user_id=user.id, name=f"bench agent of {email}")
+            session.add(line)
+            session.add(agent)
+            session.flush()
+            session.add(LineMapping(user_id=user.id, phone_number_id=line.id, agent_id=agent.id))
+            agent_id = str(agent.id)
+        key = crud.create_key(engine=engine, user=user, secret=settings.secret_key)
+        return BenchUser(user_id=str(user.id), key=key, agent_id=agent_id)
+    finally:
+        engine.dispose()
+
+
+def demo_user(stack: Stack) -> BenchUser:
+    """The stack's seeded user (the one every other scenario calls as)."""
+    from store.models import Agent
+
+    with session_scope(stack.engine()) as session:
+        agent = session.get(Agent, uuid.UUID(stack.agent_id))
+        assert agent is not None
+        user_id = str(agent.user_id)
+    return BenchUser(user_id=user_id, key=stack.key, agent_id=stack.agent_id)
+
+
+async def start_stack(
+    work: Path,
+    extra_env: dict[str, str] | None = None,
+    *,
+    matching: str = "fair",
+    baselines: bool = True,
+    database_url: str | None = None,
+) -> Stack:
+    """Everything on free ports under `work`; stopped by Stack.stop(). `matching`: the dev
+    server's (MATCHING_VARIANTS); `baselines=False` leaves out the raw floor's worker and
+    the plain API (scenarios that measure Dialer alone); `database_url`: Dialer's database
+    (default a SQLite file under `work`). The worker serves its Prometheus metrics
+    (`stack.metrics_url`)."""
     work.mkdir(parents=True, exist_ok=True)
     temporal_port, api_port, plain_port = free_port(), free_port(), free_port()
+    metrics_port = free_port()
     values: dict[str, Any] = {
         **DIALER_BENCH_ENV,
         "DIALER_DATA_DIR": work / "dialer",
@@ -209,6 +298,8 @@ async def start_stack(work: Path, extra_env: dict[str, str] | None = None) -> St
         "DIALER_TEMPORAL_ADDRESS": f"127.0.0.1:{temporal_port}",
         "DIALER_TASK_QUEUE": "bench-dialer",
         "DIALER_DIAL_TASK_QUEUE": "bench-dialer-dial",
+        "DIALER_WORKER_METRICS_PORT": metrics_port,
+        **({"DIALER_DATABASE_URL": database_url} if database_url else {}),
         **(extra_env or {}),
     }
     env = clean_env(values, PYTHONPATH=ROOT)
@@ -226,6 +317,7 @@ async def start_stack(work: Path, extra_env: dict[str, str] | None = None) -> St
         plain_url=f"http://127.0.0.1:{plain_port}",
         key="",
         agent_id="",
+        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
     )
     try:
         dev = Settings(
@@ -234,10 +326,11 @@ async def start_stack(work: Path, extra_env: dict[str, str] | None = None) -> St
             temporal_port=temporal_port,
             temporal_ui_port=values["DIALER_TEMPORAL_UI_PORT"],
         )
-        stack.procs["temporal"] = spawn("temporal", bench_server_command(dev), env, work)
+        stack.procs["temporal"] = spawn("temporal", bench_server_command(dev, matching), env, work)
         stack.key, stack.agent_id = _seed(settings)
-        # The plain baseline's key is the same user's, in its own database.
-        _seed_same_key(plain_settings, stack.key)
+        if baselines:
+            # The plain baseline's key is the same user's, in its own database.
+            _seed_same_key(plain_settings, stack.key)
 
         async def temporal_up() -> bool:
             return port_open(temporal_port)
@@ -246,22 +339,24 @@ async def start_stack(work: Path, extra_env: dict[str, str] | None = None) -> St
         dialer = [str(Path(sys.executable).parent / "dialer")]
         stack.procs["worker"] = spawn("worker", [*dialer, "worker"], env, work)
         stack.procs["api"] = spawn("api", [*dialer, "api"], env, work)
-        stack.procs["raw_worker"] = spawn(
-            "raw_worker",
-            [sys.executable, "-m", "bench.raw", stack.temporal_address, RAW_TASK_QUEUE],
-            env,
-            work,
-        )
-        stack.procs["plain"] = spawn(
-            "plain",
-            [sys.executable, "-m", "bench.plain_api"],
-            clean_env(plain_values, PYTHONPATH=ROOT),
-            work,
-        )
+        if baselines:
+            stack.procs["raw_worker"] = spawn(
+                "raw_worker",
+                [sys.executable, "-m", "bench.raw", stack.temporal_address, RAW_TASK_QUEUE],
+                env,
+                work,
+            )
+            stack.procs["plain"] = spawn(
+                "plain",
+                [sys.executable, "-m", "bench.plain_api"],
+                clean_env(plain_values, PYTHONPATH=ROOT),
+                work,
+            )
         stack.client = await Client.connect(stack.temporal_address)
         await _wait("Dialer API", lambda: _http_up(stack.api_url), stack)
-        await _wait("plain API", lambda: _http_up(stack.plain_url), stack)
-        await _wait("workers", lambda: _workers_polling(stack), stack)
+        if baselines:
+            await _wait("plain API", lambda: _http_up(stack.plain_url), stack)
+        await _wait("workers", lambda: _workers_polling(stack, baselines), stack)
         stack.sampler = RssSampler(
             {**{n: p.pid for n, p in stack.procs.items()}, "bench": os.getpid()}
         )
@@ -296,7 +391,7 @@ def _seed_same_key(settings: Settings, key: str) -> None:
         engine.dispose()
 
 
-async def _workers_polling(stack: Stack) -> bool:
+async def _workers_polling(stack: Stack, baselines: bool = True) -> bool:
     from temporalio.api.enums.v1 import TaskQueueType
     from temporalio.api.taskqueue.v1 import TaskQueue
     from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -305,9 +400,12 @@ async def _workers_polling(stack: Stack) -> bool:
     queues = [
         (stack.settings.task_queue, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
         (stack.settings.dial_task_queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
-        (RAW_TASK_QUEUE, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
-        (own_queue(RAW_TASK_QUEUE), TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
     ]
+    if baselines:
+        queues += [
+            (RAW_TASK_QUEUE, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
+            (own_queue(RAW_TASK_QUEUE), TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
+        ]
     for queue, kind in queues:
         resp = await stack.client.workflow_service.describe_task_queue(
             DescribeTaskQueueRequest(
