@@ -10,6 +10,8 @@ from temporalio import activity
 
 from activities.webhooks import WebhookKicker
 from contracts.calls import (
+    AdmitCallInput,
+    AdmitCallResult,
     CreateCallInput,
     FailureCode,
     PersistSessionInput,
@@ -85,34 +87,53 @@ class CallActivities:
             validation.ok
             and not stored.already_terminal
             and input.campaign_id is None  # a campaign waits for a slot (its tick)
-            and not input.options.scheduled_at  # not counted while it waits (README)
+            and not input.options.scheduled_at  # checked at its time (admit_call)
         ):
-            limit = accounts.over_concurrency_limit(
-                self._engine, input.user_id, input.call_session_id
+            # A second run of this step (a worker crashed before its result was recorded)
+            # finds the row: the call was counted in its calls per second by the first.
+            verdict = self._at_limit(
+                input.user_id,
+                input.call_session_id,
+                limits.max_calls_per_second if stored.created else None,
             )
-            if limit is not None:
-                reason = (
-                    f"the account has its limit of {limit} calls dialing, ringing or in "
-                    "progress (max_concurrent_calls); try again when one has ended"
-                )
-                return self._refuse(input, validation, FailureCode.CONCURRENCY_LIMIT, reason)
-            refused = self._over_rate(input, limits.max_calls_per_second)
-            if refused is not None:
-                return self._refuse(input, validation, FailureCode.CALLS_PER_SECOND_LIMIT, refused)
+            if verdict.failure_code is not None:
+                assert verdict.failure_reason is not None
+                return self._refuse(input, validation, verdict.failure_code, verdict.failure_reason)
         return PrepareCallResult(validation=validation, stored=stored)
 
-    def _over_rate(self, input: CreateCallInput, rate: float | None) -> str | None:
-        """The account's max_calls_per_second (`rate`), a moving window in the storage every
-        worker shares (Redis with several): why this call is beyond it, else None (and
-        counted)."""
+    @activity.defn(name="admit_call")
+    async def admit_call(self, input: AdmitCallInput) -> AdmitCallResult:
+        """A scheduled call at its time, within its account's limits? The workflow waits and
+        asks again, up to the call's latest_at, while it is not."""
+        return await asyncio.to_thread(self._admit, input)
+
+    def _admit(self, input: AdmitCallInput) -> AdmitCallResult:
+        limits = accounts.get_limits(self._engine, input.user_id)
+        return self._at_limit(input.user_id, input.call_session_id, limits.max_calls_per_second)
+
+    def _at_limit(self, user_id: str, call_session_id: str, rate: float | None) -> AdmitCallResult:
+        """The account's max_concurrent_calls (its other calls dialing, ringing or in
+        progress, from the database) and max_calls_per_second (`rate`, a moving window in
+        the storage every worker shares: Redis with several; None: not counted): the limit
+        this call is at, else an empty result, the call counted in the window."""
+        limit = accounts.over_concurrency_limit(self._engine, user_id, call_session_id)
+        if limit is not None:
+            return AdmitCallResult(
+                failure_code=FailureCode.CONCURRENCY_LIMIT,
+                failure_reason=f"the account has its limit of {limit} calls dialing, ringing "
+                "or in progress (max_concurrent_calls); try again when one has ended",
+            )
         if rate is None:
-            return None
-        verdict = self._limits.hit(rate_as_window(rate), "account-calls", input.user_id)
+            return AdmitCallResult()
+        verdict = self._limits.hit(rate_as_window(rate), "account-calls", user_id)
         if verdict.allowed:
-            return None
-        return (
-            f"the account has placed its limit of {rate:g} calls per second "
-            f"(max_calls_per_second); try again in {max(verdict.wait, 0.1):.1f} s"
+            return AdmitCallResult()
+        wait = max(verdict.wait, 0.1)
+        return AdmitCallResult(
+            failure_code=FailureCode.CALLS_PER_SECOND_LIMIT,
+            failure_reason=f"the account has placed its limit of {rate:g} calls per second "
+            f"(max_calls_per_second); try again in {wait:.1f} s",
+            retry_after=wait,
         )
 
     def _refuse(

@@ -379,6 +379,10 @@ class PersistSessionResult:
     telephony_leg_id: str | None = None
     failure_code: FailureCode | None = None
     failure_reason: str | None = None
+    # This run wrote the row (False: it was there, e.g. prepare_call ran again after a
+    # worker crash): what is counted once per call (the account's calls per second) is
+    # counted only then.
+    created: bool = False
 
 
 @dataclass
@@ -387,6 +391,24 @@ class PrepareCallResult:
 
     validation: ValidationResult
     stored: PersistSessionResult
+
+
+@dataclass
+class AdmitCallInput:
+    """A scheduled call at its time: may it dial within its account's limits?"""
+
+    call_session_id: str
+    user_id: str
+
+
+@dataclass
+class AdmitCallResult:
+    """None: it may dial (and is counted in the account's calls per second). Else the limit
+    it is at (`concurrency_limit` or `calls_per_second_limit`), why, and when to ask again."""
+
+    failure_code: FailureCode | None = None
+    failure_reason: str | None = None
+    retry_after: float = 0.0
 
 
 @dataclass

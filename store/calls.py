@@ -269,6 +269,7 @@ def persist_session(engine: Engine, input: PersistSessionInput) -> PersistSessio
         # A row already terminal (e.g. the API recorded that Temporal was unreachable) wins:
         # the run must report it and must not dial.
         already_terminal=existed and row.status in TERMINAL,
+        created=not existed,
         telephony_leg_id=row.telephony_leg_id,
         failure_code=FailureCode(row.failure_code) if row.failure_code else None,
         failure_reason=row.failure_reason,

@@ -20,6 +20,8 @@ with workflow.unsafe.imports_passed_through():
         MACHINE_MESSAGE_END,
         PACED_CODE,
         WAIT_STAGES,
+        AdmitCallInput,
+        AdmitCallResult,
         AttemptResult,
         CallControlInput,
         CallControlResult,
@@ -82,6 +84,11 @@ DIAL_PRIORITY = "dial-priority"
 # Patch id: runs started before it give a retry no campaign slot, and count the pace's
 # refusals (nothing sent) as attempts.
 PACED_RETRIES = "paced-retries"
+# Patch id: runs started before it dial a scheduled call at its time without its account's
+# limits.
+SCHEDULED_LIMITS = "scheduled-limits"
+# A scheduled call at its account's limit asks again this often, up to its latest_at.
+ADMIT_RETRY = timedelta(seconds=5)
 # A dial the campaign's pace refused is tried again after the wait, as the same attempt, at
 # most this many times per call; then the refusals count as attempts again.
 MAX_PACED_REFUSALS = 20
@@ -218,9 +225,12 @@ class CreateCallWorkflow:
             max_duration_seconds=input.options.max_duration_seconds,
             machine_detection=input.options.machine_detection,
         )
+        refused: RecordOutcomeInput | None = None
         if input.options.scheduled_at and workflow.patched(SCHEDULED_CALLS):
             await self._wait_for_schedule(datetime.fromisoformat(input.options.scheduled_at))
-        outcome = await self._dial_safely(dial, input.policy)
+            if input.campaign_id is None and workflow.patched(SCHEDULED_LIMITS):
+                refused = await self._admit(input.call_session_id)
+        outcome = refused or await self._dial_safely(dial, input.policy)
         placed = outcome.status == SessionStatus.SUCCESS and outcome.telephony_leg_id is not None
         if placed:
             # Reports the carrier sent while the dial was in flight are recorded with it.
@@ -618,6 +628,41 @@ class CreateCallWorkflow:
                 )
             except TimeoutError:
                 pass
+
+    async def _admit(self, session_id: str) -> RecordOutcomeInput | None:
+        """A scheduled call at its time, within its account's limits (max_concurrent_calls,
+        max_calls_per_second)? While it is not, it waits and asks again, up to its latest_at;
+        then, or at once without a latest_at, it fails with the limit's code, like a single
+        call refused at its request. None: dial (a cancel meanwhile: the dial loop sees it)."""
+        while self._control is None:
+            verdict: AdmitCallResult = await workflow.execute_local_activity(
+                "admit_call",
+                AdmitCallInput(call_session_id=session_id, user_id=self._input.user_id),
+                result_type=AdmitCallResult,
+                start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=DB_RETRY,
+                summary="within the account's limits?",
+            )
+            if verdict.failure_code is None:
+                return None
+            wait = max(timedelta(seconds=verdict.retry_after), ADMIT_RETRY)
+            latest = self._latest()
+            if latest is None or workflow.now() + wait >= latest:
+                return RecordOutcomeInput(
+                    call_session_id=session_id,
+                    status=SessionStatus.FAILED,
+                    attempts=0,
+                    failure_code=verdict.failure_code,
+                    failure_reason=verdict.failure_reason,
+                )
+            self._status(
+                CallStatus.SCHEDULED,
+                f"waiting for the account's limit ({verdict.failure_code}) until "
+                f"{latest.isoformat()}",
+            )
+            self._flush_status()
+            await self._pause(wait.total_seconds())
+        return None
 
     def _latest(self) -> datetime | None:
         latest = self._input.options.latest_at

@@ -4,15 +4,19 @@ beyond max_concurrent_calls, a campaign that waits for a slot, a number already 
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
 from store import accounts
+from store.models import CallSession, SimulatedCall
 from tests.support.accounts import fresh_line_number, make_account
 from tests.support.settings import settings_for
-from tests.support.stack import open_stack
+from tests.support.stack import create_call, open_stack
 from tests.support.waiting import wait_until
 
 NUMBER = "+12025550100"
@@ -100,6 +104,50 @@ async def test_a_campaign_waits_for_a_slot_of_the_account(
             )
             <= 2
         )
+
+
+async def test_a_scheduled_call_waits_for_a_free_slot_up_to_its_latest_at(
+    dev_env: WorkflowEnvironment, engine: Engine, database_url: str, tmp_path: Path
+) -> None:
+    """At its time the account's one slot is taken: a call with a latest_at waits and dials
+    once the other call ended; one without a latest_at fails at its time with the limit's
+    code, as a single call does at its request."""
+    settings = settings_for(tmp_path, database_url, simulated_talk_seconds=6.0)
+    account = make_account(engine)
+    accounts.set_limits(engine, account.user.id, max_concurrent_calls=1)
+
+    def when(seconds: float) -> str:
+        return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
+
+    async with open_stack(settings, engine, dev_env.client) as stack:
+        first = await create_call(stack, account.headers, NUMBER, wait="dialed")
+        assert first.json()["status"] == "success", first.text
+        waits = await create_call(
+            stack, account.headers, NUMBER, body={"scheduled_at": when(1), "latest_at": when(60)}
+        )
+        refused = await create_call(stack, account.headers, NUMBER, body={"scheduled_at": when(1)})
+        ids = [r.json()["call_session_id"] for r in (first, waits, refused)]
+
+        def row(i: int) -> CallSession:
+            with Session(engine) as session:
+                found = session.get(CallSession, uuid.UUID(ids[i]))
+                assert found is not None
+                return found
+
+        await wait_until(lambda: row(2).status == "failed", timeout=30)
+        assert row(2).failure_code == "concurrency_limit"
+        assert row(2).telephony_leg_id is None
+        await wait_until(lambda: row(1).telephony_leg_id is not None, timeout=60)
+        # Dialed only after the first call had ended: the slot was the first call's.
+        first_ended = row(0).ended_at
+        assert first_ended is not None and row(0).status != "failed"
+        with Session(engine) as session:
+            dialed = session.exec(
+                select(SimulatedCall.created_at).where(
+                    SimulatedCall.session_id == uuid.UUID(ids[1])
+                )
+            ).all()
+        assert len(dialed) == 1 and dialed[0] >= first_ended.replace(tzinfo=dialed[0].tzinfo)
 
 
 async def test_a_number_belongs_to_one_account(

@@ -25,7 +25,7 @@ from contracts.calls import (
     SessionStatus,
     ValidationResult,
 )
-from store import calls, crud, lifecycle
+from store import accounts, calls, crud, lifecycle
 from store.db import session_scope
 from store.models import (
     Agent,
@@ -574,6 +574,23 @@ async def test_prepare_call_validates_then_persists_once(me: Owner) -> None:
     stored = row(me.engine, call.call_session_id)
     assert (stored.target_number, stored.provider) == (TARGET, "simulated")
     assert [e.type for e in events_of(me.engine, call.call_session_id)] == ["created"]
+
+
+async def test_prepare_call_run_again_counts_the_call_once_in_its_rate(me: Owner) -> None:
+    """A worker crash before prepare_call's result was recorded runs it again: the call was
+    counted in its account's calls per second the first time and must not be refused (nor
+    use up the window) the second."""
+    me.line("+12025550199")
+    accounts.set_limits(me.engine, me.user.id, max_calls_per_second=0.1)  # 1 per 10 s
+    call = me.call("(202) 555-0100")
+    steps = activities(me.engine)
+    for _ in range(2):
+        prepared = await steps.prepare_call(call)
+        assert prepared.validation.ok, prepared.validation.failure_reason
+    assert not prepared.stored.created  # the second run found the row
+    # A second call within the 10 s is the one beyond the rate.
+    later = await steps.prepare_call(me.call("(202) 555-0100"))
+    assert later.validation.failure_code == FailureCode.CALLS_PER_SECOND_LIMIT
 
 
 async def test_prepare_call_persists_a_refused_call_as_failed(me: Owner) -> None:

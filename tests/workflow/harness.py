@@ -25,6 +25,8 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from contracts.calls import (
+    AdmitCallInput,
+    AdmitCallResult,
     CallState,
     CreateCallInput,
     DialInput,
@@ -148,6 +150,9 @@ class Fakes:
     dial_steps: dict[int, DialStep] = field(default_factory=dict)
     default_dial: DialStep = field(default_factory=placed)
     reconcile_fails: bool = False
+    # What admit_call answers a scheduled call at its time, in order; then it may dial.
+    admit_verdicts: list[AdmitCallResult] = field(default_factory=list)
+    admits: int = 0
 
     # What the workflow asked for, in order.
     validations: list[CreateCallInput] = field(default_factory=list)
@@ -175,6 +180,11 @@ class Fakes:
         self.validations.append(input)
         self.persists.append(PersistSessionInput(call=input, validation=self.validation))
         return PrepareCallResult(validation=self.validation, stored=self.persisted)
+
+    @activity.defn(name="admit_call")
+    async def admit_call(self, input: AdmitCallInput) -> AdmitCallResult:
+        self.admits += 1
+        return self.admit_verdicts.pop(0) if self.admit_verdicts else AdmitCallResult()
 
     @activity.defn(name="record_attempt")
     async def record_attempt(self, input: RecordAttemptInput) -> None:
@@ -375,6 +385,7 @@ async def running(
         workflow_runner=SandboxedWorkflowRunner(),
         activities=[
             fakes.prepare_call,
+            fakes.admit_call,
             fakes.record_attempt,
             fakes.record_outcome,
             fakes.record_call_status,

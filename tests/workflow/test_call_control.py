@@ -28,6 +28,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from contracts.calls import (
+    AdmitCallResult,
     CallControlInput,
     CallControlResult,
     CallOptions,
@@ -54,7 +55,7 @@ from contracts.calls import (
     WaitForStageInput,
 )
 from tests.workflow.harness import WAIT_BOUND, Fakes, Run, gated, new_call, not_placed, placed
-from workflows.create_call import CreateCallWorkflow
+from workflows.create_call import ADMIT_RETRY, CreateCallWorkflow
 
 REQUESTED_BY = "api key dk_test"
 
@@ -133,6 +134,7 @@ async def live(
         workflow_runner=SandboxedWorkflowRunner(),
         activities=[
             fakes.prepare_call,
+            fakes.admit_call,
             fakes.record_attempt,
             fakes.record_outcome,
             fakes.record_call_status,
@@ -234,6 +236,59 @@ async def test_latest_at_passed_fails_without_dialing_late(ts_env: WorkflowEnvir
     assert fakes.ledger == {}  # never placed
     latest = datetime.fromisoformat(options.latest_at or "")
     assert fakes.dial_times and all(t < latest for t in fakes.dial_times)  # none late
+
+
+async def test_a_scheduled_call_at_its_accounts_limit_waits_until_its_latest_at(
+    ts_env: WorkflowEnvironment,
+) -> None:
+    """At its time the account has its max_concurrent_calls: the call waits and asks again,
+    and dials once a call of the account has ended, before its latest_at."""
+    now = await ts_env.get_current_time()
+    options = CallOptions(
+        scheduled_at=(now + timedelta(hours=1)).isoformat(),
+        latest_at=(now + timedelta(hours=1, minutes=5)).isoformat(),
+    )
+    busy = AdmitCallResult(
+        failure_code=FailureCode.CONCURRENCY_LIMIT, failure_reason="the account has its limit"
+    )
+    fakes = LiveFakes(admit_verdicts=[busy, busy])
+    async with live(ts_env, fakes, options) as run:
+        await create(run)
+        await signal(run, "completed", duration_seconds=3)
+        state = await run.finish()
+    assert fakes.admits == 3
+    assert state.status == SessionStatus.SUCCESS and len(fakes.dials) == 1
+    [dialed] = fakes.dial_times
+    scheduled = datetime.fromisoformat(options.scheduled_at or "")
+    assert scheduled + 2 * ADMIT_RETRY <= dialed < scheduled + timedelta(minutes=1)
+
+
+@pytest.mark.parametrize("latest", [None, timedelta(minutes=1)])
+async def test_a_scheduled_call_still_at_its_limit_fails_with_the_limits_code(
+    ts_env: WorkflowEnvironment, latest: timedelta | None
+) -> None:
+    """No latest_at: refused at its time, like a single call at its request. A latest_at:
+    refused when it passes, never dialed late."""
+    now = await ts_env.get_current_time()
+    at = now + timedelta(hours=1)
+    options = CallOptions(
+        scheduled_at=at.isoformat(), latest_at=(at + latest).isoformat() if latest else None
+    )
+    rated = AdmitCallResult(
+        failure_code=FailureCode.CALLS_PER_SECOND_LIMIT,
+        failure_reason="the account has placed its limit",
+        retry_after=1.0,
+    )
+    fakes = LiveFakes(admit_verdicts=[rated] * 100)
+    async with live(ts_env, fakes, options) as run:
+        await create(run)
+        state = await run.finish()
+    assert state.status == SessionStatus.FAILED
+    assert state.failure_code == FailureCode.CALLS_PER_SECOND_LIMIT
+    assert fakes.dials == []
+    assert fakes.outcome.failure_code == FailureCode.CALLS_PER_SECOND_LIMIT
+    # Asked at its time, then every ADMIT_RETRY until the next wait would pass latest_at.
+    assert fakes.admits == (1 if latest is None else 12)
 
 
 async def test_cancel_before_the_dial_never_dials(ts_env: WorkflowEnvironment) -> None:
