@@ -8,6 +8,7 @@ line and dials from lines nobody confirmed."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -88,7 +89,7 @@ async def test_a_number_twilio_does_not_know_is_refused_and_nothing_is_written(
         assert listed.json() == []
 
 
-async def test_twilio_unreachable_answers_503_and_nothing_is_written(
+async def test_twilio_answering_an_error_is_503_and_nothing_is_written(
     stack_factory: StackFactory, fake: FakeTwilio
 ) -> None:
     number = fresh_line_number()
@@ -102,6 +103,20 @@ async def test_twilio_unreachable_answers_503_and_nothing_is_written(
         assert lines_numbered(stack, number) == []
         # Once Twilio answers again, the same request goes through.
         assert (await register(stack, account, number)).status_code == 201
+
+
+async def test_twilio_unreachable_is_503_and_nothing_is_written(
+    stack_factory: StackFactory, fake: FakeTwilio
+) -> None:
+    number = fresh_line_number()
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    async with stack_factory(**twilio_settings(fake, twilio_api_base_url=closed)) as stack:
+        account = make_account(stack.engine, with_line=False)
+        resp = await register(stack, account, number)
+        assert resp.status_code == 503, resp.text
+        assert lines_numbered(stack, number) == []
 
 
 async def test_a_number_another_account_holds_is_409_without_asking_twilio(
