@@ -103,9 +103,11 @@ class Settings(BaseSettings):
     # are filled per call). Checked by the worker at start (contracts/context.py).
     media_stream_url: str | None = None
 
-    # Following a call after the dial: without a status for this long, ask the provider;
-    # the wait doubles up to the max while nothing changes. A call is followed at most
-    # `call_max_age_seconds` after its dial.
+    # Following a call after the dial: before the answer, without a status for this long ask
+    # the provider, the wait doubling up to the max while nothing changes; an answered call
+    # (a quiet talk is normal) is asked every max, the bound within which the end of a call
+    # whose callbacks are lost is found. A call is followed at most `call_max_age_seconds`
+    # after its dial.
     call_status_poll_seconds: float = Field(default=30.0, gt=0)
     call_status_poll_max_seconds: float = Field(default=600.0, gt=0)
     call_max_age_seconds: float = Field(default=7200.0, gt=0)

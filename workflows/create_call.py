@@ -92,6 +92,9 @@ ADMIT_RETRY = timedelta(seconds=5)
 # A dial the campaign's pace refused is tried again after the wait, as the same attempt, at
 # most this many times per call; then the refusals count as attempts again.
 MAX_PACED_REFUSALS = 20
+# Patch id: runs started before it poll an answered call like a ringing one (from
+# poll_after, doubling), and take a look-up the account's budget deferred as "nothing new".
+FOLLOW_BY_STATE = "follow-by-state"
 # Task Queue Priority (lower goes first; 3 is the server's default): a single call's dial
 # goes ahead of campaign dials on the rate-capped dial queue. Within a priority each user is
 # a fairness key with the account's weight, so users share the cap by weight, not by who
@@ -274,10 +277,12 @@ class CreateCallWorkflow:
 
     async def _follow(self, leg_id: str, provider: str, policy: FollowPolicy) -> CallState:
         """Step 5: follow the call to its final status. Callbacks arrive as signals; when
-        none comes for a while, ask the provider, waiting longer each time nothing changes;
+        none comes for as long as the call's state allows (_quiet_for), ask the provider;
         stop at a final status or at the maximum call age."""
         started = workflow.now()
         quiet = policy.poll_after_seconds
+        deferrals = 0  # look-ups in a row that the account's budget put off
+        ask_in: float | None = None  # when to ask again after such a look-up
         while not is_final(self._state.call_status):
             remaining = policy.max_age_seconds - (workflow.now() - started).total_seconds()
             if remaining <= 0:
@@ -295,29 +300,55 @@ class CreateCallWorkflow:
                 continue
             polled = False
             self._flush_status()
+            wait = ask_in if ask_in is not None else self._quiet_for(quiet, policy)
+            ask_in = None
             try:
                 await workflow.wait_condition(
                     lambda: bool(self._inbox) or self._due_action() is not None,
-                    timeout=timedelta(seconds=min(quiet, remaining, self._until_deadline())),
+                    timeout=timedelta(seconds=min(wait, remaining, self._until_deadline())),
                 )
                 updates = self._take_inbox()
             except TimeoutError:
                 if self._due_action() is not None:
                     continue  # the max-duration deadline, not a quiet call
                 polled = True
-                update = await self._poll(leg_id, provider)
-                updates = [update] if update else []
+                result = await self._poll(leg_id, provider)
+                updates = [result.update] if result.update else []
+                if result.deferred_seconds is not None and workflow.patched(FOLLOW_BY_STATE):
+                    deferrals += 1
+                    ask_in = self._ask_again_in(result.deferred_seconds, deferrals, policy)
+                else:
+                    deferrals = 0
             before = self._state.call_status
             await self._record_statuses(self._annotated(self._fresh(updates, leg_id)))
             if self._state.call_status != before:
                 quiet = policy.poll_after_seconds  # the call moves: ask again soon
-            elif polled:
+            elif polled and ask_in is None:
                 quiet = min(quiet * 2, policy.poll_max_seconds)  # nothing new: wait longer
         status = self._state.call_status or SessionStatus.SUCCESS
         details = status
         if self._state.duration_seconds is not None:
             details = f"{status} in {self._state.duration_seconds} s"
         return await self._finish(status, details)
+
+    def _quiet_for(self, quiet: float, policy: FollowPolicy) -> float:
+        """How long a call may stay silent before the provider is asked. Until the answer
+        (and after a hang-up) a callback is due soon: `quiet`, poll_after doubling while
+        nothing changes. Once answered, silence is the conversation itself (a carrier sends
+        nothing until the end): ask every poll_max only, so a quiet talk costs one look-up
+        per poll_max and a call whose callbacks are lost is found ended within poll_max of
+        its end; a max_duration deadline still wakes the run at once (_until_deadline)."""
+        talking = self._state.call_status == CallStatus.ANSWERED and not self._hung_up
+        if talking and workflow.patched(FOLLOW_BY_STATE):
+            return policy.poll_max_seconds
+        return quiet
+
+    def _ask_again_in(self, deferred: float, deferrals: int, policy: FollowPolicy) -> float:
+        """After a look-up the account's budget deferred: its wait, plus a random spread
+        that doubles from poll_after with each deferral in a row (up to poll_max), so calls
+        deferred together do not all come back in the same second."""
+        spread = min(policy.poll_after_seconds * 2 ** (deferrals - 1), policy.poll_max_seconds)
+        return min(deferred + workflow.random().uniform(0, spread), policy.poll_max_seconds)
 
     def _fresh(self, updates: list[CallStatusUpdate], leg_id: str) -> list[CallStatusUpdate]:
         """Statuses of this call not seen before, in lifecycle order. Reports about another
@@ -405,7 +436,7 @@ class CreateCallWorkflow:
         updates, self._inbox = self._inbox, []
         return updates
 
-    async def _poll(self, leg_id: str, provider: str) -> CallStatusUpdate | None:
+    async def _poll(self, leg_id: str, provider: str) -> FetchCallStatusResult:
         try:
             result: FetchCallStatusResult = await workflow.execute_local_activity(
                 "fetch_call_status",
@@ -421,8 +452,8 @@ class CreateCallWorkflow:
             )
         except ActivityError:
             workflow.logger.warning("could not fetch the call's status; will ask again")
-            return None
-        return result.update
+            return FetchCallStatusResult()
+        return result
 
     async def _dial_safely(self, dial: DialInput, policy: DialPolicy) -> RecordOutcomeInput:
         session_id = dial.call_session_id

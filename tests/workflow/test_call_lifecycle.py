@@ -300,8 +300,9 @@ async def test_without_callbacks_polls_with_a_doubling_wait_until_final(
         for e in history.events
         if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED
     ]
-    # A new status resets the wait; no change doubles it, up to the max.
-    assert timers == [10, 10, 20, 10, 20], timers
+    # Before the answer a new status resets the wait and no change doubles it, up to the max;
+    # once answered, a quiet call is a conversation: asked every poll_max.
+    assert timers == [10, 10, 20, 40, 40], timers
 
 
 async def test_stops_following_at_the_maximum_call_age(ts_env: WorkflowEnvironment) -> None:
