@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
@@ -50,6 +50,30 @@ from tests.workflow.harness import (
 from workflows.campaign import CampaignWorkflow
 
 HERE = Path(__file__).resolve().parent / "histories"
+
+
+@dataclass
+class QuietTalk(Fakes):
+    """Polls only (no callbacks): the first look-up deferred by the account's budget, then
+    answered (a quiet talk, asked every poll_max: patched follow-by-state), then completed."""
+
+    answers: list[str | None] = field(default_factory=lambda: [None, "in-progress", "completed"])
+    fetches: int = 0
+
+    @activity.defn(name="fetch_call_status")
+    async def fetch_call_status(self, input: Any) -> dict[str, Any]:
+        status = self.answers[min(self.fetches, len(self.answers) - 1)]
+        self.fetches += 1
+        if status is None:
+            return {"deferred_seconds": 1.0}
+        return {
+            "update": {
+                "status": status,
+                "telephony_leg_id": input.get("telephony_leg_id"),
+                "duration_seconds": 700 if status == "completed" else None,
+                "source": "poll",
+            }
+        }
 
 
 class Scenario(TypedDict):
@@ -92,6 +116,9 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     # scheduled; the carrier refuses and asks to retry past latest_at: the call fails
     # latest_at_passed, the run Failed (patched fail-failed-calls)
+    # a look-up deferred by the budget, then a quiet talk asked every poll_max, ended by poll
+    # (patched follow-by-state)
+    "quiet_talk_deferred": Scenario(fakes=QuietTalk(default_dial=placed()), wait=Stage.DIALED),
     "failed_latest_at_passed": Scenario(
         fakes=Fakes(default_dial=not_placed(retry_after=600)),
         wait=Stage.ACCEPTED,
