@@ -26,6 +26,7 @@ from contracts.calls import (
 from contracts.webhooks import call_stream
 from infra.limiter import SharedLimits, rate_as_window
 from store import accounts, calls, lifecycle
+from telephony.base import confirms_lines
 from telephony.registry import ProviderRegistry
 
 
@@ -66,6 +67,20 @@ class CallActivities:
             provider = self._providers.name_for(validation.provider)
             validation = replace(validation, provider=provider)
             if (
+                validation.ok
+                and validation.line_confirmed_by != provider
+                and confirms_lines(self._providers.get(provider))
+            ):
+                # Twilio's lines: only a number Twilio confirmed as the account's own dials.
+                validation = replace(
+                    validation,
+                    ok=False,
+                    failure_code=FailureCode.LINE_NOT_CONFIRMED,
+                    failure_reason="the caller line is not confirmed as a number of the "
+                    "carrier account (an incoming number or a verified caller id): confirm it "
+                    "with POST /api/v1/phone/{phone_number_id}/confirm; it was not dialed",
+                )
+            elif (
                 validation.ok
                 and not validation.media_stream_url
                 and self._providers.get(provider).requires_media_stream

@@ -126,6 +126,7 @@ def validate_call(
             "from_number": line.number,
             "phone_number_id": str(line.id),
             "provider": line.provider,
+            "line_confirmed_by": line.confirmed_by,
             "media_stream_url": fill_media_stream_url(
                 template, call.call_session_id, call.request_id
             )
