@@ -161,6 +161,21 @@ def git_commit() -> str:
         return "unknown"
 
 
+def uncommitted() -> list[str]:
+    """Files of the working tree that differ from the commit (the bench measures the tree: on
+    a shared tree, other engineers' work in progress is part of what was measured)."""
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    return sorted(line[3:] for line in out.splitlines() if line[3:])
+
+
 class Profiler:
     """py-spy record of the API and worker processes while a scenario runs."""
 
@@ -216,6 +231,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "meta": {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "commit": git_commit(),
+            "uncommitted": uncommitted(),
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
