@@ -148,8 +148,10 @@ def build_workers(
     calls = CallActivities(
         engine, providers, settings.default_region, settings.media_stream_url, webhooks, shared
     )
-    lifecycle = LifecycleActivities(engine, providers, webhooks, lookup_budget(settings, shared))
-    dialing = DialActivities(providers, shared)
+    # Polls and reconciliations of one carrier account share its look-up budget.
+    lookups = lookup_budget(settings, shared)
+    lifecycle = LifecycleActivities(engine, providers, webhooks, lookups)
+    dialing = DialActivities(providers, shared, lookups)
     grace = timedelta(seconds=settings.worker_graceful_shutdown_seconds)
     campaigns = CampaignActivities(
         engine, TemporalCallLauncher(client, settings), call_policies(settings), webhooks

@@ -12,6 +12,7 @@ from enum import StrEnum
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
+from activities.lifecycle import LookupBudget
 from contracts.calls import (
     LATE_CODE,
     PACED_CODE,
@@ -165,10 +166,21 @@ class Paced(Exception):
         self.wait = wait
 
 
+# How long a reconciliation waits for its account's look-up slot before it gives the attempt
+# back to Temporal's retry (well within RECONCILE_TIMEOUT).
+LOOKUP_SLOT_WAIT_SECONDS = 10.0
+
+
 class DialActivities:
-    def __init__(self, providers: ProviderRegistry, limits: SharedLimits | None = None) -> None:
+    def __init__(
+        self,
+        providers: ProviderRegistry,
+        limits: SharedLimits | None = None,
+        lookups: LookupBudget | None = None,
+    ) -> None:
         self._providers = providers
         self._pacer = DialPacer(limits)
+        self._lookups = lookups or LookupBudget()
 
     @activity.defn(name="dial")
     async def dial(self, input: DialInput) -> DialResult:
@@ -268,6 +280,15 @@ class DialActivities:
     @activity.defn(name="reconcile_dial")
     async def reconcile_dial(self, input: ReconcileInput) -> ReconcileResult:
         provider = self._providers.get(input.provider)
+        # A read of the carrier's REST API like a poll: within its account's look-up budget,
+        # so no burst of reconciliations draws a 429. A window full for long raises (nothing
+        # sent) and Temporal tries again; never a guess that the call was not placed.
+        if not await self._lookups.slot(provider.name, LOOKUP_SLOT_WAIT_SECONDS):
+            raise ApplicationError(
+                "the provider account's look-up budget is spent; asking again",
+                type=ErrorType.LOOKUP_DEFERRED,
+                category=EXPECTED,
+            )
         found = await provider.lookup_call(
             call_session_id=input.call_session_id,
             attempts=input.attempts,

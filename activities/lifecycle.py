@@ -5,6 +5,7 @@ and a small history)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -46,6 +47,18 @@ class LookupBudget:
         account = self.accounts.get(provider, provider)
         verdict = self.limits.hit(rate_as_window(self.per_second), "provider-lookups", account)
         return 0.0 if verdict.allowed else max(verdict.wait, 0.001)
+
+    async def slot(self, provider: str, within: float) -> bool:
+        """Wait up to `within` seconds for a look-up slot of `provider`'s account; True
+        once one is spent, False (nothing spent) when the window stays full that long."""
+        deadline = time.monotonic() + within
+        while True:
+            wait = await asyncio.to_thread(self.take, provider)
+            if wait == 0:
+                return True
+            if time.monotonic() + wait > deadline:
+                return False
+            await asyncio.sleep(wait)
 
 
 class LifecycleActivities:

@@ -24,6 +24,9 @@ class ErrorType(StrEnum):
     # Raised by the call_control update's validator: the call is over, nothing to cancel or
     # hang up (HTTP 409). Rejected before it reaches history.
     CALL_OVER = "CallOver"
+    # Raised by reconcile_dial when its provider account's look-up budget stayed spent for
+    # the attempt: nothing was sent; Temporal tries again (RECONCILE_RETRY).
+    LOOKUP_DEFERRED = "LookupDeferred"
 
 
 # The first detail (the code) of a DIAL_NOT_PLACED the dial activity raises without asking the

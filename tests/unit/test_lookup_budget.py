@@ -1,18 +1,31 @@
-"""activities/lifecycle.py fetch_call_status: a poll's look-up takes a slot of its provider
-account's moving window, shared by every worker; past it the provider is not asked and the
-answer says when to ask again (no error, so nothing retries into the window)."""
+"""Provider look-ups within each carrier account's budget (activities/lifecycle.py
+LookupBudget). A poll's look-up (fetch_call_status) takes a slot of its account's moving
+window, shared by every worker; past it the provider is not asked and the answer says when
+to ask again (no error, so nothing retries into the window). A reconciliation
+(reconcile_dial) takes a slot of the same window, waiting for it a little, else raising for
+Temporal's retry, never sending past it."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
 from sqlalchemy.engine import Engine
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities.dialing import DialActivities
 from activities.lifecycle import LifecycleActivities, LookupBudget
-from contracts.calls import FetchCallStatusInput, FetchCallStatusResult, StatusSource
+from contracts.calls import (
+    ErrorType,
+    FetchCallStatusInput,
+    FetchCallStatusResult,
+    ReconcileInput,
+    ReconcileResult,
+    StatusSource,
+)
 from infra.limiter import SharedLimits
 from telephony.base import DialRequest, ProviderCall
 from telephony.registry import ProviderRegistry
@@ -125,3 +138,55 @@ def test_the_default_rate_is_far_below_a_carriers_limit() -> None:
     assert Settings().provider_lookups_per_second == 20.0
     with pytest.raises(ValueError, match="provider_lookups_per_second"):
         Settings(provider_lookups_per_second=0)
+
+
+class ReconcilingCarrier(CountingCarrier):
+    def __init__(self) -> None:
+        super().__init__("simulated")
+        self.lookups = 0
+
+    async def lookup_call(self, **kwargs: object) -> ProviderCall | None:
+        self.lookups += 1
+        return None
+
+
+def reconcile_input() -> ReconcileInput:
+    return ReconcileInput(
+        call_session_id=str(uuid.uuid4()),
+        to_number="+12025550100",
+        from_number="+12025550199",
+        provider="simulated",
+        attempts=[1],
+    )
+
+
+async def test_a_reconciliation_takes_a_slot_of_the_same_window_as_the_polls() -> None:
+    carrier = ReconcilingCarrier()
+    budget = LookupBudget(SharedLimits(), per_second=2)
+    registry = ProviderRegistry({"simulated": carrier}, default="simulated")
+    polls, dials = activities([carrier], budget), DialActivities(registry, None, budget)
+    await fetch_many(polls, 2)  # the window is full
+
+    started = time.monotonic()
+    found = await ActivityEnvironment().run(dials.reconcile_dial, reconcile_input())
+
+    # It waited for the window (about a second), then asked once; nothing was lost.
+    assert found == ReconcileResult(telephony_leg_id=None) and carrier.lookups == 1
+    assert 0.5 <= time.monotonic() - started <= 5
+
+
+async def test_a_reconciliation_whose_window_stays_full_raises_for_a_retry_and_sends_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("activities.dialing.LOOKUP_SLOT_WAIT_SECONDS", 0.2)
+    carrier = ReconcilingCarrier()
+    budget = LookupBudget(SharedLimits(), per_second=0.5)  # one look-up per 2 s
+    registry = ProviderRegistry({"simulated": carrier}, default="simulated")
+    dials = DialActivities(registry, None, budget)
+    await ActivityEnvironment().run(dials.reconcile_dial, reconcile_input())
+
+    with pytest.raises(ApplicationError) as info:
+        await ActivityEnvironment().run(dials.reconcile_dial, reconcile_input())
+
+    assert info.value.type == ErrorType.LOOKUP_DEFERRED and not info.value.non_retryable
+    assert carrier.lookups == 1
