@@ -266,6 +266,18 @@ def _fairness_rows(fig: dict[str, Any]) -> list[Row]:
                 )
             )
         share = v["dials_per_second"]
+        total = round(share.get("A", 0.0) + share.get("B", 0.0), 2)
+        # Not a target: whether the cap was what A saturated (on a loaded 2-core machine the
+        # worker can be the bottleneck first, and then priority on the dial queue buys less).
+        rows.append(
+            Row(
+                f"fairness, {label}: dials/s of A and B together vs the cap",
+                total,
+                v["cap"],
+                "/s",
+                _ratio(total, v["cap"]),
+            )
+        )
         rows.append(
             Row(
                 f"fairness, {label}: dials/s of A / of B (cap {v['cap']:g}, B asks "
