@@ -33,11 +33,12 @@ SETTLE_SECONDS = 5.0
 PROCESSES = ("worker", "api", "temporal")
 
 
-def default_talk_seconds(n: int) -> float:
-    """Long enough that all `n` are live together for a while: placing them at 4 calls/s or
-    more leaves at least a minute of all of them live (at 10,000: 2,560 s, about 42 minutes of
-    talk, and two minutes all live together if they are placed at 4.1/s or faster)."""
-    return 60.0 + n / 4
+def default_talk_seconds(n: int, full: bool = False) -> float:
+    """Long enough that all `n` are live together for a while: 60 + n/4 s (500: 185 s, all
+    live for two minutes if placed at 7.7 calls/s or faster); for `--full`, 60 + n/3 (10,000:
+    3,393 s, two minutes all live if placed at 3.1/s or faster: a loaded machine placed 1,500
+    live calls at 6.4/s)."""
+    return 60.0 + n / (3 if full else 4)
 
 
 def live_counts(

@@ -102,7 +102,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--live-talk-seconds",
         type=float,
         default=None,
-        help="simulated talk time of live_calls (default 60 + N/4)",
+        help="simulated talk time of live_calls (default 60 + N/4, full 60 + N/3)",
     )
     p.add_argument("--no-charts", action="store_true", help="no PNG charts")
     p.add_argument("--name", default="latest", help="results file name (bench/results/<name>.*)")
@@ -118,7 +118,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.paced_seconds = args.paced_seconds or (60.0 if full else 15.0)
     args.campaign_budget = args.campaign_budget or (1800.0 if full else 180.0)
     args.live_calls = args.live_calls or (10_000 if full else 500)
-    args.live_talk_seconds = args.live_talk_seconds or default_talk_seconds(args.live_calls)
+    args.live_talk_seconds = args.live_talk_seconds or default_talk_seconds(args.live_calls, full)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.only) - set(SCENARIOS)
     if unknown:

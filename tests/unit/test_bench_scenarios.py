@@ -88,8 +88,9 @@ def test_live_counts_and_per_live_call_minute() -> None:
     assert per_live_call_minute(1, 0, 60) is None
     cpu = net_cpu({"worker": 1.0, "api": 2.0}, {"worker": 4.0, "api": 2.1}, {"worker": 0.05}, 20)
     assert cpu == {"worker": pytest.approx(2.0), "api": pytest.approx(0.1)}
-    # At 10,000: two minutes all live if placed at 4.1 calls/s or faster.
-    assert default_talk_seconds(10_000) - 10_000 / 4.1 >= 120
+    # --full, 10,000: two minutes all live if placed at 3.1 calls/s or faster.
+    assert default_talk_seconds(10_000, full=True) - 10_000 / 3.1 >= 120
+    assert default_talk_seconds(500) == 185
     assert epoch(datetime(2026, 1, 1)) == T0.timestamp()  # naive database times are UTC
 
 
