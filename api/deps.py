@@ -11,7 +11,8 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
+from starlette.concurrency import run_in_threadpool
 
 from api.limits import auth_failure_throttle
 from api.schemas import Detail
@@ -31,14 +32,16 @@ Responses = dict[int | str, dict[str, Any]]
 AUTH_ERRORS: Responses = {401: {"model": Detail, "description": "Missing or invalid API key"}}
 
 
-def get_settings_dep(request: Request) -> Settings:
+# The getters of app.state are `async def`: FastAPI runs a plain `def` dependency in its
+# thread pool, a hand-off to a thread and back per dependency and request, for an attribute.
+async def get_settings_dep(request: Request) -> Settings:
     # app.state is Starlette's State, whose attributes are Any: the getters name what lifespan
     # put there.
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_engine_dep(request: Request) -> Engine:
+async def get_engine_dep(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
 
@@ -48,7 +51,7 @@ def get_db(engine: Annotated[Engine, Depends(get_engine_dep)]) -> Iterator[Sessi
         yield session
 
 
-def get_temporal(request: Request) -> TemporalGateway:
+async def get_temporal(request: Request) -> TemporalGateway:
     temporal: TemporalGateway = request.app.state.temporal
     return temporal
 
@@ -86,20 +89,26 @@ def _unauthorized(detail: str) -> HTTPException:
     )
 
 
-def get_current_user(
+async def get_current_user(
     request: Request,
-    session: SessionDep,
+    engine: EngineDep,
     settings: SettingsDep,
     x_api_key: Annotated[str | None, Security(api_key_header)] = None,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None,
 ) -> Principal:
     key = x_api_key or (credentials.credentials if credentials else None)
+    # The checks block (the database; the limits' storage, Redis when shared): one trip to
+    # the thread pool for all of them.
+    return await run_in_threadpool(_check, request, engine, settings, key)
+
+
+def _check(request: Request, engine: Engine, settings: Settings, key: str | None) -> Principal:
     throttle = auth_failure_throttle(request)
     if throttle is None:
-        return _authenticate(request, session, settings, key)
+        return _authenticate(request, engine, settings, key)
     throttle.check(request)  # an address that failed too often is not even looked up
     try:
-        return _authenticate(request, session, settings, key)
+        return _authenticate(request, engine, settings, key)
     except HTTPException as exc:
         if exc.status_code == status.HTTP_401_UNAUTHORIZED:
             throttle.failed(request)
@@ -107,7 +116,7 @@ def get_current_user(
 
 
 def _authenticate(
-    request: Request, session: Session, settings: Settings, key: str | None
+    request: Request, engine: Engine, settings: Settings, key: str | None
 ) -> Principal:
     if not key:
         raise _unauthorized("missing API key: send x-api-key or Authorization: Bearer")
@@ -115,26 +124,28 @@ def _authenticate(
     if prefix is None:
         raise _unauthorized("invalid API key")
     digest = hash_key(key, settings.secret_key)
-    candidates = session.exec(select(ApiKey).where(ApiKey.prefix == prefix)).all()
+    # Every request reads its key (no cache: a revoked key fails on the next request), with
+    # its user, in one statement; the connection goes back to the pool at once (create_call
+    # keeps its request open for the whole wait budget, and a connection held per waiting
+    # request would exhaust the pool and starve the in-process workers).
+    with Session(engine) as session:
+        candidates = session.exec(
+            select(ApiKey, User)
+            .join(User, col(User.id) == col(ApiKey.user_id))
+            .where(ApiKey.prefix == prefix)
+        ).all()
     match = None
-    for candidate in candidates:
+    for candidate, owner in candidates:
         if hmac.compare_digest(candidate.key_hash, digest):
-            match = candidate
-    if match is None or match.revoked_at is not None:
+            match = candidate, owner
+    if match is None or match[0].revoked_at is not None:
         raise _unauthorized("invalid API key")
-    user = session.get(User, match.user_id)
-    if user is None:
-        raise _unauthorized("invalid API key")
+    api_key, user = match
     limiter = getattr(request.app.state, "rate_limiter", None)
     if limiter is not None:
         # Only a valid key spends tokens, so nobody can exhaust another user's budget.
-        limiter.check(str(match.id))
-    principal = Principal(user_id=user.id, email=user.email, key_prefix=prefix)
-    # Hand the pooled connection back now: create_call keeps its request open for the whole
-    # wait budget, and a connection held per waiting request would exhaust the pool (and
-    # starve the in-process workers). The session stays usable; it reconnects on next use.
-    session.close()
-    return principal
+        limiter.check(str(api_key.id))
+    return Principal(user_id=user.id, email=user.email, key_prefix=prefix)
 
 
 CurrentUser = Annotated[Principal, Depends(get_current_user)]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
+
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from api import deps
 from api.deps import CurrentUser
 from core.config import Settings
 from core.security import KEY_PREFIX, generate_key, hash_key, key_prefix
@@ -187,3 +191,35 @@ async def test_a_revoked_key_is_refused_and_others_keep_working(engine: Engine) 
     assert crud.revoke_keys(engine=engine, user=user) == 1
     with pytest.raises(Refused):
         await authenticate(engine, key=new)
+
+
+async def test_a_key_check_is_one_statement_and_a_revocation_applies_at_once(
+    engine: Engine,
+) -> None:
+    """Every request reads its key with its user in one statement (it was two: the key, then
+    the user), with no cache: the very next request after a revocation is refused."""
+    user = crud.create_user(engine=engine, email="owner@example.test")
+    key = crud.create_key(engine=engine, user=user, secret=TEST_SECRET)
+    seen: list[str] = []
+
+    def note(*args: object) -> None:
+        seen.append(str(args[2]))
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        assert (await authenticate(engine, key=key))["user_id"] == str(user.id)
+        assert len(seen) == 1, seen
+        assert crud.revoke_keys(engine=engine, user=user) == 1
+        with pytest.raises(Refused) as info:
+            await authenticate(engine, key=key)
+        assert info.value.status_code == 401
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+
+
+def test_the_app_state_getters_do_not_take_a_thread() -> None:
+    """FastAPI runs a plain `def` dependency in its thread pool: the getters every request
+    resolves are coroutines, and the key check takes one trip to a thread for all its work."""
+    for getter in (deps.get_settings_dep, deps.get_engine_dep, deps.get_temporal):
+        assert inspect.iscoroutinefunction(getter), getter.__name__
+    assert inspect.iscoroutinefunction(deps.get_current_user)
