@@ -16,6 +16,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from bench import promtext
+from bench.scenarios import summary_ms
 from bench.stack import Stack
 from contracts.lifecycle import FINAL
 from store.models import CallSession, SimulatedCall
@@ -31,6 +32,10 @@ IDLE_SECONDS = 10.0
 # before the first end, when it closes.
 SETTLE_SECONDS = 5.0
 PROCESSES = ("worker", "api", "temporal")
+# create_call wait=accepted, one at a time, to the busy number (its calls end at once): on the
+# idle stack, and again with the N calls live (just after the quiet window, before the first
+# end), so the table says what holding them costs a new call's answer.
+LATENCY_PROBES = 30
 
 
 def default_talk_seconds(n: int, full: bool = False) -> float:
@@ -148,6 +153,7 @@ async def live_calls(stack: Stack, engine: Any, n: int, talk_seconds: float) -> 
     await asyncio.sleep(IDLE_SECONDS)
     cpu1, t1 = sampler.cpu(), time.monotonic()
     idle_rate = {p: (cpu1[p] - cpu0[p]) / (t1 - t0) for p in cpu1 if p in cpu0}
+    idle_latency = await accepted_latency(stack)
     m_start = await promtext.scrape(stack.metrics_url)
 
     series: list[dict[str, Any]] = []
@@ -223,6 +229,8 @@ async def live_calls(stack: Stack, engine: Any, n: int, talk_seconds: float) -> 
         cpu = net_cpu(q_cpu0, q_cpu1, idle_rate, secs)
         window = promtext.delta(q_m1, q_m0)
         requests = promtext.provider_requests(window)
+        # Still every call live: the first ends SETTLE_SECONDS from now.
+        quiet["accepted_latency_ms"] = await accepted_latency(stack)
         quiet.update(
             {
                 "seconds": round(secs, 1),
@@ -292,6 +300,7 @@ async def live_calls(stack: Stack, engine: Any, n: int, talk_seconds: float) -> 
         "rss_idle_mb": _mb(idle_rss),
         "rss_after_mb": _mb(after_rss),
         "idle_cpu_cores": {k: round(v, 4) for k, v in idle_rate.items()},
+        "idle_accepted_latency_ms": idle_latency,
         "quiet": quiet,
         "whole_run": {
             "activities": activities,
@@ -311,6 +320,22 @@ async def live_calls(stack: Stack, engine: Any, n: int, talk_seconds: float) -> 
         },
         "series": series,
     }
+
+
+async def accepted_latency(stack: Stack, count: int = LATENCY_PROBES) -> dict[str, float]:
+    """p50 / p90 / p99 (ms) of create_call wait=accepted, sent one at a time."""
+    samples: list[float] = []
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=60) as http:
+        for _ in range(count):
+            began = time.perf_counter()
+            resp = await http.post(
+                "/api/call/create_call",
+                params={"phoneNumber": WARM_UP_NUMBER, "wait": "accepted"},
+                headers=stack.headers,
+            )
+            resp.raise_for_status()
+            samples.append(time.perf_counter() - began)
+    return summary_ms(samples)
 
 
 def _first_dial(engine: Any, ids: list[uuid.UUID]) -> float:

@@ -343,6 +343,22 @@ def _live_rows(fig: dict[str, Any]) -> list[Row]:
                 both < LIVE_CPU_MS_TARGET,
             )
         )
+        live_latency = quiet.get("accepted_latency_ms")
+        idle_latency = fig.get("idle_accepted_latency_ms")
+        if live_latency and idle_latency:
+            ratio = _ratio(live_latency["p50"], idle_latency["p50"])
+            rows.append(
+                Row(
+                    f"live_calls: create_call wait=accepted p50 with {quiet['live_calls']} live "
+                    "calls vs the same stack idle",
+                    live_latency["p50"],
+                    idle_latency["p50"],
+                    "ms",
+                    ratio,
+                    "<= 1.3x",
+                    ratio is not None and ratio <= 1.3,
+                )
+            )
         req = quiet["provider_requests_per_live_call_minute"]
         rows.append(
             Row(

@@ -163,8 +163,10 @@ def test_report_rows_of_fairness_and_live_calls_and_the_database() -> None:
         "cpu_ms_per_live_call_minute": {"worker": 1.0, "api": 0.1, "temporal": 2.0},
         "provider_requests_per_live_call_minute": 0.05,
         "workflow_tasks": {"workflow_tasks": 10, "execution_ms_p50": 5.0, "execution_ms_p99": 9.0},
+        "accepted_latency_ms": {"p50": 70.0, "p90": 80.0, "p99": 90.0, "n": 30},
     }
     live = {
+        "idle_accepted_latency_ms": {"p50": 50.0, "p90": 60.0, "p99": 70.0, "n": 30},
         "placed": 500,
         "place_calls_per_second": 12.0,
         "all_live_together_seconds": 80.0,
@@ -212,6 +214,12 @@ def test_report_rows_of_fairness_and_live_calls_and_the_database() -> None:
         met["[postgres] live_calls: worker + server CPU per live call-minute, quiet talk"] is False
     )
     assert met["[postgres] live_calls: provider requests per live call-minute, quiet talk"] is True
+    # 70 ms with the calls live against 50 idle: 1.4x, beyond the 1.3x target.
+    latency = (
+        "[postgres] live_calls: create_call wait=accepted p50 with 500 live calls vs the same "
+        "stack idle"
+    )
+    assert met[latency] is False
     text = markdown(result)
     assert "![fairness](x-fairness.png)" in text
     assert "[postgres] live_calls: worker RSS per live call above idle" in text
