@@ -109,6 +109,7 @@ class CallActivities:
             verdict = self._at_limit(
                 input.user_id,
                 input.call_session_id,
+                limits,
                 limits.max_calls_per_second if stored.created else None,
             )
             if verdict.failure_code is not None:
@@ -124,14 +125,25 @@ class CallActivities:
 
     def _admit(self, input: AdmitCallInput) -> AdmitCallResult:
         limits = accounts.get_limits(self._engine, input.user_id)
-        return self._at_limit(input.user_id, input.call_session_id, limits.max_calls_per_second)
+        return self._at_limit(
+            input.user_id, input.call_session_id, limits, limits.max_calls_per_second
+        )
 
-    def _at_limit(self, user_id: str, call_session_id: str, rate: float | None) -> AdmitCallResult:
+    def _at_limit(
+        self,
+        user_id: str,
+        call_session_id: str,
+        limits: accounts.AccountLimits,
+        rate: float | None,
+    ) -> AdmitCallResult:
         """The account's max_concurrent_calls (its other calls dialing, ringing or in
-        progress, from the database) and max_calls_per_second (`rate`, a moving window in
-        the storage every worker shares: Redis with several; None: not counted): the limit
-        this call is at, else an empty result, the call counted in the window."""
-        limit = accounts.over_concurrency_limit(self._engine, user_id, call_session_id)
+        progress, from the database; `limits` as this step read them: an account without
+        one is not counted) and max_calls_per_second (`rate`, a moving window in the storage
+        every worker shares: Redis with several; None: not counted): the limit this call is
+        at, else an empty result, the call counted in the window."""
+        limit = None
+        if limits.max_concurrent_calls is not None:
+            limit = accounts.over_concurrency_limit(self._engine, user_id, call_session_id)
         if limit is not None:
             return AdmitCallResult(
                 failure_code=FailureCode.CONCURRENCY_LIMIT,
@@ -185,5 +197,6 @@ class CallActivities:
     @activity.defn(name="record_outcome")
     async def record_outcome(self, input: RecordOutcomeInput) -> None:
         # With the statuses that came with the dial, in the same transaction.
-        await asyncio.to_thread(lifecycle.record_outcome_and_statuses, self._engine, input)
-        await self._deliver_events(input.call_session_id)
+        wrote = await asyncio.to_thread(lifecycle.record_outcome_and_statuses, self._engine, input)
+        if wrote:  # a user without webhook endpoints has none to hand over
+            await self._deliver_events(input.call_session_id)

@@ -319,14 +319,16 @@ def _never_placed(input: RecordOutcomeInput) -> dict[str, Any]:
     return values
 
 
-def write_outcome(session: Session, input: RecordOutcomeInput) -> None:
-    """The dial's outcome, in the caller's transaction: the first terminal outcome wins."""
+def write_outcome(session: Session, input: RecordOutcomeInput) -> CallSession:
+    """The dial's outcome, in the caller's transaction: the first terminal outcome wins.
+    Returns the session row as it is now (the session keeps it only while it is referenced:
+    a caller that goes on with the row holds it, and saves reading it again)."""
     sid = uuid.UUID(input.call_session_id)
     now = utcnow()
-    if session.get(CallSession, sid) is None:
-        raise LookupError(f"session {sid} does not exist")
     # One conditional UPDATE: the first terminal outcome wins whole, on every database
     # (a read-then-write would let a racing writer mix its fields into the winner's row).
+    # Written first and read once after (_outcome_event): a row read before it would only
+    # be read again, since the UPDATE bypasses the ORM.
     won = session.exec(
         update(CallSession)
         .where(col(CallSession.id) == sid, col(CallSession.status).not_in(TERMINAL))
@@ -344,7 +346,12 @@ def write_outcome(session: Session, input: RecordOutcomeInput) -> None:
             dialed_at=now if input.telephony_leg_id else None,
             **_never_placed(input),
         )
+        .execution_options(synchronize_session=False)
     )
+    won_it = bool(getattr(won, "rowcount", 0))
+    row = None if won_it else session.get(CallSession, sid)
+    if not won_it and row is None:
+        raise LookupError(f"session {sid} does not exist")
     add_event(
         session,
         sid,
@@ -356,22 +363,26 @@ def write_outcome(session: Session, input: RecordOutcomeInput) -> None:
         provider_error_code=input.provider_error_code,
         provider_message=input.provider_message,
     )
-    if getattr(won, "rowcount", 0):
-        _outcome_event(session, sid)
+    if won_it:
+        row = _outcome_event(session, sid)
+    if row is None:  # it was updated in this transaction: it cannot have gone since
+        raise LookupError(f"session {sid} does not exist")
+    return row
 
 
-def _outcome_event(session: Session, sid: uuid.UUID) -> None:
+def _outcome_event(session: Session, sid: uuid.UUID) -> CallSession | None:
     """The customer's event for the outcome that has just won (store/webhooks.py)."""
-    row = session.get(CallSession, sid)
+    # populate_existing: the UPDATE above bypassed the ORM, so a copy in the session is stale.
+    row = session.get(CallSession, sid, populate_existing=True)
     if row is None:
-        return
-    session.refresh(row)  # the UPDATE above bypassed the ORM
+        return None
     if row.status == SessionStatus.SUCCESS and row.telephony_leg_id:
         dialed_at = row.dialed_at.isoformat() if row.dialed_at else None
         extra = {"attempts": row.attempts, "dialed_at": dialed_at}
         webhooks.add_call_event(session, row, EventType.CALL_DIALED, extra)
     elif row.status == SessionStatus.FAILED:
         _failed_event(session, row)
+    return row
 
 
 def _failed_event(session: Session, row: CallSession) -> None:

@@ -57,12 +57,16 @@ def record_call_status(engine: Engine, input: RecordCallStatusInput) -> str | No
         )
 
 
-def record_outcome_and_statuses(engine: Engine, input: RecordOutcomeInput) -> None:
-    """The dial's outcome and the status reports that came with it, in one transaction."""
+def record_outcome_and_statuses(engine: Engine, input: RecordOutcomeInput) -> bool:
+    """The dial's outcome and the status reports that came with it, in one transaction.
+    True when it wrote a customer's event (a webhook delivery) for the workflows to send."""
     with session_scope(engine) as session:
-        write_outcome(session, input)
+        # Held, so the statuses below find the row in the session instead of reading it again.
+        row = write_outcome(session, input)
         if input.statuses:
             apply_call_statuses(session, input.call_session_id, input.statuses)
+        del row
+        return webhooks.deliveries_written(session) > 0
 
 
 def apply_call_statuses(

@@ -168,13 +168,50 @@ def rotate_secret(
 # --- writing events ----------------------------------------------------------------------------
 
 
+# session.info key: delivery rows this session wrote (a step's session_scope is its own).
+_DELIVERIES_WRITTEN = "dialer.webhook_deliveries_written"
+
+
+def deliveries_written(session: Session) -> int:
+    """Delivery rows written through this session (duplicates a retry absorbed included):
+    none, and the step has nothing to hand to a delivery workflow."""
+    written: int = session.info.get(_DELIVERIES_WRITTEN, 0)
+    return written
+
+
+# session.info key: the enabled endpoints of each user, as read once in the current transaction.
+_ENDPOINTS_READ = "dialer.webhook_endpoints"
+
+
+def _read_enabled(session: Session, user_id: uuid.UUID) -> list[WebhookEndpoint]:
+    return list(
+        session.exec(
+            select(WebhookEndpoint).where(
+                WebhookEndpoint.user_id == user_id, col(WebhookEndpoint.enabled)
+            )
+        ).all()
+    )
+
+
+def _enabled_endpoints(session: Session, user_id: uuid.UUID) -> list[WebhookEndpoint]:
+    """The user's enabled endpoints, read once per transaction: a dial's outcome and the
+    statuses that came with it are up to four events of one user in one transaction, and
+    each read would find the same rows. A new transaction reads them again."""
+    transaction = session.get_transaction()
+    if transaction is None:  # nothing begun yet: this read begins it
+        return _read_enabled(session, user_id)
+    read = session.info.get(_ENDPOINTS_READ)
+    if read is None or read[0] is not transaction:
+        read = (transaction, {})
+        session.info[_ENDPOINTS_READ] = read
+    by_user: dict[uuid.UUID, list[WebhookEndpoint]] = read[1]
+    if user_id not in by_user:
+        by_user[user_id] = _read_enabled(session, user_id)
+    return by_user[user_id]
+
+
 def _endpoints_for(session: Session, user_id: uuid.UUID, event_type: str) -> list[WebhookEndpoint]:
-    rows = session.exec(
-        select(WebhookEndpoint).where(
-            WebhookEndpoint.user_id == user_id, col(WebhookEndpoint.enabled)
-        )
-    ).all()
-    return [r for r in rows if subscribed(r, event_type)]
+    return [r for r in _enabled_endpoints(session, user_id) if subscribed(r, event_type)]
 
 
 def _next_sequence(session: Session, stream: str) -> int:
@@ -202,6 +239,7 @@ def _insert(
     if not rows:
         return
     sequence = _next_sequence(session, stream)
+    session.info[_DELIVERIES_WRITTEN] = deliveries_written(session) + len(rows)
     now = utcnow()
     for row in rows:
         row.update(

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
@@ -25,7 +26,8 @@ from contracts.calls import (
     SessionStatus,
     ValidationResult,
 )
-from store import accounts, calls, crud, lifecycle
+from contracts.webhooks import call_stream
+from store import accounts, calls, crud, lifecycle, webhooks
 from store.db import session_scope
 from store.models import (
     Agent,
@@ -35,6 +37,7 @@ from store.models import (
     PhoneNumber,
     SuppressedNumber,
     User,
+    WebhookDelivery,
 )
 from store.simulated_ledger import DatabaseLedger
 from telephony.registry import ProviderRegistry
@@ -625,3 +628,122 @@ async def test_record_outcome_writes_the_statuses_that_came_with_the_dial(
     assert [e.type for e in events_of(me.engine, accepted)] == ["created", "success"] + [
         "call_status"
     ] * 3
+
+
+def _statements(engine: Engine) -> list[str]:
+    """The SQL the engine runs from now on (a listener; SQLAlchemy keeps it for the engine)."""
+    seen: list[str] = []
+
+    def note(*args: object) -> None:
+        seen.append(" ".join(str(args[2]).split()))
+
+    event.listen(engine, "before_cursor_execute", note)
+    return seen
+
+
+def test_an_outcome_with_its_statuses_reads_row_and_endpoints_once(
+    me: Owner, accepted: str
+) -> None:
+    """The dial's outcome and the three statuses that came with it: one read of the session
+    row (after its UPDATE) and one of the user's webhook endpoints for all four customer
+    events (each read per event used to flush and read again), and every event still
+    reaches the endpoint. Statements per call are CPU per call (bench/notes.md)."""
+    webhooks.create_endpoint(
+        me.engine,
+        webhooks.EndpointSpec(
+            user_id=me.user.id,
+            url="https://example.test/hook",
+            events=None,
+            description=None,
+            include_phone_numbers=False,
+            sealed_secret="sealed",
+        ),
+    )
+    outcome = RecordOutcomeInput(
+        call_session_id=accepted,
+        status=SessionStatus.SUCCESS,
+        attempts=1,
+        telephony_leg_id="LEG-1",
+        statuses=[
+            CallStatusUpdate(status=s, telephony_leg_id="LEG-1", duration_seconds=d)
+            for s, d in (("ringing", None), ("answered", None), ("completed", 12))
+        ],
+    )
+    seen = _statements(me.engine)
+    lifecycle.record_outcome_and_statuses(me.engine, outcome)
+    selects = [s for s in seen if s.startswith("SELECT")]
+    assert len([s for s in selects if "FROM call_sessions" in s]) == 1, selects
+    assert len([s for s in selects if "FROM webhook_endpoints" in s]) == 1, selects
+    with Session(me.engine) as session:
+        types = session.exec(
+            select(WebhookDelivery.event_type).where(
+                WebhookDelivery.call_session_id == uuid.UUID(accepted)
+            )
+        ).all()
+    assert sorted(types) == ["call.answered", "call.dialed", "call.ended", "call.ringing"]
+    assert row(me.engine, accepted).call_status == "completed"
+
+
+def test_an_outcome_for_a_missing_session_still_fails_loudly(me: Owner) -> None:
+    """The UPDATE comes first now: when it matches nothing, the row is looked for."""
+    missing = RecordOutcomeInput(
+        call_session_id=str(uuid.uuid4()), status=SessionStatus.SUCCESS, attempts=1
+    )
+    with pytest.raises(LookupError):
+        lifecycle.record_outcome_and_statuses(me.engine, missing)
+
+
+async def test_prepare_call_reads_the_account_once_without_a_concurrency_limit(me: Owner) -> None:
+    """An account without max_concurrent_calls has nothing to count: prepare_call reads its
+    limits once and does not open another session to count its calls in flight."""
+    me.line("+12025550199")
+    seen = _statements(me.engine)
+    prepared = await activities(me.engine).prepare_call(me.call())
+    assert prepared.validation.ok
+    users = [s for s in seen if s.startswith("SELECT") and "FROM users" in s]
+    assert len(users) == 1, users
+    assert not [s for s in seen if "count(" in s.lower()], seen
+
+
+class _Kicks:
+    """A WebhookKicker that notes the streams it was handed."""
+
+    def __init__(self) -> None:
+        self.streams: list[str] = []
+
+    async def kick(self, streams: Sequence[str]) -> None:
+        self.streams += streams
+
+
+async def test_record_outcome_hands_over_events_only_when_it_wrote_one(
+    me: Owner, accepted: str
+) -> None:
+    """The kick after an outcome reads the stream's pending deliveries (a statement and a
+    thread per call): a user without webhook endpoints has none, so nothing is read; one
+    with an endpoint has the stream handed over as before."""
+    kicks = _Kicks()
+    carrier = SimulatedProvider(DatabaseLedger(me.engine), latency_ms=0)
+    steps = CallActivities(
+        me.engine, ProviderRegistry({"simulated": carrier}, "simulated"), "US", webhooks=kicks
+    )
+    outcome = RecordOutcomeInput(
+        call_session_id=accepted, status=SessionStatus.SUCCESS, attempts=1, telephony_leg_id="L"
+    )
+    await steps.record_outcome(outcome)
+    assert kicks.streams == []
+    webhooks.create_endpoint(
+        me.engine,
+        webhooks.EndpointSpec(
+            user_id=me.user.id,
+            url="https://example.test/hook",
+            events=None,
+            description=None,
+            include_phone_numbers=False,
+            sealed_secret="sealed",
+        ),
+    )
+    second = me.call()
+    validation = calls.validate_call(me.engine, second, "US")
+    calls.persist_session(me.engine, PersistSessionInput(call=second, validation=validation))
+    await steps.record_outcome(replace(outcome, call_session_id=second.call_session_id))
+    assert kicks.streams == [call_stream(second.call_session_id)]
