@@ -126,7 +126,11 @@ class CallActivities:
     def _admit(self, input: AdmitCallInput) -> AdmitCallResult:
         limits = accounts.get_limits(self._engine, input.user_id)
         return self._at_limit(
-            input.user_id, input.call_session_id, limits, limits.max_calls_per_second
+            input.user_id,
+            input.call_session_id,
+            limits,
+            limits.max_calls_per_second,
+            at_its_time=True,
         )
 
     def _at_limit(
@@ -135,6 +139,8 @@ class CallActivities:
         call_session_id: str,
         limits: accounts.AccountLimits,
         rate: float | None,
+        *,
+        at_its_time: bool = False,
     ) -> AdmitCallResult:
         """The account's max_concurrent_calls (its other calls dialing, ringing or in
         progress, from the database; `limits` as this step read them: an account without
@@ -143,7 +149,9 @@ class CallActivities:
         at, else an empty result, the call counted in the window."""
         limit = None
         if limits.max_concurrent_calls is not None:
-            limit = accounts.over_concurrency_limit(self._engine, user_id, call_session_id)
+            limit = accounts.over_concurrency_limit(
+                self._engine, user_id, call_session_id, at_its_time=at_its_time
+            )
         if limit is not None:
             return AdmitCallResult(
                 failure_code=FailureCode.CONCURRENCY_LIMIT,

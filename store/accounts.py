@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, exists, func, or_
+from sqlalchemy import and_, exists, func, or_, true
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -121,11 +121,15 @@ def _claimed_without_session(session: Session, user_id: uuid.UUID) -> int:
     return int(count)
 
 
-def over_concurrency_limit(engine: Engine, user_id: str, call_session_id: str) -> int | None:
+def over_concurrency_limit(
+    engine: Engine, user_id: str, call_session_id: str, *, at_its_time: bool = False
+) -> int | None:
     """For a single call whose session is stored (and so counts as in flight): the account's
     limit when this call is beyond it, else None. Every call counts the calls in flight that
     were created before it (and claimed campaign calls), so of two calls racing for the last
-    slot in two processes exactly the later one is refused, without a lock."""
+    slot in two processes exactly the later one is refused, without a lock. A scheduled call
+    at its time (`at_its_time`) was created long before the calls now in flight: it counts
+    all of them."""
     uid = uuid.UUID(user_id)
     with Session(engine) as session:
         user = session.get(User, uid)
@@ -135,6 +139,13 @@ def over_concurrency_limit(engine: Engine, user_id: str, call_session_id: str) -
         if mine is None:
             return None
         since = utcnow() - IN_FLIGHT_HORIZON
+        earlier = or_(
+            col(CallSession.created_at) < mine.created_at,
+            and_(
+                col(CallSession.created_at) == mine.created_at,
+                col(CallSession.id) < mine.id,
+            ),
+        )
         ahead = session.exec(
             select(func.count())
             .select_from(CallSession)
@@ -143,13 +154,7 @@ def over_concurrency_limit(engine: Engine, user_id: str, call_session_id: str) -
                 col(CallSession.created_at) >= since,
                 col(CallSession.id) != mine.id,
                 _session_in_flight(),  # type: ignore[arg-type]
-                or_(
-                    col(CallSession.created_at) < mine.created_at,
-                    and_(
-                        col(CallSession.created_at) == mine.created_at,
-                        col(CallSession.id) < mine.id,
-                    ),
-                ),
+                true() if at_its_time else earlier,
             )
         ).one()
         ahead = int(ahead) + _claimed_without_session(session, uid)

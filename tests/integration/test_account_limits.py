@@ -120,12 +120,13 @@ async def test_a_scheduled_call_waits_for_a_free_slot_up_to_its_latest_at(
         return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
 
     async with open_stack(settings, engine, dev_env.client) as stack:
+        # Both scheduled before the call that takes the slot: at their time they count it.
+        waits = await create_call(
+            stack, account.headers, NUMBER, body={"scheduled_at": when(2), "latest_at": when(60)}
+        )
+        refused = await create_call(stack, account.headers, NUMBER, body={"scheduled_at": when(2)})
         first = await create_call(stack, account.headers, NUMBER, wait="dialed")
         assert first.json()["status"] == "success", first.text
-        waits = await create_call(
-            stack, account.headers, NUMBER, body={"scheduled_at": when(1), "latest_at": when(60)}
-        )
-        refused = await create_call(stack, account.headers, NUMBER, body={"scheduled_at": when(1)})
         ids = [r.json()["call_session_id"] for r in (first, waits, refused)]
 
         def row(i: int) -> CallSession:
